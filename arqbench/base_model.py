@@ -1,0 +1,59 @@
+"""The float base model of a (benchmark, sigma): a given checkpoint, a conventional one, or arqbench's trained cache."""
+
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from . import checkpoints
+from .benchmark import Benchmark, Splits
+from .errors import SkipBenchmark
+from .files import home, key_hash
+from .training import train
+
+
+def trained_path(benchmark: Benchmark, sigma: float, seed: int = 0) -> Path:
+    """Where ``arqbench train`` (or first use) stores the base model; the key changes when the recipe does."""
+    key = {"benchmark": benchmark.name, "architecture": benchmark.architecture, "sigma": sigma,
+           "recipe": asdict(benchmark.recipe), "seed": seed}
+    return home() / "models" / benchmark.name / f"sigma{sigma:g}-{key_hash(key)}.pt"
+
+
+def train_base_model(benchmark: Benchmark, sigma: float, splits: Splits, device: torch.device, seed: int = 0,
+                     epochs: int | None = None, workers: int = 0, amp: bool = False) -> Path:
+    """Noise-augmented training with the benchmark's recipe, resumable, saved to ``trained_path``."""
+    if splits.train is None:
+        raise SkipBenchmark(f"{benchmark.name}: no training data found; training needs the train split")
+    path = trained_path(benchmark, sigma, seed)
+    torch.manual_seed(seed)
+    model = benchmark.build_model()
+    train(model, splits.train, benchmark.recipe, sigma, device, seed, epochs=epochs,
+          state_path=path.with_suffix(".state"), description=f"train {benchmark.name} sigma={sigma:g}",
+          workers=workers, amp=amp)
+    checkpoints.save(model, path, benchmark=benchmark.name, sigma=sigma, recipe=asdict(benchmark.recipe))
+    path.with_suffix(".state").unlink(missing_ok=True)
+    return path
+
+
+def base_model(benchmark: Benchmark, sigma: float, splits: Splits, device: torch.device,
+               checkpoint: Path | None = None, data_root: Path | None = None) -> tuple[nn.Module, dict]:
+    """The base model in eval mode on ``device`` and where it came from."""
+    model = benchmark.build_model()
+    conventional = benchmark.checkpoint_path(sigma, data_root)
+    cached = trained_path(benchmark, sigma)
+    if checkpoint is not None:
+        source = checkpoints.load_into(model, checkpoint, benchmark.architecture)
+    elif conventional is not None and conventional.is_file():
+        source = checkpoints.load_into(model, conventional, benchmark.architecture)
+    elif cached.is_file():
+        source = checkpoints.load_into(model, cached, benchmark.architecture)
+    elif benchmark.train_on_first_use:
+        source = checkpoints.load_into(model, train_base_model(benchmark, sigma, splits, device), benchmark.architecture)
+    else:
+        looked = f"{conventional} or {cached}" if conventional else str(cached)
+        raise SkipBenchmark(
+            f"{benchmark.name}: no base model for sigma={sigma:g} (looked at {looked}); pass --checkpoint FILE "
+            f"or run `arqbench train --benchmark {benchmark.name} --sigma {sigma:g}`"
+        )
+    return model.to(device).eval(), source

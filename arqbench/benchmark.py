@@ -1,0 +1,62 @@
+"""What a benchmark plugin provides: a model, its data, its training recipe and its protocol defaults."""
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from torch import nn
+from torch.utils.data import Dataset
+
+
+@dataclass(frozen=True)
+class TrainRecipe:
+    """Noise-augmented SGD with step decay (Cohen et al.'s recipe, scaled per benchmark)."""
+
+    epochs: int
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    batch_size: int = 256
+    lr_step: int = 30  # epochs between lr decays
+    lr_gamma: float = 0.1
+
+
+@dataclass
+class Splits:
+    """``train`` may be None (e.g. ImageNet with only ``val/``): the protocol then fine-tunes and searches
+    on test images outside the certification subset."""
+
+    train: Dataset | None
+    test: Dataset
+
+
+@dataclass
+class Benchmark:
+    """Base class for benchmark plugins; subclasses override ``build_model`` and ``splits``."""
+
+    name: str
+    num_classes: int
+    input_shape: tuple[int, int, int]
+    radii: tuple[float, ...]
+    recipe: TrainRecipe
+    finetune: TrainRecipe
+    defaults: dict = field(default_factory=dict)  # protocol defaults for this benchmark (n, n0, test_images, ...)
+    train_on_first_use: bool = False  # small benchmarks train their base model when none is cached
+    search_images: int = 500  # size of the held-out search split carved from the training data
+    gamma: float = 0.99  # IRS threshold above which a candidate is re-certified from scratch
+    architecture: str = ""  # recorded with checkpoints; a checkpoint of another architecture is refused
+
+    def build_model(self) -> nn.Module:
+        """A freshly initialised model with input normalisation inside (``arqbench.normalize.Normalized``)."""
+        raise NotImplementedError
+
+    def splits(self, data_root: Path | None) -> Splits:
+        """Load the data (inputs in [0, 1]); raise ``SkipBenchmark`` naming the path read when it is missing."""
+        raise NotImplementedError
+
+    def checkpoint_path(self, sigma: float, data_root: Path | None) -> Path | None:
+        """Where a user's checkpoint for ``sigma`` is looked for by convention (None: no convention)."""
+        return None
+
+    def tied_layers(self, model: nn.Module) -> list[list[str]]:
+        """Groups of layer names that must share one precision (e.g. a shortcut and its block's first conv)."""
+        return []

@@ -1,0 +1,31 @@
+"""Running a certifier over the protocol's fixed certification subset."""
+
+from dataclasses import dataclass, field
+
+from torch import nn
+
+from .console import progress
+from .data import examples
+from .smoothing import Certificate, SmoothingConfig
+
+
+@dataclass
+class Reference:
+    """The unmodified model a certified model derives from, for incremental certifiers, and a key naming it."""
+
+    model: nn.Module
+    key: dict = field(default_factory=dict)
+
+
+def certify_subset(certifier, model: nn.Module, subset, config: SmoothingConfig, num_classes: int,
+                   reference: Reference | None = None, description: str = "certify") -> list[Certificate]:
+    """Certify each image of ``subset`` with a rich progress bar; returns the certificates in subset order."""
+    with progress() as bar:
+        task = bar.add_task(description, total=len(subset.indices))
+
+        def advancing():
+            for example in examples(subset):
+                yield example
+                bar.advance(task)
+
+        return list(certifier.certify(model, advancing(), config, num_classes, reference=reference))

@@ -1,0 +1,165 @@
+"""The ``arqbench`` command: run | list | leaderboard | certify | train."""
+
+import argparse
+import ast
+import os
+import sys
+from pathlib import Path
+
+from . import __version__
+from .errors import ArqbenchError
+
+DEFAULT_OUT = Path("arqbench-results")
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, no usage dump
+        raise ArqbenchError(f"{self.prog}: {message} (see --help)")
+
+
+def floats(flag: str):
+    def parse(text: str) -> list[float]:
+        try:
+            return [float(v) for v in text.split(",") if v.strip()] or _empty(flag)
+        except ValueError:
+            raise ArqbenchError(f"{flag} expects comma-separated numbers, got '{text}'") from None
+    return parse
+
+
+def ints(flag: str):
+    def parse(text: str) -> list[int]:
+        try:
+            return [int(v) for v in text.split(",") if v.strip()] or _empty(flag)
+        except ValueError:
+            raise ArqbenchError(f"{flag} expects comma-separated integers, got '{text}'") from None
+    return parse
+
+
+def names(flag: str):
+    def parse(text: str) -> list[str]:
+        values = [v.strip() for v in text.split(",")]
+        if not all(values):
+            raise ArqbenchError(f"{flag} expects comma-separated names, got '{text}'")
+        return values
+    return parse
+
+
+def _empty(flag):
+    raise ArqbenchError(f"{flag} needs at least one value")
+
+
+def option(text: str) -> tuple[str, str, object]:
+    """``METHOD.KEY=VALUE`` -> (method, key, value); values are Python literals or plain strings."""
+    head, sep, raw = text.partition("=")
+    method, dot, key = head.partition(".")
+    if not sep or not dot or not method or not key:
+        raise ArqbenchError(f"--option expects METHOD.KEY=VALUE (e.g. haq.warmup=5), got '{text}'")
+    try:
+        value = ast.literal_eval(raw)
+    except (ValueError, SyntaxError):
+        value = raw
+    return method, key, value
+
+
+def add_protocol_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("protocol (defaults: the benchmark's, then paper scale)")
+    g.add_argument("--n0", type=int, help="selection samples of CERTIFY (paper: 100)")
+    g.add_argument("--n", type=int, help="estimation samples of CERTIFY (paper: 100000)")
+    g.add_argument("--alpha", type=float, help="failure probability of a certificate (paper: 0.001)")
+    g.add_argument("--test-images", type=int, help="size of the fixed certification subset (paper: 500)")
+    g.add_argument("--batch-size", type=int, help="noisy samples per forward when certifying")
+    g.add_argument("--finetune-epochs", type=int, help="quantization-aware fine-tune epochs, same for every method")
+    g.add_argument("--certifier", help="certifier plugin for the final certification (default rs)")
+    g.add_argument("--quantizer", help="quantizer plugin (default linear)")
+    g.add_argument("--cost-model", help="cost model the budget is measured in (default bitops)")
+    g.add_argument("--episodes", type=int, help="RL search episodes (HAQ/ARQ; paper: 600)")
+    g.add_argument("--np", type=float, help="incremental certification samples as a fraction of n (default 0.1)")
+    g.add_argument("--search-activations", action="store_true", default=None,
+                   help="search activation bits too (needed below ~1.56%% BitOPs)")
+    g.add_argument("--quantize-ends", dest="keep_ends", action="store_false", default=None,
+                   help="let searches quantize the first and last layer below 8 bits")
+    g.add_argument("--preset", choices=["paper"], help="paper: n0=100, n=100000, alpha=0.001, 500 images, 600 episodes")
+    g.add_argument("--option", action="append", type=option, default=[], metavar="METHOD.KEY=VALUE",
+                   help="a method-specific option, e.g. haq.warmup=5 (repeatable)")
+
+
+def add_place_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    p.add_argument("--data-root", type=Path, default=os.environ.get("ARQBENCH_DATA"),
+                   help="where CIFAR-10/ImageNet live (or $ARQBENCH_DATA)")
+    p.add_argument("--checkpoint", type=Path, help="base model checkpoint (Cohen .pth.tar, state_dict, arqbench)")
+
+
+def overrides(args) -> dict:
+    keys = ["n0", "n", "alpha", "test_images", "batch_size", "finetune_epochs", "certifier", "quantizer",
+            "cost_model", "episodes", "np", "search_activations", "keep_ends"]
+    values = {k: getattr(args, k) for k in keys}
+    options: dict = {}
+    for method, key, value in args.option:
+        options.setdefault(method, {})[key] = value
+    values["options"] = options or None
+    return values
+
+
+def build_parser() -> Parser:
+    parser = Parser(prog="arqbench", description="Robustness-aware mixed-precision quantization benchmarks.")
+    parser.add_argument("--version", action="version", version=f"arqbench {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
+
+    run = sub.add_parser("run", help="run a sweep and store one result file per cell")
+    run.add_argument("--methods", type=names("--methods"), help="search methods (default: all registered)")
+    run.add_argument("--benchmarks", type=names("--benchmarks"), default=["digits"])
+    run.add_argument("--sigma", type=floats("--sigma"), default=[0.25], help="noise level(s), comma list")
+    run.add_argument("--budget", type=floats("--budget"), default=[0.025],
+                     help="cost budget(s) as fractions of float cost, comma list (0.025 = 2.5%%)")
+    run.add_argument("--seed", type=ints("--seed"), default=[0], help="seed(s), comma list")
+    run.add_argument("--out", type=Path, default=DEFAULT_OUT, help="results directory")
+    run.add_argument("--force", action="store_true", help="recompute finished cells")
+    add_protocol_flags(run)
+    add_place_flags(run)
+
+    sub.add_parser("list", help="list every registered plugin, by kind")
+
+    board = sub.add_parser("leaderboard", help="render leaderboards from result files")
+    board.add_argument("--results", type=Path, default=DEFAULT_OUT, help="results directory")
+    board.add_argument("--out", type=Path, default=Path("leaderboards"), help="where to write leaderboards")
+    board.add_argument("--format", choices=["markdown", "csv", "json"], default="markdown")
+
+    cert = sub.add_parser("certify", help="certify one model (float, or quantized with --policy)")
+    cert.add_argument("--benchmark", default="digits")
+    cert.add_argument("--sigma", type=float, help="noise level (default: the result file's, else 0.25)")
+    cert.add_argument("--policy", type=Path, help="a policy JSON or a result file (replays its fine-tune and seed)")
+    cert.add_argument("--seed", type=int, help="certification seed (default: the result file's, else 0)")
+    cert.add_argument("--certifiers", type=names("--certifiers"),
+                      help="certifiers to compare on the same model, e.g. irs,rs (default: --certifier)")
+    add_protocol_flags(cert)
+    add_place_flags(cert)
+
+    tr = sub.add_parser("train", help="train a benchmark's base model with noise augmentation")
+    tr.add_argument("--benchmark", default="digits")
+    tr.add_argument("--sigma", type=floats("--sigma"), default=[0.25])
+    tr.add_argument("--epochs", type=int, help="override the recipe's epochs")
+    tr.add_argument("--seed", type=int, default=0)
+    tr.add_argument("--workers", type=int, default=0, help="DataLoader workers")
+    tr.add_argument("--amp", action="store_true", help="mixed precision (CUDA)")
+    add_place_flags(tr)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        from .commands import COMMANDS
+
+        flags = overrides(args) if hasattr(args, "option") else {}
+        return COMMANDS[args.command](args, flags)
+    except ArqbenchError as exc:
+        print(f"arqbench: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("arqbench: interrupted; finished cells are saved, re-run to continue", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

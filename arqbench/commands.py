@@ -1,0 +1,133 @@
+"""What each ``arqbench`` subcommand does, given parsed arguments."""
+
+import time
+from pathlib import Path
+
+import torch
+from rich.table import Table
+
+from . import leaderboard, plugins
+from . import policy as policies
+from .config import resolve
+from .console import console, info, stdout
+from .errors import ArqbenchError
+from .metrics import summarize
+from .protocol import certify_model, prepare, quantized_model
+from .results import REFERENCE, read, read_all
+from .sweep import SweepSpec, check_values, run_sweep
+from .training import accuracy
+
+
+def run(args, flags: dict) -> int:
+    methods = args.methods or plugins.names("search")
+    spec = SweepSpec(benchmarks=args.benchmarks, methods=methods, sigmas=args.sigma, budgets=args.budget,
+                     seeds=args.seed, out=args.out, overrides=flags, preset=args.preset,
+                     device=args.device, data_root=args.data_root, checkpoint=args.checkpoint, force=args.force)
+    outcome = run_sweep(spec)
+    info(f"{len(outcome.done)} cells run, {len(outcome.reused)} reused, {len(outcome.failed)} failed "
+         f"in {outcome.seconds:.1f}s; results in {args.out}")
+    for cell, error in outcome.failed:
+        console.print(f"[red]failed[/red] {cell.label()}: {error}", highlight=False)
+    if outcome.failed:
+        return 1
+    if outcome.skipped and not outcome.done and not outcome.reused:
+        return 1  # nothing could run: every benchmark was skipped
+    return 0
+
+
+def list_plugins(args, flags: dict) -> int:
+    table = Table(title="arqbench plugins")
+    for column in ("kind", "name", "plugin"):
+        table.add_column(column)
+    for kind, entries in plugins.registries().items():
+        for name in sorted(entries):
+            table.add_row(kind.replace("_", " "), name, entries[name].plugin)
+    stdout.print(table)
+    return 0
+
+
+def render_leaderboard(args, flags: dict) -> int:
+    for path in leaderboard.render(read_all(args.results), args.out, args.format):
+        info(f"wrote {path}")
+    return 0
+
+
+def certify(args, flags: dict) -> int:
+    """Certify the float model, a policy, or a result file's policy (replaying its protocol and seed)."""
+    benchmark_name, sigma, seed, source = args.benchmark, args.sigma, args.seed, None
+    if args.policy is not None and _is_result(args.policy):
+        source = read(args.policy)
+        benchmark_name, sigma = source["benchmark"], sigma or source["sigma"]
+        seed = source["seed"] if seed is None else seed
+        flags = {**source["config"]["protocol"], **{k: v for k, v in flags.items() if v is not None}}
+    sigma = 0.25 if sigma is None else sigma
+    seed = 0 if seed is None else seed
+    check_values(SweepSpec([benchmark_name], [], [sigma], [], [seed], Path("."), device=args.device,
+                           data_root=args.data_root, checkpoint=args.checkpoint))
+    device = torch.device(args.device)
+    benchmark = plugins.create("benchmark", benchmark_name)
+    protocol = resolve(benchmark, flags, args.preset)
+    certifiers = args.certifiers or [protocol.certifier]
+    for name in certifiers:
+        plugins.get("certifier", name)
+    prepared = prepare(benchmark, sigma, protocol, device, args.data_root, args.checkpoint)
+    if args.policy is None:
+        model, label = prepared.model, REFERENCE
+    else:
+        policy = policies.validate(policies.load(args.policy), prepared.layers, f"policy {args.policy}")
+        model, label = quantized_model(prepared, protocol, policy, seed, device), str(args.policy)
+
+    table = Table(title=f"{benchmark_name} sigma={sigma:g} {label} (seed {seed}, n={protocol.n})")
+    for column in ("certifier", "clean acc", "smoothed acc", "ACR", "abstain", "seconds"):
+        table.add_column(column)
+    clean = accuracy(model, prepared.data.test, device)
+    measured = {}
+    for name in certifiers:
+        start = time.perf_counter()
+        certs, _ = certify_model(prepared, model, resolve(benchmark, {**flags, "certifier": name}, args.preset),
+                                 seed, f"certify ({name})")
+        seconds = time.perf_counter() - start
+        measured[name] = m = {"clean_acc": clean, **summarize(certs, benchmark.radii)}
+        table.add_row(name, f"{clean:.4f}", f"{m['smoothed_acc']:.4f}", f"{m['acr']:.4f}", f"{m['abstain_rate']:.4f}",
+                      f"{seconds:.2f}")
+    stdout.print(table)
+    if source is not None and protocol.certifier in measured:
+        return _compare_with_source(source, measured[protocol.certifier])
+    return 0
+
+
+def _is_result(path: Path) -> bool:
+    try:
+        return "status" in read(path)
+    except ArqbenchError:
+        return False
+
+
+def _compare_with_source(source: dict, metrics: dict) -> int:
+    table = Table(title="re-certification against the result file (same policy, protocol and seed)")
+    for column in ("metric", "result file", "re-run", "same"):
+        table.add_column(column)
+    same = True
+    for key in ("clean_acc", "smoothed_acc", "acr", "abstain_rate"):
+        a, b = source["metrics"][key], metrics[key]
+        same &= abs(a - b) < 1e-9
+        table.add_row(key, f"{a:.6f}", f"{b:.6f}", "yes" if abs(a - b) < 1e-9 else "NO")
+    stdout.print(table)
+    return 0 if same else 1
+
+
+def train(args, flags: dict) -> int:
+    from .base_model import train_base_model
+
+    check_values(SweepSpec([args.benchmark], [], args.sigma, [], [args.seed], Path("."), device=args.device,
+                           data_root=args.data_root))
+    benchmark = plugins.create("benchmark", args.benchmark)
+    splits = benchmark.splits(args.data_root)
+    for sigma in args.sigma:
+        path = train_base_model(benchmark, sigma, splits, torch.device(args.device), args.seed, args.epochs,
+                                args.workers, args.amp)
+        info(f"trained {args.benchmark} sigma={sigma:g}: {path}")
+    return 0
+
+
+COMMANDS = {"run": run, "list": list_plugins, "leaderboard": render_leaderboard, "certify": certify, "train": train}

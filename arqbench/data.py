@@ -1,0 +1,58 @@
+"""The fixed splits of the protocol: certification subset, search split, fine-tune data, calibration batches."""
+
+from dataclasses import dataclass
+
+import torch
+from torch.utils.data import DataLoader, Dataset, Subset
+
+from .benchmark import Splits
+
+SPLIT_SEED = 20190208  # fixed for every run, so all methods see the same images
+
+
+def permutation(length: int, seed: int = SPLIT_SEED) -> list[int]:
+    return torch.randperm(length, generator=torch.Generator().manual_seed(seed)).tolist()
+
+
+@dataclass
+class ProtocolData:
+    fit: Dataset  # fine-tuning and calibration
+    search: Dataset  # a search method's held-out split; never the certification subset
+    test: Dataset  # the whole test split (clean accuracy)
+    certify: Subset  # the fixed certification subset of ``test``
+
+    @classmethod
+    def from_splits(cls, splits: Splits, test_images: int, search_images: int) -> "ProtocolData":
+        test_order = permutation(len(splits.test))
+        certify = Subset(splits.test, test_order[: min(test_images, len(splits.test))])
+        if splits.train is not None:
+            order = permutation(len(splits.train), SPLIT_SEED + 1)
+            held = min(search_images, len(order) // 5)
+            return cls(Subset(splits.train, order[held:]), Subset(splits.train, order[:held]), splits.test, certify)
+        rest = test_order[len(certify.indices):]  # no training data: use test images outside the subset
+        held = max(1, len(rest) // 2)
+        return cls(Subset(splits.test, rest[held:] or rest), Subset(splits.test, rest[:held]), splits.test, certify)
+
+
+def loader(dataset: Dataset, batch_size: int, device: torch.device, shuffle: bool = False, seed: int = 0,
+           workers: int = 0) -> DataLoader:
+    gen = torch.Generator().manual_seed(seed)
+    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=gen, num_workers=workers,
+                      pin_memory=device.type == "cuda", persistent_workers=workers > 0)
+
+
+def examples(subset: Subset):
+    """(index in the test split, input, label) for each image of a certification subset."""
+    for index in subset.indices:
+        x, y = subset.dataset[index]
+        yield index, x, int(y)
+
+
+def noisy_batches(dataset: Dataset, sigma: float, batches: int, batch_size: int, device: torch.device, seed: int = 0):
+    """A few batches of noise-augmented inputs (the distribution the smoothed model sees), e.g. for calibration."""
+    gen = torch.Generator().manual_seed(seed)
+    data = loader(dataset, batch_size, device, shuffle=True, seed=seed)
+    for i, (x, _) in enumerate(data):
+        if i >= batches:
+            break
+        yield (x + sigma * torch.randn(x.shape, generator=gen)).to(device)

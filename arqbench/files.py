@@ -1,0 +1,92 @@
+"""Files that are never half-written: atomic writes, the cache home, and keys that name cache entries."""
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .errors import ArqbenchError
+
+
+def home() -> Path:
+    """The cache directory: ``$ARQBENCH_HOME``, else the user's cache dir (``~/.cache/arqbench``)."""
+    if os.environ.get("ARQBENCH_HOME"):
+        return Path(os.environ["ARQBENCH_HOME"]).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "arqbench"
+
+
+def key_hash(key: dict) -> str:
+    """A short stable hash of everything that changes a cached artefact."""
+    blob = json.dumps(key, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def cache_path(kind: str, key: dict, suffix: str = ".pt") -> Path:
+    return home() / kind / f"{key_hash(key)}{suffix}"
+
+
+def _atomic(path: Path, write) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            write(handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    _atomic(path, lambda h: h.write(json.dumps(data, indent=1, sort_keys=False, default=_jsonable).encode()))
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    _atomic(path, lambda h: h.write(text.encode()))
+
+
+def torch_save_atomic(path: Path, obj: Any) -> None:
+    _atomic(path, lambda h: torch.save(obj, h))
+
+
+def torch_load_cached(path: Path) -> Any | None:
+    """Load a cache entry; a corrupt one is reported, removed and treated as missing (so it is rebuilt)."""
+    if not Path(path).exists():
+        return None
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        from .console import warn
+
+        warn(f"cache entry {path} is corrupt ({type(exc).__name__}); rebuilding it")
+        Path(path).unlink(missing_ok=True)
+        return None
+
+
+def read_json(path: Path, what: str = "file") -> Any:
+    try:
+        return json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise ArqbenchError(f"{what} {path} does not exist") from None
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ArqbenchError(f"{what} {path} is not valid JSON ({exc}); delete or repair it") from None
+
+
+def _jsonable(value: Any) -> Any:
+    if hasattr(value, "item"):
+        return value.item()
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    if isinstance(value, (set, tuple)):
+        return list(value)
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")

@@ -1,0 +1,77 @@
+"""The result store: one JSON file per cell under ``--out``, written atomically, read back for leaderboards."""
+
+import platform
+import sys
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy
+import torch
+
+from . import __version__
+from .errors import ArqbenchError
+from .files import read_json, write_json_atomic
+
+REFERENCE = "fp32"  # the float model's row, one per (benchmark, sigma, seed)
+
+
+@dataclass(frozen=True)
+class Cell:
+    benchmark: str
+    sigma: float
+    budget: float | None  # None for the fp32 row
+    method: str
+    seed: int
+
+    def path(self, out: Path) -> Path:
+        where = Path(out) / self.benchmark / f"sigma{self.sigma:g}"
+        if self.budget is not None:
+            where = where / f"budget{self.budget:g}"
+        return where / f"{self.method}-seed{self.seed}.json"
+
+    def label(self) -> str:
+        budget = "" if self.budget is None else f" budget={self.budget:g}"
+        return f"{self.benchmark} sigma={self.sigma:g}{budget} {self.method} seed={self.seed}"
+
+
+def write(path: Path, result: dict) -> None:
+    write_json_atomic(path, result)
+
+
+def read(path: Path) -> dict:
+    data = read_json(path, "result file")
+    if not isinstance(data, dict) or not {"benchmark", "method", "sigma", "status"} <= set(data):
+        raise ArqbenchError(f"result file {path} is not an arqbench result; delete it or move it out of the results dir")
+    return data
+
+
+def read_all(root: Path) -> list[dict]:
+    """Every result under ``root`` (each with its ``path``); a corrupt file is an error naming it."""
+    root = Path(root)
+    if not root.is_dir():
+        raise ArqbenchError(f"results directory {root} does not exist; run `arqbench run --out {root}` first")
+    results = []
+    for path in sorted(root.rglob("*.json")):
+        result = read(path)
+        result["path"] = str(path)
+        results.append(result)
+    return results
+
+
+def versions(device: torch.device) -> dict:
+    from .plugins import plugin_versions
+
+    return {
+        "arqbench": __version__,
+        "python": sys.version.split()[0],
+        "torch": torch.__version__,
+        "numpy": numpy.__version__,
+        "platform": platform.platform(),
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
+        "plugins": plugin_versions(),
+    }
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")

@@ -1,0 +1,81 @@
+"""Gaussian noise-augmented training (Cohen et al.), used for base models and for every method's fine-tune."""
+
+import math
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+
+from .benchmark import TrainRecipe
+from .console import progress as make_progress
+from .data import loader
+from .errors import ArqbenchError
+from .files import torch_load_cached, torch_save_atomic
+
+
+class TrainingDiverged(ArqbenchError):
+    """The loss became NaN or infinite."""
+
+
+def train(model: nn.Module, dataset: Dataset, recipe: TrainRecipe, sigma: float, device: torch.device, seed: int,
+          epochs: int | None = None, state_path: Path | None = None, description: str = "train",
+          workers: int = 0, amp: bool = False) -> nn.Module:
+    """Train ``model`` in place on ``x + N(0, sigma^2)``: SGD, momentum, weight decay, step decay.
+
+    With ``state_path`` the run checkpoints after every epoch and resumes from the last one.
+    """
+    epochs = recipe.epochs if epochs is None else epochs
+    model.to(device).train()
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.SGD(params, lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay)
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=recipe.lr_step, gamma=recipe.lr_gamma)
+    scaler = torch.amp.GradScaler(device.type, enabled=amp)
+    start = 0
+    state = torch_load_cached(state_path) if state_path else None
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        start = state["epoch"]
+    loss_fn = nn.CrossEntropyLoss()
+    with make_progress() as bar:
+        task = bar.add_task(description, total=epochs, completed=start)
+        for epoch in range(start, epochs):
+            torch.manual_seed(seed * 1000 + epoch)
+            for x, y in loader(dataset, recipe.batch_size, device, shuffle=True, seed=seed * 1000 + epoch,
+                               workers=workers):
+                x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+                noisy = x + torch.randn_like(x) * sigma
+                with torch.autocast(device.type, enabled=amp):
+                    loss = loss_fn(model(noisy), y)
+                if not math.isfinite(loss.item()):
+                    raise TrainingDiverged(f"{description}: loss became {loss.item()} in epoch {epoch + 1}; "
+                                           f"lower the learning rate ({recipe.lr})")
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
+            scheduler.step()
+            if state_path:
+                torch_save_atomic(state_path, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                                               "scheduler": scheduler.state_dict(), "epoch": epoch + 1})
+            bar.advance(task)
+    model.eval()
+    return model
+
+
+@torch.inference_mode()
+def accuracy(model: nn.Module, dataset: Dataset, device: torch.device, batch_size: int = 512,
+             sigma: float = 0.0, seed: int = 0) -> float:
+    """Top-1 accuracy of the base classifier, on clean inputs or (sigma > 0) on one noisy copy of each."""
+    model.eval()
+    gen = torch.Generator(device=device).manual_seed(seed)
+    correct = total = 0
+    for x, y in loader(dataset, batch_size, device):
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        if sigma > 0:
+            x = x + sigma * torch.randn(x.shape, generator=gen, device=device)
+        correct += (model(x).argmax(1) == y).sum().item()
+        total += len(y)
+    return correct / max(total, 1)

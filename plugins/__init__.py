@@ -1,0 +1,1 @@
+"""First-party plugins: quantizers, certifiers, cost models, benchmarks and ARQ, registered via entry points."""

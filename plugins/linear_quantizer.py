@@ -1,0 +1,115 @@
+"""Quantizer ``linear``: fake quantization with a straight-through estimator.
+
+Weights: symmetric, per output channel, 2^b - 1 levels in [-max|w|, max|w|].
+Activations (each layer's input): per tensor, range calibrated on a few noisy batches;
+unsigned [0, max] when the calibrated input is non-negative (post-ReLU), else symmetric.
+``torch.fake_quantize_*`` pass gradients straight through inside the range, so the model fine-tunes.
+In eval mode a layer's quantized weight is computed once and reused until the weight changes.
+"""
+
+import copy
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from arqbench.hookspecs import hookimpl
+from arqbench.profile import QUANTIZABLE
+
+
+def quantize_weight(weight: torch.Tensor, bits: int) -> torch.Tensor:
+    """Symmetric per-output-channel fake quantization of a weight tensor to ``bits`` bits."""
+    q_max = 2 ** (bits - 1) - 1
+    flat = weight.detach().reshape(weight.shape[0], -1)
+    scale = (flat.abs().amax(dim=1) / q_max).clamp_min(1e-12).float()
+    zero = torch.zeros(weight.shape[0], dtype=torch.int32, device=weight.device)
+    return torch.fake_quantize_per_channel_affine(weight, scale, zero, 0, -q_max, q_max)
+
+
+class FakeQuant(nn.Module):
+    """Wraps one Conv2d/Linear: quantizes its input activation and its weight."""
+
+    def __init__(self, layer: nn.Module, w_bits: int, a_bits: int):
+        super().__init__()
+        self.layer = layer
+        self.w_bits, self.a_bits = w_bits, a_bits
+        self.register_buffer("a_min", torch.tensor(float("inf")))
+        self.register_buffer("a_max", torch.tensor(float("-inf")))
+        self.calibrating = False
+        self._act_params = (1.0, 0, 2**a_bits - 1)
+        self._cached: tuple[tuple, torch.Tensor] | None = None
+
+    @property
+    def weight(self) -> torch.Tensor:
+        return self.layer.weight
+
+    def quantized_weight(self) -> torch.Tensor:
+        if self.training or torch.is_grad_enabled() and self.weight.requires_grad:
+            self._cached = None
+            return quantize_weight(self.weight, self.w_bits)
+        key = (self.weight._version, self.weight.data_ptr(), self.weight.device, self.w_bits)
+        if self._cached is None or self._cached[0] != key:
+            with torch.no_grad():
+                self._cached = (key, quantize_weight(self.weight, self.w_bits))
+        return self._cached[1]
+
+    def quantize_input(self, x: torch.Tensor) -> torch.Tensor:
+        if self.calibrating:
+            self.a_min.fill_(min(self.a_min.item(), x.min().item()))
+            self.a_max.fill_(max(self.a_max.item(), x.max().item()))
+            return x
+        scale, q_min, q_max = self._act_params
+        return torch.fake_quantize_per_tensor_affine(x, scale, 0, q_min, q_max)
+
+    def finish_calibration(self) -> None:
+        """Fix the activation grid from the observed range (kept as Python numbers: no device sync per forward)."""
+        self.calibrating = False
+        low, high = self.a_min.item(), self.a_max.item()
+        if low >= 0:
+            q_max = 2 ** self.a_bits - 1
+            self._act_params = (max(high, 1e-8) / q_max, 0, q_max)
+        else:
+            q_max = 2 ** (self.a_bits - 1) - 1
+            self._act_params = (max(-low, high, 1e-8) / q_max, -q_max, q_max)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.quantize_input(x)
+        w = self.quantized_weight()
+        if isinstance(self.layer, nn.Conv2d):
+            return self.layer._conv_forward(x, w, self.layer.bias)
+        return F.linear(x, w, self.layer.bias)
+
+    def extra_repr(self) -> str:
+        return f"w_bits={self.w_bits}, a_bits={self.a_bits}"
+
+
+class LinearQuantizer:
+    def quantize(self, model: nn.Module, policy: dict, calibration) -> nn.Module:
+        """A fake-quantized copy of ``model``: each layer in ``policy`` wrapped, activation ranges calibrated."""
+        qmodel = copy.deepcopy(model)
+        wrapped = []
+        for name, module in list(qmodel.named_modules()):
+            if isinstance(module, QUANTIZABLE) and name in policy:
+                w_bits, a_bits = policy[name]
+                fq = FakeQuant(module, w_bits, a_bits)
+                parent_name, _, child = name.rpartition(".")
+                setattr(qmodel.get_submodule(parent_name) if parent_name else qmodel, child, fq)
+                wrapped.append(fq)
+        was_training = qmodel.training
+        qmodel.eval()
+        for fq in wrapped:
+            fq.calibrating = True
+        with torch.no_grad():
+            for batch in calibration:
+                qmodel(batch)
+        for fq in wrapped:
+            fq.finish_calibration()
+        return qmodel.train(was_training)
+
+    def quantize_weight(self, weight: torch.Tensor, bits: int) -> torch.Tensor:
+        return quantize_weight(weight, bits)
+
+
+@hookimpl
+def register_quantizer(register):
+    register("linear", LinearQuantizer)
