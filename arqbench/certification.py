@@ -11,10 +11,17 @@ from .smoothing import Certificate, SmoothingConfig
 
 @dataclass
 class Reference:
-    """The unmodified model a certified model derives from, for incremental certifiers, and a key naming it."""
+    """The unmodified (float) model a certified model derives from, for incremental certifiers.
+
+    ``key`` names it and the data its examples come from (a cache key); ``np`` is the fraction
+    of n an incremental certifier may spend per example, ``gamma`` the pA above which it
+    re-certifies from scratch (IRS).
+    """
 
     model: nn.Module
     key: dict = field(default_factory=dict)
+    np: float = 0.1
+    gamma: float = 0.99
 
 
 def certify_subset(certifier, model: nn.Module, subset, config: SmoothingConfig, num_classes: int,

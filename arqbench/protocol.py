@@ -41,8 +41,12 @@ class Prepared:
 
     @property
     def reference_key(self) -> dict:
-        return {"benchmark": self.benchmark.name, "sigma": self.sigma, "model": self.fingerprint,
-                "split": [int(i) for i in self.data.certify.indices[:3]] + [len(self.data.certify.indices)]}
+        """Names the float base model (by its weights) for caches keyed by it."""
+        return {"benchmark": self.benchmark.name, "sigma": self.sigma, "model": self.fingerprint}
+
+    def reference(self, protocol: Protocol, data: str) -> Reference:
+        """The float model as the reference of incremental certification on split ``data`` ("test", "search")."""
+        return Reference(self.model, {**self.reference_key, "data": data}, protocol.np, self.benchmark.gamma)
 
 
 def fingerprint(model: nn.Module) -> str:
@@ -93,7 +97,7 @@ def cost_summary(prepared: Prepared, policy: policies.Policy | None, protocol: P
 def certify_model(prepared: Prepared, model: nn.Module, protocol: Protocol, seed: int, description: str):
     certifier = plugins.create("certifier", protocol.certifier)
     config = smoothing_config(protocol, prepared.sigma, seed)
-    reference = Reference(prepared.model, prepared.reference_key)
+    reference = prepared.reference(protocol, "test")
     start = time.perf_counter()
     certs = certify_subset(certifier, model, prepared.data.certify, config, prepared.benchmark.num_classes,
                            reference, description)

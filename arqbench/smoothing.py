@@ -3,17 +3,18 @@
 g(x) = argmax_c P(f(x + e) = c), e ~ N(0, sigma^2 I). Noise is added to the unnormalised
 input; normalisation is the model's first layer. Each example draws its noise from its
 own generator seeded by (seed, example index, phase), so a certification is the same
-whichever batch or shard the example lands in, and can be replayed sample for sample.
+whichever batch, batch size or shard the example lands in, and can be replayed sample for sample.
 """
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import torch
 from scipy.stats import beta, binomtest, norm
 
 ABSTAIN = -1
 SELECTION, ESTIMATION, PREDICTION = 0, 1, 2
+NOISE_CHUNK = 100  # noise is drawn per example in whole chunks of this many samples
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,7 @@ class Certificate:
     count: int  # samples (of ``n``) that voted for the prediction
     n: int
     seconds: float
+    details: dict = field(default_factory=dict)  # certifier-specific, e.g. IRS's disagreement bound
 
     @property
     def correct(self) -> bool:
@@ -66,61 +68,105 @@ def generator(device: torch.device, seed: int, index: int, phase: int) -> torch.
     return gen
 
 
-@torch.inference_mode()
-def sample_predictions(model: torch.nn.Module, x: torch.Tensor, num: int, sigma: float, batch_size: int,
-                       gen: torch.Generator) -> torch.Tensor:
-    """The base classifier's predicted class on ``num`` noisy copies of ``x``, as a tensor on x's device.
+def generators(device: torch.device, seed: int, indices, phase: int) -> list[torch.Generator]:
+    return [generator(device, seed, index, phase) for index in indices]
 
-    Noise is drawn batch by batch (sizes batch_size, ..., remainder), so the first k samples of
-    two calls with the same generator and batch size are identical.
+
+@torch.inference_mode()
+def sample_predictions(model: torch.nn.Module, xs: torch.Tensor, num: int, sigma: float, batch_size: int,
+                       gens: list[torch.Generator]) -> torch.Tensor:
+    """The base classifier's class for ``num`` noisy copies of each input in ``xs``: a (len(xs), num) tensor.
+
+    Example e's noise is drawn from ``gens[e]`` in chunks of NOISE_CHUNK samples, always whole
+    chunks, so its k-th sample is the same whatever ``num``, ``batch_size`` or the other examples
+    are: certifications are independent of batching and can be replayed sample for sample.
+    Forward batches pack the chunks of several examples, up to ``batch_size`` rows.
     """
-    out = torch.empty(num, dtype=torch.long, device=x.device)
-    buffer = torch.empty((min(batch_size, num), *x.shape), device=x.device, dtype=x.dtype)
-    done = 0
-    while done < num:
-        size = min(batch_size, num - done)
-        noisy = buffer[:size].normal_(0.0, sigma, generator=gen).add_(x)
-        out[done:done + size] = model(noisy).argmax(dim=1)
-        done += size
+    out = torch.empty((len(xs), num), dtype=torch.long, device=xs.device)
+    jobs = [(e, start, min(NOISE_CHUNK, num - start)) for e in range(len(xs)) for start in range(0, num, NOISE_CHUNK)]
+    rows = min(max(batch_size, NOISE_CHUNK), len(xs) * num)
+    buffer = torch.empty((rows + NOISE_CHUNK, *xs.shape[1:]), device=xs.device, dtype=xs.dtype)
+    i = 0
+    while i < len(jobs):
+        filled, packed = 0, []
+        while i < len(jobs) and (not packed or filled + jobs[i][2] <= batch_size):
+            e, start, size = jobs[i]
+            buffer[filled:filled + NOISE_CHUNK].normal_(0.0, sigma, generator=gens[e]).add_(xs[e])
+            packed.append((e, start, size, filled))
+            filled += size
+            i += 1
+        predictions = torch.cat([model(buffer[lo:min(lo + batch_size, filled)]).argmax(dim=1)
+                                 for lo in range(0, filled, batch_size)])
+        for e, start, size, offset in packed:
+            out[e, start:start + size] = predictions[offset:offset + size]
     return out
 
 
 def class_counts(predictions: torch.Tensor, num_classes: int) -> torch.Tensor:
-    return torch.bincount(predictions, minlength=num_classes)
+    """Per-row vote counts of a (examples, samples) prediction tensor: (examples, num_classes)."""
+    counts = torch.zeros((predictions.shape[0], num_classes), dtype=torch.long, device=predictions.device)
+    return counts.scatter_add_(1, predictions, torch.ones_like(predictions))
 
 
-def certify(model: torch.nn.Module, x: torch.Tensor, label: int, index: int, config: SmoothingConfig,
-            num_classes: int, estimation: torch.Tensor | None = None) -> Certificate:
-    """Cohen's CERTIFY: n0 samples pick cA, n fresh samples bound pA from below.
+def certify_many(model: torch.nn.Module, batch: list[tuple[int, torch.Tensor, int]], config: SmoothingConfig,
+                 num_classes: int, estimation: torch.Tensor | None = None) -> list[Certificate]:
+    """Cohen's CERTIFY for each (index, x, label): n0 samples pick cA, n fresh samples bound pA from below.
 
-    ``estimation`` may pass the n estimation-phase predictions when the caller already drew them.
+    ``estimation`` may pass the (examples, n) estimation-phase predictions when the caller already drew them.
     """
     start = time.perf_counter()
     device = next(model.parameters()).device
-    x = x.to(device)
-    selection = sample_predictions(model, x, config.n0, config.sigma, config.batch_size,
-                                   generator(device, config.seed, index, SELECTION))
-    c_a = int(class_counts(selection, num_classes).argmax())
+    indices = [index for index, _, _ in batch]
+    xs = torch.stack([x for _, x, _ in batch]).to(device)
+    selection = sample_predictions(model, xs, config.n0, config.sigma, config.batch_size,
+                                   generators(device, config.seed, indices, SELECTION))
+    c_a = class_counts(selection, num_classes).argmax(dim=1)
     if estimation is None:
-        estimation = sample_predictions(model, x, config.n, config.sigma, config.batch_size,
-                                        generator(device, config.seed, index, ESTIMATION))
-    n_a = int((estimation == c_a).sum())
-    p_lower = lower_confidence_bound(n_a, config.n, config.alpha)
-    if p_lower < 0.5:
-        prediction, radius = ABSTAIN, 0.0
-    else:
-        prediction, radius = c_a, certified_radius(config.sigma, p_lower)
-    return Certificate(index, int(label), prediction, radius, p_lower, n_a, config.n, time.perf_counter() - start)
+        estimation = sample_predictions(model, xs, config.n, config.sigma, config.batch_size,
+                                        generators(device, config.seed, indices, ESTIMATION))
+    n_a = (estimation == c_a[:, None]).sum(dim=1).tolist()
+    seconds = (time.perf_counter() - start) / len(batch)
+    certificates = []
+    for (index, _, label), c, k in zip(batch, c_a.tolist(), n_a):
+        p_lower = lower_confidence_bound(k, config.n, config.alpha)
+        if p_lower < 0.5:
+            certificates.append(Certificate(index, int(label), ABSTAIN, 0.0, p_lower, k, config.n, seconds))
+        else:
+            certificates.append(Certificate(index, int(label), c, certified_radius(config.sigma, p_lower), p_lower, k,
+                                            config.n, seconds))
+    return certificates
+
+
+def certify(model: torch.nn.Module, x: torch.Tensor, label: int, index: int, config: SmoothingConfig,
+            num_classes: int) -> Certificate:
+    """CERTIFY for one example."""
+    return certify_many(model, [(index, x, label)], config, num_classes)[0]
+
+
+def group_size(config: SmoothingConfig, num: int, cap: int = 256) -> int:
+    """How many examples to certify together so a forward holds about ``batch_size`` noisy samples."""
+    return max(1, min(cap, config.batch_size // max(1, num)))
+
+
+def batched(iterable, size: int):
+    """Lists of up to ``size`` consecutive items."""
+    chunk = []
+    for item in iterable:
+        chunk.append(item)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
 
 
 def predict(model: torch.nn.Module, x: torch.Tensor, index: int, config: SmoothingConfig, num_classes: int) -> int:
     """Cohen's PREDICT: the top class of n samples, or ABSTAIN if a two-sided binomial test of the
     top two counts has p-value above alpha."""
     device = next(model.parameters()).device
-    predictions = sample_predictions(model, x.to(device), config.n, config.sigma, config.batch_size,
-                                     generator(device, config.seed, index, PREDICTION))
-    counts = class_counts(predictions, num_classes)
-    top2 = torch.topk(counts, 2)
+    predictions = sample_predictions(model, x.to(device)[None], config.n, config.sigma, config.batch_size,
+                                     [generator(device, config.seed, index, PREDICTION)])
+    top2 = torch.topk(class_counts(predictions, num_classes)[0], 2)
     n_top, n_second = int(top2.values[0]), int(top2.values[1])
     if binomtest(n_top, n_top + n_second, 0.5).pvalue > config.alpha:
         return ABSTAIN

@@ -1,13 +1,14 @@
 """Certifier ``rs``: Cohen et al.'s CERTIFY on every example (``arqbench.smoothing``)."""
 
 from arqbench.hookspecs import hookimpl
-from arqbench.smoothing import certify
+from arqbench.smoothing import batched, certify_many, group_size
 
 
 class RandomizedSmoothing:
     def certify(self, model, examples, config, num_classes, reference=None):
         """One Certificate per (index, x, label) in ``examples``; ``reference`` is not needed."""
-        return [certify(model, x, label, index, config, num_classes) for index, x, label in examples]
+        size = group_size(config, min(config.n0, config.n))
+        return [cert for group in batched(examples, size) for cert in certify_many(model, group, config, num_classes)]
 
 
 @hookimpl

@@ -11,7 +11,7 @@ from torch import nn
 
 from arqbench.metrics import summarize
 from arqbench.smoothing import (ABSTAIN, Certificate, SmoothingConfig, certify, certified_radius,
-                                lower_confidence_bound, predict, sample_predictions, generator,
+                                lower_confidence_bound, predict, sample_predictions, generators,
                                 upper_confidence_bound)
 
 
@@ -86,14 +86,21 @@ def test_predict_abstains_on_a_tie_and_answers_when_clear():
     assert predict(model, torch.tensor([-2.0, 0.0]), 2, config, 2) == 0
 
 
-def test_sampling_is_seeded_and_replayable_prefix_by_batch():
+def test_samples_are_seeded_per_example_and_independent_of_batching():
     model = linear_classifier(torch.tensor([1.0, 1.0]), 0.0)
-    x = torch.tensor([0.1, -0.05])
-    a = sample_predictions(model, x, 700, 1.0, 200, generator(torch.device("cpu"), 5, 7, 1))
-    b = sample_predictions(model, x, 700, 1.0, 200, generator(torch.device("cpu"), 5, 7, 1))
-    c = sample_predictions(model, x, 300, 1.0, 200, generator(torch.device("cpu"), 5, 7, 1))
-    assert torch.equal(a, b)
-    assert torch.equal(a[:200], c[:200])  # whole batches replay exactly
+    xs = torch.tensor([[0.1, -0.05], [0.3, 0.2], [-0.4, 0.0]])
+    cpu = torch.device("cpu")
+
+    def draw(num, batch_size, which=(0, 1, 2)):
+        return sample_predictions(model, xs[list(which)], num, 1.0, batch_size, generators(cpu, 5, which, 1))
+
+    reference = draw(750, 200)
+    assert torch.equal(reference, draw(750, 200))  # seeded
+    assert torch.equal(reference, draw(750, 1000))  # the batch size is only a speed knob
+    assert torch.equal(reference, draw(750, 30))  # even below one noise chunk
+    assert torch.equal(reference[2], draw(750, 200, which=(2,))[0])  # other examples change nothing
+    assert torch.equal(reference[:, :250], draw(250, 64))  # the first k samples replay exactly
+    assert not torch.equal(reference[0], reference[1])
 
 
 def test_summary_metrics():

@@ -1,0 +1,115 @@
+"""The plugin contract: entry points, the env var, name clashes, and an out-of-tree plugin used by a run."""
+
+import json
+import sys
+import textwrap
+
+import pytest
+
+from arqbench import plugins
+from arqbench.errors import ArqbenchError
+from arqbench.hookspecs import hookimpl
+
+from conftest import TINY, run_subprocess
+
+
+def test_every_kind_has_its_first_party_plugins():
+    regs = plugins.registries()
+    assert set(regs) == {"quantizer", "certifier", "search", "cost_model", "benchmark"}
+    assert {"linear"} <= set(regs["quantizer"])
+    assert {"rs", "irs"} <= set(regs["certifier"])
+    assert {"uniform", "random", "haq", "arq"} <= set(regs["search"])
+    assert {"bitops", "size"} <= set(regs["cost_model"])
+    assert "digits" in regs["benchmark"]
+    assert regs["search"]["uniform"].plugin == "uniform"  # registered through its entry point
+
+
+def test_core_names_no_method_or_benchmark():
+    """The core imports no plugin module; every method and benchmark arrives through the contract."""
+    import pathlib
+
+    core = pathlib.Path(plugins.__file__).parent
+    for path in core.glob("*.py"):
+        text = path.read_text()
+        assert "arqbench.bundled" not in text and "arqbench.baselines" not in text, path
+
+
+class Clash:
+    @hookimpl
+    def register_search(self, register):
+        register("uniform", object)
+
+
+def test_a_name_clash_names_both_plugins():
+    plugins.register_plugin(Clash(), "clashing-plugin")
+    try:
+        with pytest.raises(ArqbenchError) as error:
+            plugins.registries()
+        message = str(error.value)
+        assert message.startswith("search 'uniform' is registered by both plugin")
+        assert "'uniform'" in message.split("both")[1] and "'clashing-plugin'" in message
+    finally:
+        plugins.unregister_plugin("clashing-plugin")
+    assert plugins.get("search", "uniform").plugin == "uniform"
+
+
+def test_unknown_names_list_the_available_ones():
+    with pytest.raises(ArqbenchError, match=r"unknown search 'nope'; available: .*uniform"):
+        plugins.get("search", "nope")
+
+
+def test_env_var_restricts_which_plugins_load(tmp_path):
+    result = run_subprocess("list", env={"ARQBENCH_PLUGINS": "digits,uniform,costs"})
+    assert result.returncode == 0, result.stderr
+    assert "uniform" in result.stdout and "digits" in result.stdout
+    assert "random" not in result.stdout and "linear" not in result.stdout
+
+
+def write_out_of_tree_plugin(root):
+    """A third-party package with an entry point in group 'arqbench', installed by putting it on sys.path."""
+    (root / "my_search.py").write_text(textwrap.dedent('''
+        from arqbench.hookspecs import hookimpl
+        from arqbench.policy import uniform_policy
+        from arqbench.search import SearchResult
+
+        class AllFour:
+            """Every free layer at 4-bit weights, then the action wall."""
+            def search(self, ctx):
+                return SearchResult(ctx.fit(uniform_policy(ctx.layers, 4, 8, ctx.fixed)), {"made_by": "my-search"})
+
+        @hookimpl
+        def register_search(register):
+            register("allfour", AllFour)
+    '''))
+    dist = root / "my_search-1.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: my-search\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text("[arqbench]\nmysearch = my_search\n")
+
+
+def test_an_out_of_tree_plugin_is_listed_and_used_by_a_run(tmp_path):
+    write_out_of_tree_plugin(tmp_path)
+    env = {"PYTHONPATH": str(tmp_path)}
+    listed = run_subprocess("list", env=env)
+    assert "allfour" in listed.stdout and "mysearch" in listed.stdout
+    out = tmp_path / "results"
+    result = run_subprocess("run", "--methods", "allfour", "--sigma", "0.25", "--budget", "0.05", "--out", out,
+                            *TINY, env=env)
+    assert result.returncode == 0, result.stderr
+    record = json.loads((out / "digits" / "sigma0.25" / "budget0.05" / "allfour-seed0.json").read_text())
+    assert record["status"] == "ok" and record["search"] == {"made_by": "my-search"}
+    assert record["versions"]["plugins"]["mysearch"] == "1.0"
+    assert {tuple(bits) for name, bits in record["policy"].items()} <= {(8, 8), (4, 8)}
+
+
+def test_a_plugin_that_fails_to_import_is_one_clear_line(tmp_path):
+    (tmp_path / "broken_plugin.py").write_text("raise RuntimeError('boom at import')\n")
+    dist = tmp_path / "broken-1.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: broken\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text("[arqbench]\nbroken = broken_plugin\n")
+    result = run_subprocess("list", env={"PYTHONPATH": str(tmp_path)})
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "arqbench: error: plugin 'broken' (broken_plugin) failed to import: RuntimeError: boom at import; "
+        "fix or uninstall it, or leave it out with ARQBENCH_PLUGINS"]
