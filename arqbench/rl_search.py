@@ -1,0 +1,118 @@
+"""HAQ's DDPG agent (stable-baselines3) driving ``BitAllocationEnv``; the reward is the caller's.
+
+What HAQ changes on top of plain DDPG, each in one small override:
+- warm-up episodes of uniform random actions, then truncated-normal exploration around the
+  actor's action with a width decaying per episode;
+- every transition of an episode is credited with the episode's final reward, and sampled
+  rewards have a moving-average baseline subtracted (``EpisodeCreditBuffer``);
+- separate actor and critic learning rates; gamma 1, tau 0.01, batch 64, 300-300 networks.
+"""
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+from scipy.stats import truncnorm
+from stable_baselines3 import DDPG
+from stable_baselines3.common.buffers import ReplayBuffer
+from stable_baselines3.common.callbacks import BaseCallback
+
+from .bit_env import BitAllocationEnv
+from .console import progress
+from .search import SearchContext, SearchResult
+
+
+@dataclass(frozen=True)
+class AgentSettings:
+    episodes: int = 600
+    warmup: int = 20  # episodes of uniform random actions before the actor acts
+    noise: float = 0.5  # initial width of the truncated-normal exploration
+    noise_decay: float = 0.99  # per episode after warm-up
+    actor_lr: float = 1e-4
+    critic_lr: float = 1e-3
+    tau: float = 0.01
+    batch_size: int = 64
+    hidden: int = 300
+    memory_per_step: int = 128  # replay memory = 128 x steps per episode, as HAQ
+    baseline_alpha: float = 0.5  # moving-average reward baseline: b += alpha * (batch mean - b)
+
+
+class EpisodeCreditBuffer(ReplayBuffer):
+    """A replay buffer that gives each transition its episode's final reward and subtracts a moving baseline."""
+
+    def __init__(self, *args, baseline_alpha: float = 0.5, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.baseline_alpha = baseline_alpha
+        self.baseline: float | None = None
+        self._episode_length = 0
+
+    def add(self, obs, next_obs, action, reward, done, infos):
+        super().add(obs, next_obs, action, reward, done, infos)
+        self._episode_length += 1
+        if done[0]:
+            positions = [(self.pos - 1 - k) % self.buffer_size for k in range(self._episode_length)]
+            self.rewards[positions, 0] = reward[0]
+            self._episode_length = 0
+
+    def sample(self, batch_size, env=None):
+        batch = super().sample(batch_size, env)
+        mean = batch.rewards.mean().item()
+        self.baseline = mean if self.baseline is None else self.baseline + self.baseline_alpha * (mean - self.baseline)
+        return batch._replace(rewards=batch.rewards - self.baseline)
+
+
+class HAQAgent(DDPG):
+    def __init__(self, env: BitAllocationEnv, settings: AgentSettings, seed: int):
+        steps = len(env.steps)
+        self.settings = settings
+        self.rng = np.random.default_rng(seed)
+        super().__init__(
+            "MlpPolicy", env, learning_rate=settings.critic_lr,
+            buffer_size=settings.memory_per_step * steps, learning_starts=settings.warmup * steps,
+            batch_size=settings.batch_size, tau=settings.tau, gamma=1.0, train_freq=(1, "episode"),
+            gradient_steps=-1, replay_buffer_class=EpisodeCreditBuffer,
+            replay_buffer_kwargs={"baseline_alpha": settings.baseline_alpha},
+            policy_kwargs={"net_arch": {"pi": [settings.hidden] * 2, "qf": [settings.hidden] * 2}},
+            seed=seed, device="cpu", verbose=0,
+        )
+
+    def _update_learning_rate(self, optimizers):
+        for optimizer, lr in zip(optimizers, (self.settings.actor_lr, self.settings.critic_lr)):
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+
+    def _sample_action(self, learning_starts, action_noise=None, n_envs=1):
+        if self.num_timesteps < learning_starts:
+            action = self.rng.uniform(0.0, 1.0, size=(n_envs, 1))
+        else:
+            mu, _ = self.predict(self._last_obs, deterministic=True)
+            width = self.settings.noise * self.settings.noise_decay ** max(self._episode_num - self.settings.warmup, 0)
+            action = truncnorm.rvs(-mu / width, (1 - mu) / width, loc=mu, scale=width, random_state=self.rng)
+            action = np.clip(np.asarray(action, dtype=np.float32).reshape(n_envs, 1), 0.0, 1.0)
+        return action.astype(np.float32), self.policy.scale_action(action).astype(np.float32)
+
+
+class _EpisodeProgress(BaseCallback):
+    def __init__(self, bar, task):
+        super().__init__()
+        self.bar, self.task = bar, task
+
+    def _on_step(self) -> bool:
+        if self.locals["dones"][0]:
+            self.bar.advance(self.task)
+        return True
+
+
+def rl_search(ctx: SearchContext, reward, settings: AgentSettings, description: str = "search") -> SearchResult:
+    """Run ``settings.episodes`` episodes; the result is the best-rewarded (within-budget) policy seen."""
+    env = BitAllocationEnv(ctx.layers, ctx.fixed, ctx.search_activations, ctx.fit, ctx.cost_fraction, reward)
+    if not env.steps:  # every layer is fixed: nothing to search
+        policy = ctx.fit(env.policy())
+        return SearchResult(policy, {"episodes": 0, "history": []})
+    agent = HAQAgent(env, settings, ctx.seed)
+    with progress() as bar:
+        task = bar.add_task(description, total=settings.episodes)
+        agent.learn(total_timesteps=settings.episodes * len(env.steps), callback=_EpisodeProgress(bar, task))
+    best = max(env.history, key=lambda record: record["reward"])
+    policy = {name: (bits[0], bits[1]) for name, bits in best["policy"].items()}
+    return SearchResult(policy, {"episodes": len(env.history), "best_episode": best["episode"],
+                                 "best_reward": best["reward"], "agent": asdict(settings), "history": env.history})
