@@ -1,0 +1,111 @@
+"""Incremental randomized smoothing (soundness, caching, fallback) and the arq search end to end."""
+
+import json
+
+import pytest
+import torch
+from scipy.stats import norm
+
+from arqbench import plugins
+from arqbench.certification import Reference
+from arqbench.smoothing import ABSTAIN, SmoothingConfig
+
+from conftest import TINY
+from test_smoothing import exact_radius, linear_classifier
+
+
+def examples(points, w, b):
+    return [(i, x, int(float(w @ x) + b > 0)) for i, x in enumerate(points)]
+
+
+def test_irs_radius_is_sound_for_a_linear_classifier_with_a_shifted_bias():
+    """f and f_p = f with its bias moved: f_p's exact smoothed radius is its distance to its own boundary."""
+    torch.manual_seed(0)
+    w, b, shift, sigma = torch.tensor([0.8, -0.6]), 0.2, 0.15, 0.5
+    f, f_p = linear_classifier(w, b), linear_classifier(w, b + shift)
+    points = torch.randn(300, 2) * 0.7
+    config = SmoothingConfig(sigma=sigma, n0=50, n=1000, alpha=0.01, batch_size=1000, seed=2)
+    irs = plugins.create("certifier", "irs", alpha_zeta=0.01)
+    reference = Reference(f, {"test": "shifted-bias", "b": b}, np=0.2, gamma=1.1)  # gamma > 1: never fall back
+    labels_p = [(i, x, int(float(w @ x) + b + shift > 0)) for i, x in enumerate(points)]
+    certs = irs.certify(f_p, labels_p, config, 2, reference)
+    violations = certified = 0
+    for cert, (_, x, label) in zip(certs, labels_p):
+        if cert.prediction == ABSTAIN:
+            continue
+        certified += 1
+        if cert.prediction == label:
+            violations += cert.radius > exact_radius(w, b + shift, x) + 1e-9
+        else:
+            violations += 1  # certifying the wrong class at any radius is a failure
+        # the disagreement bound is a valid upper bound of the exact disagreement probability, mostly
+        assert cert.details["n_p"] == 200
+    # overall failure probability <= alpha + alpha_zeta = 0.02 per certificate: 6 expected of 300, 16 has p < 1e-3
+    assert certified > 100 and violations <= 16
+
+
+def test_irs_tracks_the_exact_disagreement():
+    """With f_p = f the bound only reflects n_p; with a large shift IRS certifies much less."""
+    w, b, sigma = torch.tensor([1.0, 0.0]), 0.0, 0.5
+    f = linear_classifier(w, b)
+    config = SmoothingConfig(sigma=sigma, n0=50, n=2000, alpha=0.001, batch_size=2000, seed=0)
+    reference = Reference(f, {"test": "identity"}, np=0.5, gamma=1.1)
+    x = [(0, torch.tensor([0.6, 0.0]), 1)]
+    same = plugins.create("certifier", "irs").certify(f, x, config, 2, reference)[0]
+    shifted = plugins.create("certifier", "irs").certify(linear_classifier(w, b - 0.3), x, config, 2, reference)[0]
+    assert same.details["disagreements"] == 0
+    exact_p = norm.cdf(0.6 / sigma) - norm.cdf(0.3 / sigma)  # P(0 < x1 + e < 0.3): f says 1, f_p says 0
+    assert shifted.details["disagreements"] / 1000 == pytest.approx(exact_p, abs=0.03)
+    assert shifted.details["zeta"] >= exact_p - 0.01 and shifted.radius < same.radius
+
+
+def test_float_certification_is_cached_and_reused_across_candidates_and_runs():
+    w = torch.tensor([1.0, 1.0])
+    f = linear_classifier(w, 0.0)
+    points = torch.randn(6, 2)
+    config = SmoothingConfig(sigma=0.5, n0=20, n=300, alpha=0.01, batch_size=300, seed=9)
+    reference = Reference(f, {"test": "cache"}, np=0.2, gamma=1.1)
+    first = plugins.create("certifier", "irs")
+    for shift in (0.0, 0.1, -0.1):  # three candidates, one float certification
+        first.certify(linear_classifier(w, shift), examples(points, w, 0.0), config, 2, reference)
+    assert first.stats["float_certified"] == 6 and first.stats["float_reused"] == 12
+    second = plugins.create("certifier", "irs")  # a new run: read from disk
+    second.certify(f, examples(points, w, 0.0), config, 2, reference)
+    assert second.stats["float_certified"] == 0 and second.stats["float_reused"] == 6
+    other = plugins.create("certifier", "irs")  # other settings: other cache entries
+    other.certify(f, examples(points, w, 0.0), SmoothingConfig(**{**config.__dict__, "seed": 10}), 2, reference)
+    assert other.stats["float_certified"] == 6
+
+
+def test_a_confident_example_falls_back_to_plain_smoothing_with_n_p_samples():
+    w = torch.tensor([1.0, 0.0])
+    f = linear_classifier(w, 0.0)
+    config = SmoothingConfig(sigma=0.25, n0=20, n=1000, alpha=0.001, batch_size=1000, seed=0)
+    reference = Reference(f, {"test": "fallback"}, np=0.1, gamma=0.99)
+    cert = plugins.create("certifier", "irs").certify(f, [(0, torch.tensor([2.0, 0.0]), 1)], config, 2, reference)[0]
+    assert cert.details == {"fallback": True} and cert.n == 100 and cert.prediction == 1
+
+
+def test_irs_without_a_reference_is_a_clear_error():
+    from arqbench.errors import ArqbenchError
+
+    with pytest.raises(ArqbenchError, match="needs the float reference model"):
+        plugins.create("certifier", "irs").certify(linear_classifier(torch.ones(2), 0.0), [],
+                                                   SmoothingConfig(sigma=0.5), 2)
+
+
+def test_arq_search_on_digits_meets_the_budget_and_records_its_search(cli, tmp_path):
+    code, out, err = cli("run", "--methods", "arq", "--sigma", "0.25", "--budget", "0.03", "--episodes", "3",
+                         "--option", "arq.warmup=1", "--option", "arq.images=6", "--out", tmp_path, *TINY)
+    assert code == 0, err
+    record = json.loads((tmp_path / "digits/sigma0.25/budget0.03/arq-seed0.json").read_text())
+    assert record["status"] == "ok" and record["cost"]["fraction"] <= 0.03
+    search = record["search"]
+    assert search["images"] == 6 and search["certifier"] == "irs"
+    assert search["certifier_stats"]["float_certified"] == 6  # once, then reused by every candidate
+    assert search["certifier_stats"]["float_reused"] == 6 * 3
+    for h in search["history"]:
+        assert {"acr", "smoothed_acc", "zeta_mean", "fallbacks", "reward", "cost"} <= set(h)
+    # reward = relative ACR change against the float model's IRS ACR
+    h = search["history"][0]
+    assert h["reward"] == pytest.approx((h["acr"] - search["float_acr"]) / search["float_acr"])
