@@ -23,10 +23,12 @@ class TrainRecipe:
 @dataclass
 class Splits:
     """``train`` may be None (e.g. ImageNet with only ``val/``): the protocol then fine-tunes and searches
-    on test images outside the certification subset."""
+    on test images outside the certification subset. ``train_eval``: the training images without
+    augmentation (same order), used for the search split; None when ``train`` does not augment."""
 
     train: Dataset | None
     test: Dataset
+    train_eval: Dataset | None = None
 
 
 @dataclass

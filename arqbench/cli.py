@@ -88,6 +88,7 @@ def add_place_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-root", type=Path, default=os.environ.get("ARQBENCH_DATA"),
                    help="where CIFAR-10/ImageNet live (or $ARQBENCH_DATA)")
     p.add_argument("--checkpoint", type=Path, help="base model checkpoint (Cohen .pth.tar, state_dict, arqbench)")
+    p.add_argument("--workers", type=int, default=0, help="DataLoader worker processes (0: load in the main process)")
 
 
 def overrides(args) -> dict:
@@ -140,7 +141,6 @@ def build_parser() -> Parser:
     tr.add_argument("--sigma", type=floats("--sigma"), default=[0.25])
     tr.add_argument("--epochs", type=int, help="override the recipe's epochs")
     tr.add_argument("--seed", type=int, default=0)
-    tr.add_argument("--workers", type=int, default=0, help="DataLoader workers")
     tr.add_argument("--amp", action="store_true", help="mixed precision (CUDA)")
     add_place_flags(tr)
     return parser
@@ -149,8 +149,12 @@ def build_parser() -> Parser:
 def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
+        from . import data
         from .commands import COMMANDS
 
+        data.WORKERS = getattr(args, "workers", 0)
+        if data.WORKERS < 0:
+            raise ArqbenchError(f"--workers must be >= 0, got {data.WORKERS}")
         flags = overrides(args) if hasattr(args, "option") else {}
         return COMMANDS[args.command](args, flags)
     except ArqbenchError as exc:

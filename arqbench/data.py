@@ -8,6 +8,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from .benchmark import Splits
 
 SPLIT_SEED = 20190208  # fixed for every run, so all methods see the same images
+WORKERS = 0  # DataLoader worker processes where a caller names none; the CLI's --workers sets it
 
 
 def permutation(length: int, seed: int = SPLIT_SEED) -> list[int]:
@@ -28,14 +29,17 @@ class ProtocolData:
         if splits.train is not None:
             order = permutation(len(splits.train), SPLIT_SEED + 1)
             held = min(search_images, len(order) // 5)
-            return cls(Subset(splits.train, order[held:]), Subset(splits.train, order[:held]), splits.test, certify)
+            plain = splits.train if splits.train_eval is None else splits.train_eval
+            search = Subset(plain, order[:held])  # never augmented
+            return cls(Subset(splits.train, order[held:]), search, splits.test, certify)
         rest = test_order[len(certify.indices):]  # no training data: use test images outside the subset
         held = max(1, len(rest) // 2)
         return cls(Subset(splits.test, rest[held:] or rest), Subset(splits.test, rest[:held]), splits.test, certify)
 
 
 def loader(dataset: Dataset, batch_size: int, device: torch.device, shuffle: bool = False, seed: int = 0,
-           workers: int = 0) -> DataLoader:
+           workers: int | None = None) -> DataLoader:
+    workers = WORKERS if workers is None else workers
     gen = torch.Generator().manual_seed(seed)
     return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=gen, num_workers=workers,
                       pin_memory=device.type == "cuda", persistent_workers=workers > 0)

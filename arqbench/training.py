@@ -20,7 +20,7 @@ class TrainingDiverged(ArqbenchError):
 
 def train(model: nn.Module, dataset: Dataset, recipe: TrainRecipe, sigma: float, device: torch.device, seed: int,
           epochs: int | None = None, state_path: Path | None = None, description: str = "train",
-          workers: int = 0, amp: bool = False) -> nn.Module:
+          workers: int | None = None, amp: bool = False) -> nn.Module:
     """Train ``model`` in place on ``x + N(0, sigma^2)``: SGD, momentum, weight decay, step decay.
 
     With ``state_path`` the run checkpoints after every epoch and resumes from the last one.
