@@ -4,7 +4,8 @@ One step per free layer (two when activation bits are searched: weights, then ac
 The observation is that layer's row of ten min-max-normalised features; the action a in
 [0, 1] becomes bits = round(a * (max - min + 1) + min - 0.5). After the last step the
 policy is pushed under the budget by the action wall and scored by a reward callable:
-the only part a search method swaps.
+the only part a search method swaps. The reward must be a deterministic function of the
+policy (fixed calibration, seeds and noise), so a policy the agent revisits is scored once.
 """
 
 from typing import Callable
@@ -46,6 +47,7 @@ class BitAllocationEnv(gym.Env):
         self.observation_space = gym.spaces.Box(0.0, 1.0, shape=(len(FEATURES),), dtype=np.float32)
         self.action_space = gym.spaces.Box(0.0, 1.0, shape=(1,), dtype=np.float32)
         self.history: list[dict] = []
+        self._scores: dict[tuple, tuple[float, dict]] = {}
         self._t, self._bits, self._previous = 0, {}, 1.0
 
     def _features(self) -> np.ndarray:
@@ -81,9 +83,13 @@ class BitAllocationEnv(gym.Env):
         self._t += 1
         if self._t < len(self.steps):
             return self._observation(), 0.0, False, False, {}
-        chosen = self.policy()
-        policy = self.fit(chosen)
-        reward, record = self.reward(policy)
+        policy = self.fit(self.policy())
+        key = tuple(sorted(policy.items()))
+        revisit = key in self._scores
+        if not revisit:
+            self._scores[key] = self.reward(policy)
+        reward, record = self._scores[key]
         self.history.append({"episode": len(self.history), "policy": {k: list(v) for k, v in policy.items()},
-                             "cost": self.cost_fraction(policy), "reward": float(reward), **record})
+                             "cost": self.cost_fraction(policy), "reward": float(reward), "revisit": revisit,
+                             **record})
         return self._observation(), float(reward), True, False, {"policy": policy}

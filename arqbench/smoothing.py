@@ -109,18 +109,22 @@ def class_counts(predictions: torch.Tensor, num_classes: int) -> torch.Tensor:
 
 
 def certify_many(model: torch.nn.Module, batch: list[tuple[int, torch.Tensor, int]], config: SmoothingConfig,
-                 num_classes: int, estimation: torch.Tensor | None = None) -> list[Certificate]:
+                 num_classes: int, estimation: torch.Tensor | None = None,
+                 candidates: torch.Tensor | None = None) -> list[Certificate]:
     """Cohen's CERTIFY for each (index, x, label): n0 samples pick cA, n fresh samples bound pA from below.
 
-    ``estimation`` may pass the (examples, n) estimation-phase predictions when the caller already drew them.
+    ``estimation`` may pass the (examples, n) estimation-phase predictions when the caller already drew them;
+    ``candidates`` may give each example's cA when it was chosen independently of the estimation samples.
     """
     start = time.perf_counter()
     device = next(model.parameters()).device
     indices = [index for index, _, _ in batch]
     xs = torch.stack([x for _, x, _ in batch]).to(device)
-    selection = sample_predictions(model, xs, config.n0, config.sigma, config.batch_size,
-                                   generators(device, config.seed, indices, SELECTION))
-    c_a = class_counts(selection, num_classes).argmax(dim=1)
+    if candidates is None:
+        selection = sample_predictions(model, xs, config.n0, config.sigma, config.batch_size,
+                                       generators(device, config.seed, indices, SELECTION))
+        candidates = class_counts(selection, num_classes).argmax(dim=1)
+    c_a = candidates
     if estimation is None:
         estimation = sample_predictions(model, xs, config.n, config.sigma, config.batch_size,
                                         generators(device, config.seed, indices, ESTIMATION))

@@ -10,7 +10,7 @@ from its seed). A modified model f_p then spends n_p = np * n samples per exampl
 
 a certificate of confidence 1 - (alpha + alpha_zeta). When f's pA_lower >= gamma the bound
 would cost more than it saves, and f_p is certified from scratch with n_p samples at level
-alpha + alpha_zeta.
+alpha + alpha_zeta, for f's class cA (chosen on selection samples independent of them).
 """
 
 import math
@@ -92,9 +92,10 @@ class IncrementalRS:
         scratch = [ex for ex, entry in zip(group, entries) if entry["p_lower"] >= gamma]
         incremental = [(ex, entry) for ex, entry in zip(group, entries) if entry["p_lower"] < gamma]
         results = {}
-        if scratch:  # from scratch with n_p samples at the combined level
+        if scratch:  # from scratch: n_p fresh-for-f_p samples bound f_p's pA for f's cA
+            c_a = torch.tensor([entry["c_a"] for entry in entries if entry["p_lower"] >= gamma], device=device)
             for cert in certify_many(model, scratch, replace(config, n=n_p, alpha=config.alpha + self.alpha_zeta),
-                                     num_classes):
+                                     num_classes, candidates=c_a):
                 cert.details = {"fallback": True}
                 results[cert.index] = cert
         if incremental:

@@ -152,3 +152,19 @@ def test_validate_rejects_foreign_or_out_of_range_policies():
         policies.validate({"conv": (4, 4)}, LAYERS)
     with pytest.raises(ArqbenchError, match=r"must be in \[2, 8\]"):
         policies.validate({l.name: (1, 8) for l in LAYERS}, LAYERS)
+
+
+def test_activation_rounding_matches_pytorch_fake_quantize_and_its_gradient():
+    from arqbench.bundled.linear_quantizer import quantize_activation
+
+    torch.manual_seed(0)
+    x = torch.randn(1000) * 3
+    scale = 0.037
+    reference = torch.fake_quantize_per_tensor_affine(x, scale, 0, -7, 7)
+    ours = quantize_activation(x, 1 / scale, scale, -7, 7)
+    assert (ours - reference).abs().max() <= 1e-6
+    a = x.clone().requires_grad_()
+    b = x.clone().requires_grad_()
+    torch.fake_quantize_per_tensor_affine(a, scale, 0, -7, 7).sum().backward()
+    quantize_activation(b, 1 / scale, scale, -7, 7).sum().backward()
+    assert torch.equal(a.grad, b.grad)  # 1 inside the range, 0 where clipped

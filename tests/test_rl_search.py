@@ -106,3 +106,20 @@ def test_haq_search_on_digits_writes_a_within_budget_result(cli, tmp_path):
     history = record["search"]["history"]
     assert len(history) == 4 and all({"policy", "cost", "reward", "accuracy"} <= set(h) for h in history)
     assert record["search"]["best_reward"] == max(h["reward"] for h in history)
+
+
+def test_a_revisited_policy_is_scored_once():
+    calls = []
+
+    def reward(policy):
+        calls.append(policy)
+        return 0.0, {}
+
+    ctx = context(budget=1.0)
+    env = BitAllocationEnv(ctx.layers, ctx.fixed, False, ctx.fit, ctx.cost_fraction, reward)
+    for _ in range(3):
+        env.reset()
+        done = False
+        while not done:
+            done = env.step(np.array([0.5]))[2]
+    assert len(calls) == 1 and [h["revisit"] for h in env.history] == [False, True, True]
