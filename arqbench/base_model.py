@@ -6,9 +6,12 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from filelock import FileLock
+
 from . import checkpoints
 from .benchmark import Benchmark, Splits
-from .errors import SkipBenchmark
+from .console import warn
+from .errors import ArqbenchError, SkipBenchmark
 from .files import home, key_hash
 from .training import train
 
@@ -21,19 +24,42 @@ def trained_path(benchmark: Benchmark, sigma: float, seed: int = 0) -> Path:
 
 
 def train_base_model(benchmark: Benchmark, sigma: float, splits: Splits, device: torch.device, seed: int = 0,
-                     epochs: int | None = None, workers: int = 0, amp: bool = False) -> Path:
-    """Noise-augmented training with the benchmark's recipe, resumable, saved to ``trained_path``."""
+                     epochs: int | None = None, workers: int = 0, amp: bool = False, reuse: bool = False) -> Path:
+    """Noise-augmented training with the benchmark's recipe, resumable, saved to ``trained_path``.
+
+    Training holds a lock beside the file (the OS drops it if the process dies), so processes
+    sharing the cache train a model once: with ``reuse`` a process that waited for the lock
+    returns the model the other one trained.
+    """
     if splits.train is None:
         raise SkipBenchmark(f"{benchmark.name}: no training data found; training needs the train split")
     path = trained_path(benchmark, sigma, seed)
-    torch.manual_seed(seed)
-    model = benchmark.build_model()
-    train(model, splits.train, benchmark.recipe, sigma, device, seed, epochs=epochs,
-          state_path=path.with_suffix(".state"), description=f"train {benchmark.name} sigma={sigma:g}",
-          workers=workers, amp=amp)
-    checkpoints.save(model, path, benchmark=benchmark.name, sigma=sigma, recipe=asdict(benchmark.recipe))
-    path.with_suffix(".state").unlink(missing_ok=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(path.with_suffix(".lock")):
+        if reuse and path.is_file() and _load_cached(benchmark.build_model(), path, benchmark) is not None:
+            return path
+        torch.manual_seed(seed)
+        model = benchmark.build_model()
+        train(model, splits.train, benchmark.recipe, sigma, device, seed, epochs=epochs,
+              state_path=path.with_suffix(".state"), description=f"train {benchmark.name} sigma={sigma:g}",
+              workers=workers, amp=amp)
+        checkpoints.save(model, path, benchmark=benchmark.name, sigma=sigma, recipe=asdict(benchmark.recipe))
+        path.with_suffix(".state").unlink(missing_ok=True)
     return path
+
+
+def _load_cached(model: nn.Module, path: Path, benchmark: Benchmark) -> dict | None:
+    """Load arqbench's cached base model. A corrupt or stale one is reported; when the benchmark trains on
+    first use it is deleted and None returned (so it is retrained), else it is an error saying how to re-train."""
+    try:
+        return checkpoints.load_into(model, path, benchmark.architecture)
+    except ArqbenchError as exc:
+        if not benchmark.train_on_first_use:
+            raise ArqbenchError(f"cached base model unusable: {exc}; delete it and run "
+                                f"`arqbench train --benchmark {benchmark.name}`") from None
+        warn(f"cached base model {path} is unusable ({exc}); deleting it and retraining")
+        path.unlink(missing_ok=True)
+        return None
 
 
 def base_model(benchmark: Benchmark, sigma: float, splits: Splits, device: torch.device,
@@ -46,14 +72,15 @@ def base_model(benchmark: Benchmark, sigma: float, splits: Splits, device: torch
         source = checkpoints.load_into(model, checkpoint, benchmark.architecture)
     elif conventional is not None and conventional.is_file():
         source = checkpoints.load_into(model, conventional, benchmark.architecture)
-    elif cached.is_file():
-        source = checkpoints.load_into(model, cached, benchmark.architecture)
-    elif benchmark.train_on_first_use:
-        source = checkpoints.load_into(model, train_base_model(benchmark, sigma, splits, device), benchmark.architecture)
     else:
-        looked = f"{conventional} or {cached}" if conventional else str(cached)
-        raise SkipBenchmark(
-            f"{benchmark.name}: no base model for sigma={sigma:g} (looked at {looked}); pass --checkpoint FILE "
-            f"or run `arqbench train --benchmark {benchmark.name} --sigma {sigma:g}`"
-        )
+        source = _load_cached(model, cached, benchmark) if cached.is_file() else None
+        if source is None and benchmark.train_on_first_use:
+            path = train_base_model(benchmark, sigma, splits, device, reuse=True)
+            source = checkpoints.load_into(model, path, benchmark.architecture)
+        elif source is None:
+            looked = f"{conventional} or {cached}" if conventional else str(cached)
+            raise SkipBenchmark(
+                f"{benchmark.name}: no base model for sigma={sigma:g} (looked at {looked}); pass --checkpoint FILE "
+                f"or run `arqbench train --benchmark {benchmark.name} --sigma {sigma:g}`"
+            )
     return model.to(device).eval(), source

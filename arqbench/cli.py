@@ -116,6 +116,14 @@ def build_parser() -> Parser:
     run.add_argument("--seed", type=ints("--seed"), default=[0], help="seed(s), comma list")
     run.add_argument("--out", type=Path, default=DEFAULT_OUT, help="results directory")
     run.add_argument("--force", action="store_true", help="recompute finished cells")
+    ex = run.add_argument_group("where cells run (arqbench.executors)")
+    ex.add_argument("--executor", choices=["local", "ray"], default="local",
+                    help="local: this process (default); ray: cells as Ray tasks (pip install 'arqbench[ray]')")
+    ex.add_argument("--address", help="Ray cluster to join (e.g. auto or HOST:PORT; default: a new local one)")
+    ex.add_argument("--cpus-per-task", type=float, default=1, help="CPUs per Ray task (default 1)")
+    ex.add_argument("--gpus-per-task", type=float, default=0, help="GPUs per Ray task (default 0; 1 with --device cuda)")
+    ex.add_argument("--certify-shards", type=int, default=1,
+                    help="split each cell's final certification by test image into this many tasks")
     add_protocol_flags(run)
     add_place_flags(run)
 
@@ -151,6 +159,9 @@ def main(argv: list[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
         from . import data
         from .commands import COMMANDS
+        from .runtime import keep_freed_memory
+
+        keep_freed_memory()
 
         data.WORKERS = getattr(args, "workers", 0)
         if data.WORKERS < 0:

@@ -9,7 +9,7 @@ from rich.table import Table
 from . import leaderboard, plugins
 from . import policy as policies
 from .config import resolve
-from .console import console, info, stdout
+from .console import console, info, stdout, warn
 from .errors import ArqbenchError
 from .metrics import summarize
 from .protocol import certify_model, prepare, quantized_model
@@ -22,10 +22,14 @@ def run(args, flags: dict) -> int:
     methods = args.methods or plugins.names("search")
     spec = SweepSpec(benchmarks=args.benchmarks, methods=methods, sigmas=args.sigma, budgets=args.budget,
                      seeds=args.seed, out=args.out, overrides=flags, preset=args.preset,
-                     device=args.device, data_root=args.data_root, checkpoint=args.checkpoint, force=args.force)
+                     device=args.device, data_root=args.data_root, checkpoint=args.checkpoint, force=args.force,
+                     executor=args.executor, address=args.address, cpus_per_task=args.cpus_per_task,
+                     gpus_per_task=args.gpus_per_task, certify_shards=args.certify_shards)
     outcome = run_sweep(spec)
     info(f"{len(outcome.done)} cells run, {len(outcome.reused)} reused, {len(outcome.failed)} failed "
-         f"in {outcome.seconds:.1f}s; results in {args.out}")
+         f"in {outcome.seconds:.1f}s ({args.executor} executor); results in {args.out}")
+    if outcome.waited:
+        info(f"{len(outcome.waited)} cells were claimed by another arqbench run on {args.out} and waited for")
     for cell, error in outcome.failed:
         console.print(f"[red]failed[/red] {cell.label()}: {error}", highlight=False)
     if outcome.failed:
@@ -47,7 +51,7 @@ def list_plugins(args, flags: dict) -> int:
 
 
 def render_leaderboard(args, flags: dict) -> int:
-    for path in leaderboard.render(read_all(args.results), args.out, args.format):
+    for path in leaderboard.render(read_all(args.results), args.out, args.format, source=args.results):
         info(f"wrote {path}")
     return 0
 
@@ -57,6 +61,9 @@ def certify(args, flags: dict) -> int:
     benchmark_name, sigma, seed, source = args.benchmark, args.sigma, args.seed, None
     if args.policy is not None and _is_result(args.policy):
         source = read(args.policy)
+        if source["status"] != "ok":
+            raise ArqbenchError(f"{args.policy} is a failed cell ({source.get('error')}); it has no numbers to "
+                                f"reproduce: re-run it with `arqbench run --force`")
         benchmark_name, sigma = source["benchmark"], sigma or source["sigma"]
         seed = source["seed"] if seed is None else seed
         flags = {**source["config"]["protocol"], **{k: v for k, v in flags.items() if v is not None}}
@@ -71,8 +78,8 @@ def certify(args, flags: dict) -> int:
     for name in certifiers:
         plugins.get("certifier", name)
     prepared = prepare(benchmark, sigma, protocol, device, args.data_root, args.checkpoint)
-    if args.policy is None:
-        model, label = prepared.model, REFERENCE
+    if args.policy is None or (source is not None and source.get("policy") is None):  # the fp32 row
+        model, label = prepared.model, REFERENCE if source is None else str(args.policy)
     else:
         policy = policies.validate(policies.load(args.policy), prepared.layers, f"policy {args.policy}")
         model, label = quantized_model(prepared, protocol, policy, seed, device), str(args.policy)
@@ -92,6 +99,14 @@ def certify(args, flags: dict) -> int:
                       f"{seconds:.2f}")
     stdout.print(table)
     if source is not None and protocol.certifier in measured:
+        changed = _changed(source, sigma, seed, protocol)
+        if changed:
+            info(f"not compared with {args.policy}: this run differs from it ({'; '.join(changed)})")
+            return 0
+        theirs = (source.get("base_model") or {}).get("fingerprint")
+        if theirs and theirs != prepared.fingerprint:
+            warn(f"the base model here ({prepared.fingerprint}) is not the one {args.policy} used ({theirs}); "
+                 f"pass its checkpoint with --checkpoint to reproduce it")
         return _compare_with_source(source, measured[protocol.certifier])
     return 0
 
@@ -103,15 +118,28 @@ def _is_result(path: Path) -> bool:
         return False
 
 
+def _changed(source: dict, sigma: float, seed: int, protocol) -> list[str]:
+    """What the command line changed from the result file's run (then there is nothing to compare)."""
+    pairs = (("sigma", sigma, source["sigma"]), ("seed", seed, source["seed"]))
+    changed = [f"{name} {mine} vs {theirs}" for name, mine, theirs in pairs if mine != theirs]
+    settings = protocol.as_dict()
+    return changed + [f"{k} {settings[k]} vs {v}" for k, v in source["config"]["protocol"].items()
+                      if k in settings and settings[k] != v]
+
+
 def _compare_with_source(source: dict, metrics: dict) -> int:
     table = Table(title="re-certification against the result file (same policy, protocol and seed)")
     for column in ("metric", "result file", "re-run", "same"):
         table.add_column(column)
+    keys = ("clean_acc", "smoothed_acc", "acr", "abstain_rate")
+    pairs = [(key, source["metrics"][key], metrics[key]) for key in keys]
+    pairs += [(f"certified_acc@{r}", v, metrics["certified_acc"].get(r, float("nan")))
+              for r, v in source["metrics"]["certified_acc"].items()]
     same = True
-    for key in ("clean_acc", "smoothed_acc", "acr", "abstain_rate"):
-        a, b = source["metrics"][key], metrics[key]
-        same &= abs(a - b) < 1e-9
-        table.add_row(key, f"{a:.6f}", f"{b:.6f}", "yes" if abs(a - b) < 1e-9 else "NO")
+    for key, a, b in pairs:
+        equal = abs(a - b) < 1e-9
+        same &= equal
+        table.add_row(key, f"{a:.6f}", f"{b:.6f}", "yes" if equal else "NO")
     stdout.print(table)
     return 0 if same else 1
 
@@ -119,6 +147,8 @@ def _compare_with_source(source: dict, metrics: dict) -> int:
 def train(args, flags: dict) -> int:
     from .base_model import train_base_model
 
+    if args.epochs is not None and args.epochs < 1:
+        raise ArqbenchError(f"--epochs must be a positive integer, got {args.epochs}")
     check_values(SweepSpec([args.benchmark], [], args.sigma, [], [args.seed], Path("."), device=args.device,
                            data_root=args.data_root))
     benchmark = plugins.create("benchmark", args.benchmark)

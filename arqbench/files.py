@@ -3,6 +3,7 @@
 import hashlib
 import json
 import os
+import socket
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -30,11 +31,24 @@ def cache_path(kind: str, key: dict, suffix: str = ".pt") -> Path:
     return home() / kind / f"{key_hash(key)}{suffix}"
 
 
+HOST = socket.gethostname().replace(".", "_")
+UMASK = os.umask(0o022)
+os.umask(UMASK)
+
+
 def _atomic(path: Path, write) -> None:
+    """Write to ``.NAME.HOST.PID.XXXX.tmp`` beside ``path``, fsync, then rename over ``path``.
+
+    A process killed mid-write leaves only its temp file, never a partial ``path``; the next write
+    of ``path`` (or ``remove_stale_temps``) deletes temp files whose process is gone.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    for stale in path.parent.glob(f".{glob_escape(path.name)}.*.tmp"):
+        _remove_if_stale(stale)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{HOST}.{os.getpid()}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~UMASK)  # mkstemp's 0600 would make results private to their writer
         with os.fdopen(fd, "wb") as handle:
             write(handle)
             handle.flush()
@@ -45,12 +59,45 @@ def _atomic(path: Path, write) -> None:
         raise
 
 
+def glob_escape(name: str) -> str:
+    return "".join(f"[{c}]" if c in "*?[" else c for c in name)
+
+
+def _remove_if_stale(tmp: Path) -> bool:
+    """Delete a temp file of ``_atomic`` whose writer (a process on this host) no longer exists."""
+    parts = tmp.name.rsplit(".", 4)
+    if len(parts) != 5 or not parts[2].isdigit() or parts[1] != HOST or _alive(int(parts[2])):
+        return False
+    tmp.unlink(missing_ok=True)
+    return True
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_temps(root: Path) -> int:
+    """Delete the temp files that killed writers left under ``root``; returns how many."""
+    root = Path(root)
+    return sum(_remove_if_stale(tmp) for tmp in root.rglob(".*.tmp")) if root.is_dir() else 0
+
+
 def write_json_atomic(path: Path, data: Any) -> None:
     _atomic(path, lambda h: h.write(json.dumps(data, indent=1, sort_keys=False, default=_jsonable).encode()))
 
 
 def write_text_atomic(path: Path, text: str) -> None:
     _atomic(path, lambda h: h.write(text.encode()))
+
+
+def write_bytes_atomic(path: Path, data: bytes) -> None:
+    _atomic(path, lambda h: h.write(data))
 
 
 def torch_save_atomic(path: Path, obj: Any) -> None:
@@ -76,6 +123,8 @@ def read_json(path: Path, what: str = "file") -> Any:
         return json.loads(Path(path).read_text())
     except FileNotFoundError:
         raise ArqbenchError(f"{what} {path} does not exist") from None
+    except OSError as exc:  # a directory, no permission, an I/O error
+        raise ArqbenchError(f"{what} {path} cannot be read ({exc.strerror or exc})") from None
     except (ValueError, UnicodeDecodeError) as exc:
         raise ArqbenchError(f"{what} {path} is not valid JSON ({exc}); delete or repair it") from None
 

@@ -144,5 +144,5 @@ def _dist_version(plugin: object) -> str:
     top = module.split(".")[0]
     try:
         return importlib.metadata.version(top)
-    except importlib.metadata.PackageNotFoundError:
+    except (importlib.metadata.PackageNotFoundError, ValueError):  # ValueError: no module name (an object)
         return "unknown"

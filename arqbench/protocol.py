@@ -7,6 +7,7 @@ from pathlib import Path
 
 import torch
 from torch import nn
+from torch.utils.data import Subset
 
 from . import plugins
 from . import policy as policies
@@ -94,12 +95,21 @@ def cost_summary(prepared: Prepared, policy: policies.Policy | None, protocol: P
     }
 
 
-def certify_model(prepared: Prepared, model: nn.Module, protocol: Protocol, seed: int, description: str):
+def certify_model(prepared: Prepared, model: nn.Module, protocol: Protocol, seed: int, description: str,
+                  shard: tuple[int, int] = (0, 1)):
+    """Certify ``model`` on the certification subset, or on its ``shard = (k, K)``: the k-th of K
+    contiguous slices. Certificates are per-example seeded, so the K slices' certificates, concatenated
+    in order, are those of the whole subset."""
     certifier = plugins.create("certifier", protocol.certifier)
     config = smoothing_config(protocol, prepared.sigma, seed)
     reference = prepared.reference(protocol, "test")
+    subset = prepared.data.certify
+    k, parts = shard
+    if parts > 1:
+        indices = subset.indices
+        subset = Subset(subset.dataset, indices[k * len(indices) // parts:(k + 1) * len(indices) // parts])
     start = time.perf_counter()
-    certs = certify_subset(certifier, model, prepared.data.certify, config, prepared.benchmark.num_classes,
+    certs = certify_subset(certifier, model, subset, config, prepared.benchmark.num_classes,
                            reference, description)
     return certs, time.perf_counter() - start
 
@@ -115,9 +125,21 @@ def quantized_model(prepared: Prepared, protocol: Protocol, policy: policies.Pol
     return model.eval()
 
 
-def run_cell(cell: Cell, prepared: Prepared, protocol: Protocol, device: torch.device,
-             policy: policies.Policy | None = None) -> dict:
-    """Run one cell and return its result record; ``policy`` replays a given policy instead of searching."""
+@dataclass
+class Trained:
+    """A cell after search and fine-tune: the model to certify and what the result record needs from that stage."""
+
+    model: nn.Module | None  # None once shipped apart from the rest (sharded certification)
+    policy: policies.Policy | None  # None for the fp32 row
+    search: dict
+    timing: dict
+    clean_acc: float
+    versions: dict
+
+
+def train_cell(cell: Cell, prepared: Prepared, protocol: Protocol, device: torch.device,
+               policy: policies.Policy | None = None) -> Trained:
+    """Search (unless ``policy`` is given, or the cell is the fp32 row) and fine-tune one cell's model."""
     timing = {"search_s": 0.0, "finetune_s": 0.0, "certify_s": 0.0}
     search_info: dict = {}
     model = prepared.model
@@ -141,22 +163,34 @@ def run_cell(cell: Cell, prepared: Prepared, protocol: Protocol, device: torch.d
         start = time.perf_counter()
         model = quantized_model(prepared, protocol, policy, cell.seed, device, f"fine-tune {cell.method}")
         timing["finetune_s"] = time.perf_counter() - start
+    return Trained(model, policy, search_info, timing, accuracy(model, prepared.data.test, device), versions(device))
 
-    clean_acc = accuracy(model, prepared.data.test, device)
-    certs, timing["certify_s"] = certify_model(prepared, model, protocol, cell.seed, f"certify {cell.method}")
-    cost = cost_summary(prepared, policy, protocol)
+
+def cell_result(cell: Cell, prepared: Prepared, protocol: Protocol, trained: Trained, certs: list,
+                certify_s: float) -> dict:
+    """The result record of a cell from its trained stage and its certificates (in subset order)."""
+    cost = cost_summary(prepared, trained.policy, protocol)
     if cell.budget is not None:
         cost["within_budget"] = cost["fraction"] <= cell.budget + 1e-12
+    policy = trained.policy
     return {
         "benchmark": cell.benchmark, "method": cell.method, "sigma": cell.sigma, "budget": cell.budget,
         "seed": cell.seed, "status": "ok", "error": None,
         "policy": None if policy is None else {k: list(v) for k, v in policy.items()},
-        "metrics": {"clean_acc": clean_acc, **summarize(certs, prepared.benchmark.radii)},
-        "cost": cost, "timing": timing, "search": search_info,
+        "metrics": {"clean_acc": trained.clean_acc, **summarize(certs, prepared.benchmark.radii)},
+        "cost": cost, "timing": {**trained.timing, "certify_s": certify_s}, "search": trained.search,
         "certificates": [c.as_dict() for c in certs],
         "base_model": {**prepared.source, "fingerprint": prepared.fingerprint},
-        "config": config_record(cell, protocol), "versions": versions(device), "created": now(),
+        "config": config_record(cell, protocol), "versions": trained.versions, "created": now(),
     }
+
+
+def run_cell(cell: Cell, prepared: Prepared, protocol: Protocol, device: torch.device,
+             policy: policies.Policy | None = None) -> dict:
+    """Run one cell and return its result record; ``policy`` replays a given policy instead of searching."""
+    trained = train_cell(cell, prepared, protocol, device, policy)
+    certs, seconds = certify_model(prepared, trained.model, protocol, cell.seed, f"certify {cell.method}")
+    return cell_result(cell, prepared, protocol, trained, certs, seconds)
 
 
 def config_record(cell: Cell, protocol: Protocol) -> dict:

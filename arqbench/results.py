@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy
 import torch
+from filelock import FileLock, Timeout
 
 from . import __version__
 from .errors import ArqbenchError
@@ -35,6 +36,23 @@ class Cell:
         return f"{self.benchmark} sigma={self.sigma:g}{budget} {self.method} seed={self.seed}"
 
 
+def claim(path: Path, wait: bool = False) -> FileLock | None:
+    """Claim the cell whose result file is ``path`` for this process: an OS lock (flock) on ``.NAME.lock``
+    beside it, which the OS drops when the process dies, so a killed run never leaves a stale claim.
+
+    Returns the held lock (``release()`` it after writing the result), or None if another process
+    holds the claim and ``wait`` is False; with ``wait`` it blocks until the claim is free.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(path.with_name(f".{path.name}.lock"), timeout=-1 if wait else 0)
+    try:
+        lock.acquire()
+    except Timeout:
+        return None
+    return lock
+
+
 def write(path: Path, result: dict) -> None:
     write_json_atomic(path, result)
 
@@ -49,6 +67,8 @@ def read(path: Path) -> dict:
 def read_all(root: Path) -> list[dict]:
     """Every result under ``root`` (each with its ``path``); a corrupt file is an error naming it."""
     root = Path(root)
+    if root.exists() and not root.is_dir():
+        raise ArqbenchError(f"results directory {root} is not a directory; pass the --out of `arqbench run`")
     if not root.is_dir():
         raise ArqbenchError(f"results directory {root} does not exist; run `arqbench run --out {root}` first")
     results = []

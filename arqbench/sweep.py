@@ -7,14 +7,15 @@ from pathlib import Path
 
 import torch
 
-from . import plugins
+from . import executors, plugins
 from . import policy as policies
 from .config import Protocol, resolve
 from .console import console, info, warn
 from .errors import ArqbenchError, SkipBenchmark
+from .files import remove_stale_temps
 from .profile import profile_layers
-from .protocol import Prepared, config_record, failed_result, prepare, run_cell
-from .results import REFERENCE, Cell, read, write
+from .protocol import Prepared, config_record, failed_result, prepare
+from .results import REFERENCE, Cell, claim, read, write
 
 
 @dataclass
@@ -31,6 +32,11 @@ class SweepSpec:
     data_root: Path | None = None
     checkpoint: Path | None = None
     force: bool = False
+    executor: str = "local"  # "local" or "ray" (arqbench.executors)
+    address: str | None = None  # Ray cluster address
+    cpus_per_task: float = 1
+    gpus_per_task: float = 0
+    certify_shards: int = 1  # Ray tasks (local: slices) one cell's final certification is split into
 
 
 @dataclass
@@ -39,6 +45,7 @@ class Outcome:
     reused: list[Cell] = field(default_factory=list)
     failed: list[tuple[Cell, str]] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)  # one reason per skipped benchmark/sigma
+    waited: list[Cell] = field(default_factory=list)  # found claimed by another process, waited for
     seconds: float = 0.0
 
 
@@ -54,15 +61,21 @@ def check_values(spec: SweepSpec) -> None:
             if kind == "search" and name == REFERENCE:
                 continue
             plugins.get(kind, name)
-    if spec.device.startswith("cuda") and not torch.cuda.is_available():
+    try:
+        torch.device(spec.device)
+    except RuntimeError:
+        raise ArqbenchError(f"--device expects cpu, cuda or cuda:N, got '{spec.device}'") from None
+    if spec.device.startswith("cuda") and spec.executor == "local" and not torch.cuda.is_available():
         raise ArqbenchError(f"--device {spec.device} requested but CUDA is not available here; use --device cpu")
     if spec.checkpoint is not None and not Path(spec.checkpoint).is_file():
-        raise ArqbenchError(f"--checkpoint {spec.checkpoint} does not exist")
+        what = "is not a file" if Path(spec.checkpoint).exists() else "does not exist"
+        raise ArqbenchError(f"--checkpoint {spec.checkpoint} {what}; pass a checkpoint file")
     if spec.data_root is not None and not Path(spec.data_root).is_dir():
         raise ArqbenchError(f"--data-root {spec.data_root} is not a directory")
 
 
 def plan(spec: SweepSpec) -> list[Cell]:
+    """Every cell of the sweep once, in run order; two values that would share a result file are an error."""
     cells = []
     methods = [m for m in spec.methods if m != REFERENCE]
     for benchmark in spec.benchmarks:
@@ -70,7 +83,31 @@ def plan(spec: SweepSpec) -> list[Cell]:
             for seed in spec.seeds:
                 cells.append(Cell(benchmark, sigma, None, REFERENCE, seed))
                 cells += [Cell(benchmark, sigma, b, m, seed) for b in spec.budgets for m in methods]
-    return cells
+    unique: dict[Path, Cell] = {}
+    for cell in cells:
+        other = unique.setdefault(cell.path(spec.out), cell)
+        if other != cell:
+            name, a, b = next((f, getattr(other, f), getattr(cell, f)) for f in ("sigma", "budget")
+                              if getattr(other, f) != getattr(cell, f))
+            raise ArqbenchError(f"--{name} values {a!r} and {b!r} would share the result file "
+                                f"{cell.path(spec.out)}; give values that differ within 6 significant digits")
+    return list(unique.values())
+
+
+def check_plugins(protocol: Protocol, methods: list[str]) -> None:
+    """Refuse unknown plugin names and options the methods reject, before any work is done."""
+    for kind in ("quantizer", "certifier", "cost_model"):
+        plugins.get(kind, getattr(protocol, kind))
+    for method in protocol.options:
+        plugins.get("search", method)
+    for method in methods:
+        if method != REFERENCE:
+            try:
+                plugins.create("search", method, **protocol.options.get(method, {}))
+            except ArqbenchError:
+                raise
+            except Exception:  # a method that cannot even be built fails its cells, with the reason, later
+                pass
 
 
 def check_budgets(benchmark, protocol: Protocol, budgets: list[float]) -> None:
@@ -90,47 +127,103 @@ def check_budgets(benchmark, protocol: Protocol, budgets: list[float]) -> None:
 
 
 def run_sweep(spec: SweepSpec) -> Outcome:
+    """Run every unfinished cell of the sweep on ``spec.executor`` and store one result file per cell.
+
+    Each cell is claimed before it runs (``results.claim``) and its result written atomically before
+    the claim is released, so a killed sweep loses only the cells in flight and a re-run picks them
+    up; two sweeps on one ``--out`` share the work. A cell claimed by another process is left to it
+    and waited for after the other cells: when the claim is released it is reused if the other
+    process finished it, else run here. A failing cell is recorded with its reason; the sweep goes on.
+    """
     check_values(spec)
+    executor = executors.create(spec.executor, spec.device, spec.certify_shards, spec.address, spec.cpus_per_task,
+                                spec.gpus_per_task, spec.data_root, spec.checkpoint)
     benchmarks = {name: plugins.create("benchmark", name) for name in spec.benchmarks}
     protocols = {name: resolve(b, spec.overrides, spec.preset) for name, b in benchmarks.items()}
     for name, b in benchmarks.items():
+        check_plugins(protocols[name], spec.methods)
         check_budgets(b, protocols[name], spec.budgets)
     cells = plan(spec)
-    todo = [cell for cell in cells if spec.force or not finished(cell, protocols[cell.benchmark], spec.out)]
-    outcome = Outcome(reused=[c for c in cells if c not in todo])
-    device = torch.device(spec.device)
+    done = {cell for cell in cells if not spec.force and finished(cell, protocols[cell.benchmark], spec.out)}
+    outcome = Outcome()
     start = time.perf_counter()
-    prepared: dict[tuple[str, float], Prepared | str] = {}
-    for i, cell in enumerate(todo, 1):
-        key = (cell.benchmark, cell.sigma)
-        if key not in prepared:
-            try:
-                prepared[key] = prepare(benchmarks[cell.benchmark], cell.sigma, protocols[cell.benchmark], device,
-                                        spec.data_root, spec.checkpoint)
-            except SkipBenchmark as exc:
-                prepared[key] = str(exc)
-                outcome.skipped.append(str(exc))
-                warn(f"skipped: {exc}")
-        if isinstance(prepared[key], str):
-            continue
-        info(f"[bold]\\[{i}/{len(todo)}][/bold] {cell.label()}")
-        protocol = protocols[cell.benchmark]
-        try:
-            result = run_cell(cell, prepared[key], protocol, device)
-            outcome.done.append(cell)
-        except (KeyboardInterrupt, SystemExit):
-            raise
-        except Exception as exc:  # a failing cell is recorded; the sweep goes on
-            result = failed_result(cell, protocol, exc)
-            outcome.failed.append((cell, result["error"]))
-            console.print(f"[red]failed:[/red] {cell.label()}: {result['error']}", highlight=False)
-        write(cell.path(spec.out), result)
+    prepared = prepare_all(spec, benchmarks, protocols, cells, outcome)
+    fingerprint = {cell: getattr(prepared[cell.benchmark, cell.sigma], "fingerprint", None) for cell in cells}
+    for cell in done:  # a finished cell made from another base model is not this run's
+        finished(cell, protocols[cell.benchmark], spec.out, fingerprint[cell])
+    outcome.reused = [c for c in cells if c in done]
+    runnable = [c for c in cells if c not in done and fingerprint[c] is not None]
+    remove_stale_temps(spec.out)
+    held: dict[Cell, object] = {}  # cell -> its claim, until its result is written
+    deferred: list[Cell] = []
+    numbers = iter(range(1, len(runnable) + 1))
+
+    def claimed(cells: list[Cell], wait: bool):
+        """Tasks for the cells this process could claim and that are still unfinished."""
+        for cell in cells:
+            lock = claim(cell.path(spec.out), wait)
+            if lock is None:
+                deferred.append(cell)
+                info(f"{cell.label()} is being run by another arqbench process; waiting for it after the other cells")
+                continue
+            held[cell] = lock
+            if not spec.force and finished(cell, protocols[cell.benchmark], spec.out, fingerprint[cell]):
+                held.pop(cell).release()  # the other process finished it
+                outcome.reused.append(cell)
+                continue
+            yield executors.Task(cell, protocols[cell.benchmark], prepared[cell.benchmark, cell.sigma],
+                                 next(numbers), len(runnable))
+
+    try:
+        with executor:
+            for task, result in executor.run(claimed(runnable, wait=False)):
+                record(task, result, spec, outcome, held)
+            outcome.waited, deferred[:] = list(deferred), []
+            for task, result in executor.run(claimed(outcome.waited, wait=True)):
+                record(task, result, spec, outcome, held)
+    finally:
+        for lock in held.values():
+            lock.release()
     outcome.seconds = time.perf_counter() - start
     return outcome
 
 
-def finished(cell: Cell, protocol: Protocol, out: Path) -> bool:
-    """A cell is reused when its file exists, succeeded and was made under the same protocol."""
+def prepare_all(spec: SweepSpec, benchmarks: dict, protocols: dict, cells: list[Cell],
+                outcome: Outcome) -> dict[tuple[str, float], Prepared | str]:
+    """Each (benchmark, sigma) of the sweep prepared, or the reason it is skipped (also in ``outcome``).
+    Under Ray the driver prepares on the CPU: only to check data and base model, and train a missing one."""
+    device = torch.device(spec.device if spec.executor == "local" else "cpu")
+    prepared: dict[tuple[str, float], Prepared | str] = {}
+    for cell in cells:
+        key = (cell.benchmark, cell.sigma)
+        if key in prepared:
+            continue
+        try:
+            prepared[key] = prepare(benchmarks[cell.benchmark], cell.sigma, protocols[cell.benchmark], device,
+                                    spec.data_root, spec.checkpoint)
+        except SkipBenchmark as exc:
+            prepared[key] = str(exc)
+            outcome.skipped.append(str(exc))
+            warn(f"skipped: {exc}")
+    return prepared
+
+
+def record(task: executors.Task, result: dict | Exception, spec: SweepSpec, outcome: Outcome, held: dict) -> None:
+    """Store a cell's result (a failure as its reason), then release the cell's claim."""
+    cell = task.cell
+    if isinstance(result, Exception):
+        result = failed_result(cell, task.protocol, result)
+        outcome.failed.append((cell, result["error"]))
+        console.print(f"[red]failed:[/red] {cell.label()}: {result['error']}", highlight=False)
+    else:
+        outcome.done.append(cell)
+    write(cell.path(spec.out), result)
+    held.pop(cell).release()
+
+
+def finished(cell: Cell, protocol: Protocol, out: Path, fingerprint: str | None = None) -> bool:
+    """A cell is reused when its file exists, succeeded and was made under the same protocol (and, given
+    its ``fingerprint``, from the same base model); a finished cell made otherwise is an error."""
     path = cell.path(out)
     if not path.exists():
         return False
@@ -141,5 +234,11 @@ def finished(cell: Cell, protocol: Protocol, out: Path) -> bool:
         raise ArqbenchError(
             f"{path} was computed with other settings than this run's; use --force to recompute it "
             f"or choose another --out"
+        )
+    theirs = (result.get("base_model") or {}).get("fingerprint")
+    if fingerprint is not None and theirs != fingerprint:
+        raise ArqbenchError(
+            f"{path} was computed from another base model (fingerprint {theirs}, this run's {fingerprint}); "
+            f"use --force to recompute it or choose another --out"
         )
     return True

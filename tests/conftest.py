@@ -4,6 +4,10 @@ import sys
 
 import pytest
 
+from arqbench.runtime import keep_freed_memory
+
+keep_freed_memory()  # as the CLI does: tests run models at the speed users see
+
 
 @pytest.fixture(scope="session", autouse=True)
 def arqbench_home(tmp_path_factory):
