@@ -1,0 +1,69 @@
+"""Pareto plots: ACR and smoothed accuracy against BitOPs % of float, one line per method across budgets.
+
+Drawn on a bare matplotlib ``Figure`` (no pyplot, no display, no global backend) with matplotlib's default
+style, and saved without the "Software" metadata, so the same numbers give the same PNG bytes.
+"""
+
+import io
+from dataclasses import dataclass
+
+import matplotlib.style
+from matplotlib.figure import Figure
+from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
+
+MARKERS = "osD^vP*Xh<>"
+
+
+@dataclass
+class Point:
+    budget: float | None
+    x: float  # BitOPs % of float
+    x_err: float | None
+    acr: float
+    acr_err: float | None
+    acc: float  # smoothed accuracy, %
+    acc_err: float | None
+    flagged: bool  # over budget or another base model: drawn hollow
+
+
+def png(title: str, series: list[tuple[str, int, list[Point]]], reference: Point | None,
+        budgets: list[float]) -> bytes:
+    """``series``: (method, colour index, its points); ``reference``: the fp32 row; ``budgets`` in % of float."""
+    with matplotlib.style.context("default"):
+        fig = Figure(figsize=(11, 4.2), dpi=100, layout="constrained")
+        axes = fig.subplots(1, 2)
+        panels = (("acr", "acr_err", "ACR (average certified radius)"),
+                  ("acc", "acc_err", "smoothed accuracy (%)"))
+        for ax, (value, error, ylabel) in zip(axes, panels):
+            for budget in budgets:
+                ax.axvline(budget, color="0.85", linewidth=0.8, linestyle=":", zorder=0)
+            if reference is not None:
+                ax.axhline(getattr(reference, value), color="black", linestyle="--", linewidth=1, label="fp32")
+                spread = getattr(reference, error)
+                if spread:
+                    ax.axhspan(getattr(reference, value) - spread, getattr(reference, value) + spread,
+                               color="black", alpha=0.08, linewidth=0)
+            for method, index, points in series:
+                points = sorted(points, key=lambda p: p.x)
+                colour = f"C{index % 10}"
+                marker = MARKERS[index % len(MARKERS)]
+                ax.errorbar([p.x for p in points], [getattr(p, value) for p in points],
+                            xerr=[p.x_err or 0 for p in points], yerr=[getattr(p, error) or 0 for p in points],
+                            color=colour, marker=marker, markersize=6, linewidth=1.2, capsize=3, label=method)
+                hollow = [p for p in points if p.flagged]
+                if hollow:
+                    ax.plot([p.x for p in hollow], [getattr(p, value) for p in hollow], linestyle="none", zorder=5,
+                            marker=marker, markersize=6, markerfacecolor="white", markeredgecolor=colour)
+            ax.set_xscale("log")
+            ax.xaxis.set_major_locator(FixedLocator(budgets or [1, 10, 100]))
+            ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}%"))
+            ax.xaxis.set_minor_locator(NullLocator())
+            ax.set_xlabel("BitOPs (% of float); dotted: budgets")
+            ax.set_ylabel(ylabel)
+            ax.grid(True, axis="y", color="0.9")
+        handles, labels = axes[0].get_legend_handles_labels()
+        fig.legend(handles, labels, loc="outside right upper", frameon=False)
+        fig.suptitle(title + "  (mean ± std over seeds; hollow: over budget or other base model)", fontsize=10)
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format="png", metadata={"Software": None})
+    return buffer.getvalue()
