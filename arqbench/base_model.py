@@ -16,10 +16,12 @@ from .files import home, key_hash
 from .training import train
 
 
-def trained_path(benchmark: Benchmark, sigma: float, seed: int = 0) -> Path:
-    """Where ``arqbench train`` (or first use) stores the base model; the key changes when the recipe does."""
+def trained_path(benchmark: Benchmark, sigma: float, seed: int = 0, epochs: int | None = None) -> Path:
+    """Where ``arqbench train`` (or first use) stores the base model; the key changes when the recipe does
+    (a shortened ``--epochs`` run is stored apart: runs find only the full recipe's model)."""
+    recipe = asdict(benchmark.recipe) if epochs is None else {**asdict(benchmark.recipe), "epochs": epochs}
     key = {"benchmark": benchmark.name, "architecture": benchmark.architecture, "sigma": sigma,
-           "recipe": asdict(benchmark.recipe), "seed": seed}
+           "recipe": recipe, "seed": seed}
     return home() / "models" / benchmark.name / f"sigma{sigma:g}-{key_hash(key)}.pt"
 
 
@@ -33,7 +35,7 @@ def train_base_model(benchmark: Benchmark, sigma: float, splits: Splits, device:
     """
     if splits.train is None:
         raise SkipBenchmark(f"{benchmark.name}: no training data found; training needs the train split")
-    path = trained_path(benchmark, sigma, seed)
+    path = trained_path(benchmark, sigma, seed, None if epochs == benchmark.recipe.epochs else epochs)
     path.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(path.with_suffix(".lock")):
         if reuse and path.is_file() and _load_cached(benchmark.build_model(), path, benchmark) is not None:
@@ -83,4 +85,12 @@ def base_model(benchmark: Benchmark, sigma: float, splits: Splits, device: torch
                 f"{benchmark.name}: no base model for sigma={sigma:g} (looked at {looked}); pass --checkpoint FILE "
                 f"or run `arqbench train --benchmark {benchmark.name} --sigma {sigma:g}`"
             )
-    return model.to(device).eval(), source
+    return model.to(device).eval(), {**source, "path": portable(source["path"])}
+
+
+def portable(path: str) -> str:
+    """A cache path written as ``$ARQBENCH_HOME/...``, so result files name no local directory."""
+    try:
+        return f"$ARQBENCH_HOME/{Path(path).resolve().relative_to(home().resolve())}"
+    except ValueError:
+        return path

@@ -156,7 +156,9 @@ def build_parser() -> Parser:
 
 def main(argv: list[str] | None = None) -> int:
     try:
+        argv = sys.argv[1:] if argv is None else argv
         args = build_parser().parse_args(argv)
+        args.argv = argv
         from . import data
         from .commands import COMMANDS
         from .runtime import keep_freed_memory

@@ -1,5 +1,6 @@
 """What each ``arqbench`` subcommand does, given parsed arguments."""
 
+import shlex
 import time
 from pathlib import Path
 
@@ -24,7 +25,8 @@ def run(args, flags: dict) -> int:
                      seeds=args.seed, out=args.out, overrides=flags, preset=args.preset,
                      device=args.device, data_root=args.data_root, checkpoint=args.checkpoint, force=args.force,
                      executor=args.executor, address=args.address, cpus_per_task=args.cpus_per_task,
-                     gpus_per_task=args.gpus_per_task, certify_shards=args.certify_shards)
+                     gpus_per_task=args.gpus_per_task, certify_shards=args.certify_shards,
+                     command=shlex.join(["arqbench", *args.argv]))
     outcome = run_sweep(spec)
     info(f"{len(outcome.done)} cells run, {len(outcome.reused)} reused, {len(outcome.failed)} failed "
          f"in {outcome.seconds:.1f}s ({args.executor} executor); results in {args.out}")
@@ -156,7 +158,8 @@ def train(args, flags: dict) -> int:
     for sigma in args.sigma:
         path = train_base_model(benchmark, sigma, splits, torch.device(args.device), args.seed, args.epochs,
                                 args.workers, args.amp)
-        info(f"trained {args.benchmark} sigma={sigma:g}: {path}")
+        note = " (not the full recipe: use it with --checkpoint)" if args.epochs not in (None, benchmark.recipe.epochs) else ""
+        info(f"trained {args.benchmark} sigma={sigma:g}: {path}{note}")
     return 0
 
 

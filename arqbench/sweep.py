@@ -32,6 +32,7 @@ class SweepSpec:
     data_root: Path | None = None
     checkpoint: Path | None = None
     force: bool = False
+    command: str | None = None  # the command line, recorded in every result
     executor: str = "local"  # "local" or "ray" (arqbench.executors)
     address: str | None = None  # Ray cluster address
     cpus_per_task: float = 1
@@ -217,6 +218,8 @@ def record(task: executors.Task, result: dict | Exception, spec: SweepSpec, outc
         console.print(f"[red]failed:[/red] {cell.label()}: {result['error']}", highlight=False)
     else:
         outcome.done.append(cell)
+    if spec.command:
+        result = {**result, "command": spec.command}
     write(cell.path(spec.out), result)
     held.pop(cell).release()
 

@@ -31,9 +31,9 @@ from arqbench.runtime import keep_freed_memory
 from arqbench.protocol import Prepared, fingerprint, fixed_layers, prepare, smoothing_config
 from arqbench.search import SearchContext, calibration_batches
 
-SETTINGS = {  # per benchmark: forward batch, certification n, images, search episodes and ARQ images
-    "digits": dict(batch=500, n=10_000, images=20, episodes=30, arq_images=100),
-    "resnet20-cifar10": dict(batch=200, n=2_000, images=2, episodes=4, arq_images=4),
+SETTINGS = {  # per benchmark: forward batch, certification n and images; search episodes, n and ARQ images
+    "digits": dict(batch=500, n=10_000, images=20, episodes=30, search_n=2_000, arq_images=100),
+    "resnet20-cifar10": dict(batch=200, n=2_000, images=2, episodes=4, search_n=2_000, arq_images=4),
 }
 
 
@@ -115,7 +115,7 @@ def measure(name: str, device: torch.device) -> list[tuple[str, str, str, str]]:
         return SearchContext(model=prep.model, layers=prep.layers, benchmark=benchmark, data=prep.data,
                              quantizer=quantizer, cost_model=plugins.create("cost_model", "bitops"), budget=0.05,
                              sigma=0.25, seed=0, device=device, fixed=fixed, search_activations=False,
-                             smoothing=replace(config, n=s["n"]), settings=protocol.as_dict(),
+                             smoothing=replace(config, n=s["search_n"]), settings=protocol.as_dict(),
                              reference_key=prep.reference_key)
 
     warmup = max(1, s["episodes"] // 3)
@@ -124,7 +124,7 @@ def measure(name: str, device: torch.device) -> list[tuple[str, str, str, str]]:
     arq.search(context())  # builds the float certification cache of the search split once
     _, arq_seconds = timed(lambda: plugins.create("search", "arq", warmup=warmup,
                                                   images=s["arq_images"]).search(context()))
-    rows.append((f"arq / haq search time, {s['episodes']} episodes", f"{arq_seconds:.1f}s / {haq_seconds:.1f}s",
+    rows.append((f"arq / haq search time, {s['episodes']} episodes, n={s['search_n']}", f"{arq_seconds:.1f}s / {haq_seconds:.1f}s",
                  f"{arq_seconds / haq_seconds:.1f}x", "<= 1.5x"))
     return [(name, *row) for row in rows]
 
@@ -155,7 +155,7 @@ def main() -> None:
         table.add_column(column)
     for row in rows:
         table.add_row(*row)
-    Console().print(table)
+    Console(width=150).print(table)
 
 
 if __name__ == "__main__":
