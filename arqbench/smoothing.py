@@ -91,12 +91,13 @@ def sample_predictions(model: torch.nn.Module, xs: torch.Tensor, num: int, sigma
         filled, packed = 0, []
         while i < len(jobs) and (not packed or filled + jobs[i][2] <= batch_size):
             e, start, size = jobs[i]
-            buffer[filled:filled + NOISE_CHUNK].normal_(0.0, sigma, generator=gens[e]).add_(xs[e])
+            buffer[filled:filled + NOISE_CHUNK].normal_(0.0, sigma, generator=gens[e])
             packed.append((e, start, size, filled))
             filled += size
             i += 1
-        predictions = torch.cat([model(buffer[lo:min(lo + batch_size, filled)]).argmax(dim=1)
-                                 for lo in range(0, filled, batch_size)])
+        owners = torch.repeat_interleave(torch.tensor([p[0] for p in packed]), torch.tensor([p[2] for p in packed]))
+        noisy = buffer[:filled].add_(xs[owners.to(xs.device)])  # one add for the whole forward batch
+        predictions = torch.cat([model(noisy[lo:lo + batch_size]).argmax(dim=1) for lo in range(0, filled, batch_size)])
         for e, start, size, offset in packed:
             out[e, start:start + size] = predictions[offset:offset + size]
     return out
