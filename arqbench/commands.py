@@ -60,9 +60,9 @@ def render_leaderboard(args, flags: dict) -> int:
 
 def certify(args, flags: dict) -> int:
     """Certify the float model, a policy, or a result file's policy (replaying its protocol and seed)."""
-    benchmark_name, sigma, seed, source = args.benchmark, args.sigma, args.seed, None
-    if args.policy is not None and _is_result(args.policy):
-        source = read(args.policy)
+    benchmark_name, sigma, seed = args.benchmark, args.sigma, args.seed
+    source = _result_or_none(args.policy) if args.policy is not None else None
+    if source is not None:
         if source["status"] != "ok":
             raise ArqbenchError(f"{args.policy} is a failed cell ({source.get('error')}); it has no numbers to "
                                 f"reproduce: re-run it with `arqbench run --force`")
@@ -71,8 +71,8 @@ def certify(args, flags: dict) -> int:
         flags = {**source["config"]["protocol"], **{k: v for k, v in flags.items() if v is not None}}
     sigma = 0.25 if sigma is None else sigma
     seed = 0 if seed is None else seed
-    check_values(SweepSpec([benchmark_name], [], [sigma], [], [seed], Path("."), device=args.device,
-                           data_root=args.data_root, checkpoint=args.checkpoint))
+    check_values([benchmark_name], sigmas=[sigma], device=args.device, checkpoint=args.checkpoint,
+                 data_root=args.data_root)
     device = torch.device(args.device)
     benchmark = plugins.create("benchmark", benchmark_name)
     protocol = resolve(benchmark, flags, args.preset)
@@ -113,11 +113,12 @@ def certify(args, flags: dict) -> int:
     return 0
 
 
-def _is_result(path: Path) -> bool:
+def _result_or_none(path: Path) -> dict | None:
+    """The result record at ``path``, or None when it is not a result file (e.g. a plain policy file)."""
     try:
-        return "status" in read(path)
+        return read(path)
     except ArqbenchError:
-        return False
+        return None
 
 
 def _changed(source: dict, sigma: float, seed: int, protocol) -> list[str]:
@@ -151,8 +152,7 @@ def train(args, flags: dict) -> int:
 
     if args.epochs is not None and args.epochs < 1:
         raise ArqbenchError(f"--epochs must be a positive integer, got {args.epochs}")
-    check_values(SweepSpec([args.benchmark], [], args.sigma, [], [args.seed], Path("."), device=args.device,
-                           data_root=args.data_root))
+    check_values([args.benchmark], sigmas=args.sigma, device=args.device, data_root=args.data_root)
     benchmark = plugins.create("benchmark", args.benchmark)
     splits = benchmark.splits(args.data_root)
     for sigma in args.sigma:

@@ -50,29 +50,31 @@ class Outcome:
     seconds: float = 0.0
 
 
-def check_values(spec: SweepSpec) -> None:
-    for sigma in spec.sigmas:
+def check_values(benchmarks=(), methods=(), sigmas=(), budgets=(), device="cpu", executor="local",
+                 checkpoint: Path | None = None, data_root: Path | None = None) -> None:
+    """Refuse a wrong name, value or path before any work, with one line each."""
+    for sigma in sigmas:
         if not (sigma > 0 and math.isfinite(sigma)):
             raise ArqbenchError(f"--sigma must be a positive number, got {sigma}")
-    for budget in spec.budgets:
+    for budget in budgets:
         if not (0 < budget <= 1):
             raise ArqbenchError(f"--budget must be a fraction of the float cost in (0, 1], got {budget}")
-    for kind, names in (("benchmark", spec.benchmarks), ("search", spec.methods)):
+    for kind, names in (("benchmark", benchmarks), ("search", methods)):
         for name in names:
             if kind == "search" and name == REFERENCE:
                 continue
             plugins.get(kind, name)
     try:
-        torch.device(spec.device)
+        torch.device(device)
     except RuntimeError:
-        raise ArqbenchError(f"--device expects cpu, cuda or cuda:N, got '{spec.device}'") from None
-    if spec.device.startswith("cuda") and spec.executor == "local" and not torch.cuda.is_available():
-        raise ArqbenchError(f"--device {spec.device} requested but CUDA is not available here; use --device cpu")
-    if spec.checkpoint is not None and not Path(spec.checkpoint).is_file():
-        what = "is not a file" if Path(spec.checkpoint).exists() else "does not exist"
-        raise ArqbenchError(f"--checkpoint {spec.checkpoint} {what}; pass a checkpoint file")
-    if spec.data_root is not None and not Path(spec.data_root).is_dir():
-        raise ArqbenchError(f"--data-root {spec.data_root} is not a directory")
+        raise ArqbenchError(f"--device expects cpu, cuda or cuda:N, got '{device}'") from None
+    if device.startswith("cuda") and executor == "local" and not torch.cuda.is_available():
+        raise ArqbenchError(f"--device {device} requested but CUDA is not available here; use --device cpu")
+    if checkpoint is not None and not Path(checkpoint).is_file():
+        what = "is not a file" if Path(checkpoint).exists() else "does not exist"
+        raise ArqbenchError(f"--checkpoint {checkpoint} {what}; pass a checkpoint file")
+    if data_root is not None and not Path(data_root).is_dir():
+        raise ArqbenchError(f"--data-root {data_root} is not a directory")
 
 
 def plan(spec: SweepSpec) -> list[Cell]:
@@ -136,7 +138,8 @@ def run_sweep(spec: SweepSpec) -> Outcome:
     and waited for after the other cells: when the claim is released it is reused if the other
     process finished it, else run here. A failing cell is recorded with its reason; the sweep goes on.
     """
-    check_values(spec)
+    check_values(spec.benchmarks, spec.methods, spec.sigmas, spec.budgets, spec.device, spec.executor,
+                 spec.checkpoint, spec.data_root)
     executor = executors.create(spec.executor, spec.device, spec.certify_shards, spec.address, spec.cpus_per_task,
                                 spec.gpus_per_task, spec.data_root, spec.checkpoint)
     benchmarks = {name: plugins.create("benchmark", name) for name in spec.benchmarks}
