@@ -6,8 +6,8 @@ import os
 import sys
 from pathlib import Path
 
-from . import __version__
-from .errors import ArqbenchError
+from arqbench import __version__
+from arqbench.errors import ArqbenchError
 
 DEFAULT_OUT = Path("arqbench-results")
 
@@ -116,7 +116,7 @@ def build_parser() -> Parser:
     run.add_argument("--seed", type=ints("--seed"), default=[0], help="seed(s), comma list")
     run.add_argument("--out", type=Path, default=DEFAULT_OUT, help="results directory")
     run.add_argument("--force", action="store_true", help="recompute finished cells")
-    ex = run.add_argument_group("where cells run (arqbench.executors)")
+    ex = run.add_argument_group("where cells run (arqbench.pipeline.executors)")
     ex.add_argument("--executor", choices=["local", "ray"], default="local",
                     help="local: this process (default); ray: cells as Ray tasks (pip install 'arqbench[ray]')")
     ex.add_argument("--address", help="Ray cluster to join (e.g. auto or HOST:PORT; default: a new local one)")
@@ -159,9 +159,9 @@ def main(argv: list[str] | None = None) -> int:
         argv = sys.argv[1:] if argv is None else argv
         args = build_parser().parse_args(argv)
         args.argv = argv
-        from . import data
-        from .commands import COMMANDS
-        from .runtime import keep_freed_memory
+        from arqbench.commands import COMMANDS
+        from arqbench.models import data
+        from arqbench.runtime import keep_freed_memory
 
         keep_freed_memory()
 

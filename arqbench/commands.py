@@ -7,16 +7,17 @@ from pathlib import Path
 import torch
 from rich.table import Table
 
-from . import leaderboard, plugins
-from . import policy as policies
-from .config import resolve
-from .console import console, info, stdout, warn
-from .errors import ArqbenchError
-from .metrics import summarize
-from .protocol import certify_model, prepare, quantized_model
-from .results import REFERENCE, read, read_all
-from .sweep import SweepSpec, check_values, run_sweep
-from .training import accuracy
+from arqbench import plugins
+from arqbench.console import console, info, stdout, warn
+from arqbench.errors import ArqbenchError
+from arqbench.models.training import accuracy
+from arqbench.pipeline.config import resolve
+from arqbench.pipeline.protocol import certify_model, prepare, quantized_model
+from arqbench.pipeline.results import REFERENCE, read, read_all
+from arqbench.pipeline.sweep import SweepSpec, check_values, run_sweep
+from arqbench.quantization import policy as policies
+from arqbench.report import leaderboard
+from arqbench.smoothing.metrics import summarize
 
 
 def run(args, flags: dict) -> int:
@@ -148,7 +149,7 @@ def _compare_with_source(source: dict, metrics: dict) -> int:
 
 
 def train(args, flags: dict) -> int:
-    from .base_model import train_base_model
+    from arqbench.models.base_model import train_base_model
 
     if args.epochs is not None and args.epochs < 1:
         raise ArqbenchError(f"--epochs must be a positive integer, got {args.epochs}")

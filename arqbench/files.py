@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from .errors import ArqbenchError
+from arqbench.errors import ArqbenchError
 
 
 def home() -> Path:
@@ -111,7 +111,7 @@ def torch_load_cached(path: Path) -> Any | None:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        from .console import warn
+        from arqbench.console import warn
 
         warn(f"cache entry {path} is corrupt ({type(exc).__name__}); rebuilding it")
         Path(path).unlink(missing_ok=True)

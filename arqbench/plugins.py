@@ -11,8 +11,8 @@ from typing import Any, Callable
 
 import pluggy
 
-from . import hookspecs
-from .errors import ArqbenchError
+from arqbench import hookspecs
+from arqbench.errors import ArqbenchError
 
 GROUP = "arqbench"
 KINDS = ("quantizer", "certifier", "search", "cost_model", "benchmark")

@@ -7,8 +7,8 @@ data (never the certification subset), after an optional short fine-tune (``haq.
 from dataclasses import fields
 
 from arqbench.hookspecs import hookimpl
-from arqbench.rl_search import AgentSettings, rl_search
-from arqbench.search import SearchResult
+from arqbench.search.agent import AgentSettings, rl_search
+from arqbench.search.context import SearchResult
 
 
 class HAQ:

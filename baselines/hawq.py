@@ -33,8 +33,8 @@ from arqbench import files
 from arqbench.console import warn
 from arqbench.errors import ArqbenchError, InfeasibleBudget
 from arqbench.hookspecs import hookimpl
-from arqbench.policy import MAX_BITS, MIN_BITS, Policy
-from arqbench.search import SearchResult
+from arqbench.quantization.policy import MAX_BITS, MIN_BITS, Policy
+from arqbench.search.context import SearchResult
 
 from .hessian import layer_traces, noisy_labelled_batches
 

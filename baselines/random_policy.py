@@ -3,8 +3,8 @@
 import random
 
 from arqbench.hookspecs import hookimpl
-from arqbench.policy import MAX_BITS, MIN_BITS
-from arqbench.search import SearchResult
+from arqbench.quantization.policy import MAX_BITS, MIN_BITS
+from arqbench.search.context import SearchResult
 
 
 class RandomPolicy:

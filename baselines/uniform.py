@@ -3,8 +3,8 @@ whose cost meets the budget."""
 
 from arqbench.errors import InfeasibleBudget
 from arqbench.hookspecs import hookimpl
-from arqbench.policy import MAX_BITS, MIN_BITS, uniform_policy
-from arqbench.search import SearchResult
+from arqbench.quantization.policy import MAX_BITS, MIN_BITS, uniform_policy
+from arqbench.search.context import SearchResult
 
 
 class Uniform:

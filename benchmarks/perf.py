@@ -21,15 +21,15 @@ from rich.table import Table
 from torch.utils.data import Subset, TensorDataset
 
 from arqbench import plugins
-from arqbench.benchmark import Splits
-from arqbench.certification import Reference, certify_subset
-from arqbench.config import resolve
-from arqbench.data import ProtocolData
-from arqbench.metrics import summarize
-from arqbench.profile import profile_layers
+from arqbench.models.benchmark import Splits
+from arqbench.models.data import ProtocolData
+from arqbench.pipeline.config import resolve
+from arqbench.pipeline.protocol import Prepared, fingerprint, fixed_layers, prepare, smoothing_config
+from arqbench.quantization.layers import profile_layers
 from arqbench.runtime import keep_freed_memory
-from arqbench.protocol import Prepared, fingerprint, fixed_layers, prepare, smoothing_config
-from arqbench.search import SearchContext, calibration_batches
+from arqbench.search.context import SearchContext, calibration_batches
+from arqbench.smoothing.certification import Reference, certify_subset
+from arqbench.smoothing.metrics import summarize
 
 SETTINGS = {  # per benchmark: forward batch, certification n and images; search episodes, n and ARQ images
     "digits": dict(batch=500, n=10_000, images=20, episodes=30, search_n=2_000, arq_images=100),

@@ -16,11 +16,11 @@ from dataclasses import fields, replace
 from torch.utils.data import Subset
 
 from arqbench import plugins
-from arqbench.certification import Reference, certify_subset
 from arqbench.hookspecs import hookimpl
-from arqbench.metrics import summarize
-from arqbench.rl_search import AgentSettings, rl_search
-from arqbench.search import SearchResult
+from arqbench.search.agent import AgentSettings, rl_search
+from arqbench.search.context import SearchResult
+from arqbench.smoothing.certification import Reference, certify_subset
+from arqbench.smoothing.metrics import summarize
 
 
 class ARQ:

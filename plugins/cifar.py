@@ -17,9 +17,9 @@ from pathlib import Path
 from torch import nn
 from torch.nn import functional as F
 
-from arqbench.benchmark import Splits, TrainRecipe
 from arqbench.hookspecs import hookimpl
-from arqbench.normalize import Normalized
+from arqbench.models.benchmark import Splits, TrainRecipe
+from arqbench.models.normalize import Normalized
 
 from .cifar_data import cifar10
 from .paper import PaperBenchmark

@@ -11,10 +11,10 @@ from torch import nn
 from torch.nn import functional as F
 from torch.utils.data import TensorDataset
 
-from arqbench.benchmark import Benchmark, Splits, TrainRecipe
-from arqbench.data import permutation
 from arqbench.hookspecs import hookimpl
-from arqbench.normalize import Normalized
+from arqbench.models.benchmark import Benchmark, Splits, TrainRecipe
+from arqbench.models.data import permutation
+from arqbench.models.normalize import Normalized
 
 TEST_IMAGES = 360  # fixed 20% test split
 

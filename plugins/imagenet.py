@@ -13,9 +13,9 @@ from pathlib import Path
 import torchvision
 from torch import nn
 
-from arqbench.benchmark import Splits, TrainRecipe
 from arqbench.hookspecs import hookimpl
-from arqbench.normalize import Normalized
+from arqbench.models.benchmark import Splits, TrainRecipe
+from arqbench.models.normalize import Normalized
 
 from .imagenet_data import imagenet
 from .paper import PaperBenchmark

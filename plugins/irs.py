@@ -23,8 +23,18 @@ import torch
 from arqbench.errors import ArqbenchError
 from arqbench.files import home, key_hash, torch_load_cached, torch_save_atomic
 from arqbench.hookspecs import hookimpl
-from arqbench.smoothing import (ABSTAIN, ESTIMATION, Certificate, batched, certified_radius, certify_many, generators,
-                                group_size, sample_predictions, upper_confidence_bound)
+from arqbench.smoothing.core import (
+    ABSTAIN,
+    ESTIMATION,
+    Certificate,
+    batched,
+    certified_radius,
+    certify_many,
+    generators,
+    group_size,
+    sample_predictions,
+    upper_confidence_bound,
+)
 
 
 class FloatCertificates:

@@ -16,7 +16,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from arqbench.hookspecs import hookimpl
-from arqbench.profile import QUANTIZABLE
+from arqbench.quantization.layers import QUANTIZABLE
 
 
 def quantize_weight(weight: torch.Tensor, bits: int) -> torch.Tensor:

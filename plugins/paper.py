@@ -12,7 +12,7 @@ from pathlib import Path
 
 from torch import nn
 
-from arqbench.benchmark import Benchmark
+from arqbench.models.benchmark import Benchmark
 
 
 def data_hint(what: str) -> str:

@@ -1,7 +1,7 @@
-"""Certifier ``rs``: Cohen et al.'s CERTIFY on every example (``arqbench.smoothing``)."""
+"""Certifier ``rs``: Cohen et al.'s CERTIFY on every example (``arqbench.smoothing.core``)."""
 
 from arqbench.hookspecs import hookimpl
-from arqbench.smoothing import batched, certify_many, group_size
+from arqbench.smoothing.core import batched, certify_many, group_size
 
 
 class RandomizedSmoothing:

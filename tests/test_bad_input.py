@@ -7,10 +7,9 @@ import sys
 
 import pytest
 import torch
+from conftest import TINY, run_subprocess
 
 from arqbench.cli import main
-
-from conftest import TINY, run_subprocess
 
 OUT = "{out}"  # stands for the populated results directory
 MISSING = "{tmp}/missing"

@@ -13,12 +13,11 @@ import time
 
 import pytest
 import torch
+from conftest import TINY, run_subprocess
 
 from arqbench import files, plugins
 from arqbench.hookspecs import hookimpl
-from arqbench.search import SearchResult
-
-from conftest import TINY, run_subprocess
+from arqbench.search.context import SearchResult
 
 SWEEP = ["run", "--methods", "uniform,random,haq", "--episodes", "3", "--budget", "0.05,0.1", *TINY]
 CELLS = 7  # fp32 + 3 methods x 2 budgets
@@ -173,9 +172,9 @@ def test_a_corrupt_cache_entry_is_reported_removed_and_rebuilt(tmp_path, capsys)
 def test_a_corrupt_cached_base_model_is_reported_and_retrained_to_the_same_weights(tmp_path, monkeypatch, capsys):
     from dataclasses import replace
 
-    from arqbench.base_model import trained_path
-    from arqbench.config import resolve
-    from arqbench.protocol import prepare
+    from arqbench.models.base_model import trained_path
+    from arqbench.pipeline.config import resolve
+    from arqbench.pipeline.protocol import prepare
 
     monkeypatch.setenv("ARQBENCH_HOME", str(tmp_path))
     digits = plugins.create("benchmark", "digits")
@@ -192,7 +191,7 @@ def test_a_corrupt_cached_base_model_is_reported_and_retrained_to_the_same_weigh
 
 
 def test_a_corrupt_float_certification_cache_entry_is_rebuilt_with_the_same_results(cli, tmp_path, monkeypatch):
-    from arqbench.base_model import base_model
+    from arqbench.models.base_model import base_model
 
     digits = plugins.create("benchmark", "digits")
     base_model(digits, 0.25, digits.splits(None), torch.device("cpu"))  # trained once per test session

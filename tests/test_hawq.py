@@ -7,19 +7,19 @@ import random
 
 import pytest
 import torch
+from arqbench.baselines.hawq import CHOICES, Hawq, ilp_policy, tie_units
+from arqbench.baselines.hessian import layer_traces
+from conftest import TINY
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 from torch.nn import functional as F
 
-from arqbench import checkpoints, plugins
-from arqbench.baselines.hawq import CHOICES, Hawq, ilp_policy, tie_units
-from arqbench.baselines.hessian import layer_traces
+from arqbench import plugins
 from arqbench.errors import ArqbenchError, InfeasibleBudget
-from arqbench.policy import MAX_BITS
-from arqbench.profile import LayerInfo
-from conftest import TINY
-
+from arqbench.models import checkpoints
+from arqbench.quantization.layers import LayerInfo
+from arqbench.quantization.policy import MAX_BITS
 
 # --- Hutchinson ---------------------------------------------------------------------------------------
 
@@ -172,7 +172,7 @@ def test_options_are_checked():
 @pytest.fixture(scope="module")
 def digits_checkpoint(tmp_path_factory):
     """A briefly noise-trained digits model, so this file does not wait for the full base-model training."""
-    from arqbench.training import train
+    from arqbench.models.training import train
 
     benchmark = plugins.create("benchmark", "digits")
     torch.manual_seed(0)

@@ -4,14 +4,13 @@ import json
 
 import pytest
 import torch
+from conftest import TINY
 from scipy.stats import norm
+from test_smoothing import exact_radius, linear_classifier
 
 from arqbench import plugins
-from arqbench.certification import Reference
-from arqbench.smoothing import ABSTAIN, SmoothingConfig
-
-from conftest import TINY
-from test_smoothing import exact_radius, linear_classifier
+from arqbench.smoothing.certification import Reference
+from arqbench.smoothing.core import ABSTAIN, SmoothingConfig
 
 
 def examples(points, w, b):

@@ -6,16 +6,16 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from conftest import TINY
 
-from arqbench import leaderboard, plugins
+from arqbench import plugins
 from arqbench.commands import _changed
-from arqbench.config import resolve
 from arqbench.errors import ArqbenchError
 from arqbench.files import write_json_atomic
-from arqbench.protocol import config_record
-from arqbench.results import REFERENCE, Cell, read_all
-
-from conftest import TINY
+from arqbench.pipeline.config import resolve
+from arqbench.pipeline.protocol import config_record
+from arqbench.pipeline.results import REFERENCE, Cell, read_all
+from arqbench.report import leaderboard
 
 RADII = ("0.25", "0.5", "0.75", "1", "1.25", "1.5")
 PNG = b"\x89PNG\r\n\x1a\n"

@@ -7,15 +7,16 @@ import pickle
 import numpy as np
 import pytest
 import torch
+from arqbench.bundled.cifar import CifarResNet
 from PIL import Image
 from torch import nn
 
-from arqbench import checkpoints, plugins
-from arqbench.base_model import base_model
-from arqbench.bundled.cifar import CifarResNet
-from arqbench.data import ProtocolData
+from arqbench import plugins
 from arqbench.errors import ArqbenchError, SkipBenchmark
-from arqbench.profile import profile_layers
+from arqbench.models import checkpoints
+from arqbench.models.base_model import base_model
+from arqbench.models.data import ProtocolData
+from arqbench.quantization.layers import profile_layers
 
 PAPER = ("resnet20-cifar10", "resnet50-imagenet", "mobilenetv2-imagenet")
 WNIDS = {"n01440764": 0, "n01443537": 1, "n15075141": 999}  # first, second and last of the 1000

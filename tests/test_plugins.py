@@ -5,12 +5,11 @@ import sys
 import textwrap
 
 import pytest
+from conftest import TINY, run_subprocess
 
 from arqbench import plugins
 from arqbench.errors import ArqbenchError
 from arqbench.hookspecs import hookimpl
-
-from conftest import TINY, run_subprocess
 
 
 def test_every_kind_has_its_first_party_plugins():
@@ -29,7 +28,7 @@ def test_core_names_no_method_or_benchmark():
     import pathlib
 
     core = pathlib.Path(plugins.__file__).parent
-    for path in core.glob("*.py"):
+    for path in core.rglob("*.py"):
         text = path.read_text()
         assert "arqbench.bundled" not in text and "arqbench.baselines" not in text, path
 
@@ -69,8 +68,8 @@ def write_out_of_tree_plugin(root):
     """A third-party package with an entry point in group 'arqbench', installed by putting it on sys.path."""
     (root / "my_search.py").write_text(textwrap.dedent('''
         from arqbench.hookspecs import hookimpl
-        from arqbench.policy import uniform_policy
-        from arqbench.search import SearchResult
+        from arqbench.quantization.policy import uniform_policy
+        from arqbench.search.context import SearchResult
 
         class AllFour:
             """Every free layer at 4-bit weights, then the action wall."""

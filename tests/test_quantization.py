@@ -7,9 +7,9 @@ from hypothesis import strategies as st
 from torch import nn
 
 from arqbench import plugins
-from arqbench import policy as policies
 from arqbench.errors import ArqbenchError, InfeasibleBudget
-from arqbench.profile import profile_layers
+from arqbench.quantization import policy as policies
+from arqbench.quantization.layers import profile_layers
 
 
 class HandNet(nn.Module):

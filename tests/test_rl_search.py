@@ -6,15 +6,14 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
-
-from arqbench import plugins
-from arqbench import policy as policies
-from arqbench.bit_env import FEATURES, BitAllocationEnv, action_to_bits
-from arqbench.rl_search import AgentSettings, EpisodeCreditBuffer, rl_search
-
 from conftest import TINY
 from test_quantization import HandNet
-from arqbench.profile import profile_layers
+
+from arqbench import plugins
+from arqbench.quantization import policy as policies
+from arqbench.quantization.layers import profile_layers
+from arqbench.search.agent import AgentSettings, EpisodeCreditBuffer, rl_search
+from arqbench.search.bit_env import FEATURES, BitAllocationEnv, action_to_bits
 
 LAYERS = profile_layers(HandNet(), (3, 6, 6))
 BITOPS = plugins.create("cost_model", "bitops")

@@ -9,10 +9,19 @@ from scipy.stats import norm
 from statsmodels.stats.proportion import proportion_confint
 from torch import nn
 
-from arqbench.metrics import summarize
-from arqbench.smoothing import (ABSTAIN, Certificate, SmoothingConfig, certify, certified_radius,
-                                lower_confidence_bound, predict, sample_predictions, generators,
-                                upper_confidence_bound)
+from arqbench.smoothing.core import (
+    ABSTAIN,
+    Certificate,
+    SmoothingConfig,
+    certified_radius,
+    certify,
+    generators,
+    lower_confidence_bound,
+    predict,
+    sample_predictions,
+    upper_confidence_bound,
+)
+from arqbench.smoothing.metrics import summarize
 
 
 @pytest.mark.parametrize("k,n,alpha", [(0, 10, 0.05), (1, 10, 0.05), (50, 100, 0.001), (999, 1000, 0.001),

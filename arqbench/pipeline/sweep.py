@@ -7,15 +7,16 @@ from pathlib import Path
 
 import torch
 
-from . import executors, plugins
-from . import policy as policies
-from .config import Protocol, resolve
-from .console import console, info, warn
-from .errors import ArqbenchError, SkipBenchmark
-from .files import remove_stale_temps
-from .profile import profile_layers
-from .protocol import Prepared, config_record, failed_result, prepare
-from .results import REFERENCE, Cell, claim, read, write
+from arqbench import plugins
+from arqbench.console import console, info, warn
+from arqbench.errors import ArqbenchError, SkipBenchmark
+from arqbench.files import remove_stale_temps
+from arqbench.pipeline import executors
+from arqbench.pipeline.config import Protocol, resolve
+from arqbench.pipeline.protocol import Prepared, config_record, failed_result, prepare
+from arqbench.pipeline.results import REFERENCE, Cell, claim, read, write
+from arqbench.quantization import policy as policies
+from arqbench.quantization.layers import profile_layers
 
 
 @dataclass
@@ -33,7 +34,7 @@ class SweepSpec:
     checkpoint: Path | None = None
     force: bool = False
     command: str | None = None  # the command line, recorded in every result
-    executor: str = "local"  # "local" or "ray" (arqbench.executors)
+    executor: str = "local"  # "local" or "ray" (arqbench.pipeline.executors)
     address: str | None = None  # Ray cluster address
     cpus_per_task: float = 1
     gpus_per_task: float = 0

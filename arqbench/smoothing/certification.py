@@ -4,9 +4,9 @@ from dataclasses import dataclass, field
 
 from torch import nn
 
-from .console import progress
-from .data import examples
-from .smoothing import Certificate, SmoothingConfig
+from arqbench.console import progress
+from arqbench.models.data import examples
+from arqbench.smoothing.core import Certificate, SmoothingConfig
 
 
 @dataclass

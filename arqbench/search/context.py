@@ -13,13 +13,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from . import policy as policies
-from .benchmark import Benchmark
-from .data import ProtocolData, noisy_batches
-from .files import home
-from .profile import LayerInfo
-from .smoothing import SmoothingConfig
-from .training import accuracy, train
+from arqbench.files import home
+from arqbench.models.benchmark import Benchmark
+from arqbench.models.data import ProtocolData, noisy_batches
+from arqbench.models.training import accuracy, train
+from arqbench.quantization import policy as policies
+from arqbench.quantization.layers import LayerInfo
+from arqbench.smoothing.core import SmoothingConfig
 
 
 @dataclass

@@ -9,21 +9,20 @@ import torch
 from torch import nn
 from torch.utils.data import Subset
 
-from . import plugins
-from . import policy as policies
-from .base_model import base_model
-from .benchmark import Benchmark
-from .certification import Reference, certify_subset
-from .config import Protocol
-from .data import ProtocolData
-from .errors import ArqbenchError
-from .metrics import summarize
-from .profile import LayerInfo, profile_layers
-from .results import REFERENCE, Cell, now, versions
-from .search import SearchContext, calibration_batches
-from .smoothing import SmoothingConfig
-from .training import accuracy, train
-
+from arqbench import plugins
+from arqbench.errors import ArqbenchError
+from arqbench.models.base_model import base_model
+from arqbench.models.benchmark import Benchmark
+from arqbench.models.data import ProtocolData
+from arqbench.models.training import accuracy, train
+from arqbench.pipeline.config import Protocol
+from arqbench.pipeline.results import REFERENCE, Cell, now, versions
+from arqbench.quantization import policy as policies
+from arqbench.quantization.layers import LayerInfo, profile_layers
+from arqbench.search.context import SearchContext, calibration_batches
+from arqbench.smoothing.certification import Reference, certify_subset
+from arqbench.smoothing.core import SmoothingConfig
+from arqbench.smoothing.metrics import summarize
 
 CERTIFICATION_SETTINGS = ("n0", "n", "alpha", "test_images", "batch_size", "certifier")
 

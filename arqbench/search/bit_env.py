@@ -13,8 +13,8 @@ from typing import Callable
 import gymnasium as gym
 import numpy as np
 
-from .policy import MAX_BITS, MIN_BITS, Policy
-from .profile import LayerInfo
+from arqbench.quantization.layers import LayerInfo
+from arqbench.quantization.policy import MAX_BITS, MIN_BITS, Policy
 
 FEATURES = ("index", "in_channels", "out_channels", "stride", "kernel", "params", "in_size", "depthwise",
             "weight_action", "previous_action")

@@ -2,7 +2,7 @@
 
 from typing import Iterable
 
-from .smoothing import ABSTAIN, Certificate
+from arqbench.smoothing.core import ABSTAIN, Certificate
 
 
 def summarize(certificates: Iterable[Certificate], radii: Iterable[float]) -> dict:

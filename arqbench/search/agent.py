@@ -16,9 +16,9 @@ from stable_baselines3 import DDPG
 from stable_baselines3.common.buffers import ReplayBuffer
 from stable_baselines3.common.callbacks import BaseCallback
 
-from .bit_env import BitAllocationEnv
-from .console import progress
-from .search import SearchContext, SearchResult
+from arqbench.console import progress
+from arqbench.search.bit_env import BitAllocationEnv
+from arqbench.search.context import SearchContext, SearchResult
 
 
 @dataclass(frozen=True)

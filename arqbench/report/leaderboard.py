@@ -36,9 +36,9 @@ from urllib.parse import quote
 import pandas as pd
 from tabulate import tabulate
 
-from .errors import ArqbenchError
-from .files import write_bytes_atomic, write_json_atomic, write_text_atomic
-from .results import REFERENCE
+from arqbench.errors import ArqbenchError
+from arqbench.files import write_bytes_atomic, write_json_atomic, write_text_atomic
+from arqbench.pipeline.results import REFERENCE
 
 # (key, heading, scale, digits) of the numbers of a row, in table order; certified accuracies follow smoothed_acc
 HEAD = [("bitops_pct", "BitOPs %", 1, 2), ("size_kib", "Size (KiB)", 1, 1), ("clean_acc", "Clean acc %", 100, 1),
@@ -419,7 +419,7 @@ def records(b: Board, out_dir: Path, runs: bool = False) -> list[dict]:
 
 def plot(b: Board, protocol: str, sigma: float, tables: list[Table]) -> bytes | None:
     """The Pareto plot of one sigma: every method across budgets (mean ± std over seeds), fp32 as a line."""
-    from . import pareto  # matplotlib: only when plotting
+    from arqbench.report import pareto  # matplotlib: only when plotting
 
     tables = [t for t in tables if t.budget is not None]
     if not tables:

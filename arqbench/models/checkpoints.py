@@ -10,9 +10,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from . import __version__
-from .errors import ArqbenchError
-from .files import torch_save_atomic
+from arqbench import __version__
+from arqbench.errors import ArqbenchError
+from arqbench.files import torch_save_atomic
 
 PREFIXES = ("1.module.", "1.", "module.", "net.", "model.")
 

@@ -1,7 +1,7 @@
 """Where a sweep's cells run: ``local`` (this process, one after another) or ``ray`` (tasks on a Ray cluster).
 
 An executor takes ``Task``s and yields ``(task, result record or exception)`` as cells finish; the
-sweep (``arqbench.sweep``) claims cells, writes every result and counts failures. A cell runs in two
+sweep (``arqbench.pipeline.sweep``) claims cells, writes every result and counts failures. A cell runs in two
 stages: ``train_cell`` (search + fine-tune) once, then the certification of ``certify_shards``
 contiguous slices of the certification subset, merged in subset order. Certificates are seeded
 per example, so the merged record equals an unsharded run's (timings aside).
@@ -22,14 +22,15 @@ from typing import Iterable, Iterator
 
 import torch
 
-from . import data, plugins
-from .config import Protocol
-from .console import console, info
-from .errors import ArqbenchError
-from .files import home
-from .protocol import Prepared, Trained, cell_result, certify_model, prepare, train_cell
-from .results import Cell
-from .runtime import keep_freed_memory
+from arqbench import plugins
+from arqbench.console import console, info
+from arqbench.errors import ArqbenchError
+from arqbench.files import home
+from arqbench.models import data
+from arqbench.pipeline.config import Protocol
+from arqbench.pipeline.protocol import Prepared, Trained, cell_result, certify_model, prepare, train_cell
+from arqbench.pipeline.results import Cell
+from arqbench.runtime import keep_freed_memory
 
 RAY_INSTALL = "pip install 'arqbench[ray]'"
 

@@ -48,7 +48,7 @@ class Benchmark:
     architecture: str = ""  # recorded with checkpoints; a checkpoint of another architecture is refused
 
     def build_model(self) -> nn.Module:
-        """A freshly initialised model with input normalisation inside (``arqbench.normalize.Normalized``)."""
+        """A freshly initialised model with input normalisation inside (``arqbench.models.normalize.Normalized``)."""
         raise NotImplementedError
 
     def splits(self, data_root: Path | None) -> Splits:

@@ -3,8 +3,8 @@
 import math
 from dataclasses import asdict, dataclass, field, fields
 
-from .benchmark import Benchmark
-from .errors import ArqbenchError
+from arqbench.errors import ArqbenchError
+from arqbench.models.benchmark import Benchmark
 
 DEFAULTS = {
     "n0": 100, "n": 100_000, "alpha": 0.001, "test_images": 500, "batch_size": 1000,

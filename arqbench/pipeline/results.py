@@ -10,9 +10,9 @@ import numpy
 import torch
 from filelock import FileLock, Timeout
 
-from . import __version__
-from .errors import ArqbenchError
-from .files import read_json, write_json_atomic
+from arqbench import __version__
+from arqbench.errors import ArqbenchError
+from arqbench.files import read_json, write_json_atomic
 
 REFERENCE = "fp32"  # the float model's row, one per (benchmark, sigma, seed)
 
@@ -80,7 +80,7 @@ def read_all(root: Path) -> list[dict]:
 
 
 def versions(device: torch.device) -> dict:
-    from .plugins import plugin_versions
+    from arqbench.plugins import plugin_versions
 
     return {
         "arqbench": __version__,

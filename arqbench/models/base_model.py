@@ -4,16 +4,15 @@ from dataclasses import asdict
 from pathlib import Path
 
 import torch
+from filelock import FileLock
 from torch import nn
 
-from filelock import FileLock
-
-from . import checkpoints
-from .benchmark import Benchmark, Splits
-from .console import warn
-from .errors import ArqbenchError, SkipBenchmark
-from .files import home, key_hash
-from .training import train
+from arqbench.console import warn
+from arqbench.errors import ArqbenchError, SkipBenchmark
+from arqbench.files import home, key_hash
+from arqbench.models import checkpoints
+from arqbench.models.benchmark import Benchmark, Splits
+from arqbench.models.training import train
 
 
 def trained_path(benchmark: Benchmark, sigma: float, seed: int = 0, epochs: int | None = None) -> Path:

@@ -4,9 +4,9 @@ import json
 from pathlib import Path
 from typing import Callable, Iterable
 
-from .errors import ArqbenchError, InfeasibleBudget
-from .files import write_json_atomic
-from .profile import LayerInfo
+from arqbench.errors import ArqbenchError, InfeasibleBudget
+from arqbench.files import write_json_atomic
+from arqbench.quantization.layers import LayerInfo
 
 Policy = dict[str, tuple[int, int]]
 MIN_BITS, MAX_BITS, FLOAT_BITS = 2, 8, 32

@@ -7,11 +7,11 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from .benchmark import TrainRecipe
-from .console import progress as make_progress
-from .data import loader
-from .errors import ArqbenchError
-from .files import torch_load_cached, torch_save_atomic
+from arqbench.console import progress as make_progress
+from arqbench.errors import ArqbenchError
+from arqbench.files import torch_load_cached, torch_save_atomic
+from arqbench.models.benchmark import TrainRecipe
+from arqbench.models.data import loader
 
 
 class TrainingDiverged(ArqbenchError):

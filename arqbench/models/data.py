@@ -5,7 +5,7 @@ from dataclasses import dataclass
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from .benchmark import Splits
+from arqbench.models.benchmark import Splits
 
 SPLIT_SEED = 20190208  # fixed for every run, so all methods see the same images
 WORKERS = 0  # DataLoader worker processes where a caller names none; the CLI's --workers sets it
