@@ -6,12 +6,9 @@
 
        Omega_i(b) = Tr(H_i) / n_i * ||Q_b(W_i) - W_i||^2
 
-3. Bits by an ILP (pulp + CBC): one-hot binaries x_{u,b} per free unit u (a layer, or a group of tied layers
-   that must share one precision), minimize sum_u sum_b Omega_u(b) x_{u,b} subject to
-   cost(base) + sum_u sum_b c_u(b) x_{u,b} <= budget, where c_u(b) = cost(base with u at b) - cost(base) is
-   the unit's marginal cost from the run's cost model (base: every layer at 8/8 bits). This is exact only for
-   a cost model that is additive over layers (bitops and size are); additivity is checked on sampled points
-   of the candidate grid and a non-additive cost model is refused.
+3. Bits by the integer linear program of ``arqbench.search.ilp`` (pulp + CBC): one bit-width per free unit (a
+   layer, or a group of tied layers that must share one precision), minimizing sum_u Omega_u(b_u) under the
+   run's cost model (additive over layers: bitops and size are) and budget.
 
 Fixed layers stay at 8/8; a tie group containing a fixed layer is held at 8/8 as a whole. Activation bits
 stay 8, unless activations are searched: then each layer's activation bits equal its weight bits
@@ -22,25 +19,20 @@ Options (``--option hawq.KEY=VALUE``): batches, batch_size, tol, max_iter, seed 
 tie ("benchmark": the benchmark's tied layers; "none"; or a list of lists of layer names).
 """
 
-import random
 import time
-import warnings
 
-import pulp
 import torch
 
 from arqbench import files
 from arqbench.console import warn
-from arqbench.errors import ArqbenchError, InfeasibleBudget
+from arqbench.errors import ArqbenchError
 from arqbench.hookspecs import hookimpl
-from arqbench.quantization.policy import MAX_BITS, MIN_BITS, Policy
 from arqbench.search.context import SearchResult
+from arqbench.search.ilp import CHOICES, ilp_policy, tie_units  # noqa: F401 (tie_units: part of hawq's API)
 
 from .hessian import layer_traces, noisy_labelled_batches
 
-CHOICES = tuple(range(MIN_BITS, MAX_BITS + 1))
 TRACE_VERSION = 1  # bump when the estimator changes what it computes
-ADDITIVITY_SAMPLES = 32
 
 
 def sensitivities(model, layers, traces: dict[str, float], quantizer) -> dict[str, dict[int, float]]:
@@ -52,108 +44,6 @@ def sensitivities(model, layers, traces: dict[str, float], quantizer) -> dict[st
             scale = traces[layer.name] / w.numel()
             out[layer.name] = {b: scale * (quantizer.quantize_weight(w, b) - w).pow(2).sum().item() for b in CHOICES}
     return out
-
-
-def tie_units(layers, fixed, groups) -> tuple[list[list[str]], set[str]]:
-    """Merge overlapping tie groups; return the free units (groups and single layers, in layer order) and the
-    layers held at 8/8 (the fixed ones plus every group that contains one)."""
-    names = [l.name for l in layers]
-    owner = {n: n for n in names}
-
-    def root(n):
-        while owner[n] != n:
-            n = owner[n]
-        return n
-
-    for group in groups:
-        unknown = [n for n in group if n not in owner]
-        if unknown:
-            raise ArqbenchError(f"hawq: tied layer '{unknown[0]}' is not a quantizable layer of this model "
-                                f"(layers: {', '.join(names[:6])}{', ...' if len(names) > 6 else ''})")
-        for n in group[1:]:
-            owner[root(n)] = root(group[0])
-    members: dict[str, list[str]] = {}
-    for n in names:
-        members.setdefault(root(n), []).append(n)
-    held = set(fixed)
-    units = []
-    for unit in members.values():
-        if held & set(unit):
-            held |= set(unit)
-        else:
-            units.append(unit)
-    return units, held
-
-
-def ilp_policy(layers, fixed, groups, omega, cost_fraction, budget: float, search_activations: bool,
-               cost_name: str = "cost model") -> tuple[Policy, float]:
-    """The policy minimizing total Omega under the budget (module docstring), and its objective value.
-
-    ``omega``: ``{layer: {bits: Omega}}``; ``cost_fraction(policy)``: the run's cost as a fraction of float.
-    Raises InfeasibleBudget when even the cheapest choice of every unit is over budget.
-    """
-    pair = (lambda b: (b, b)) if search_activations else (lambda b: (b, MAX_BITS))
-    units, held = tie_units(layers, fixed, groups)
-    base = {l.name: (MAX_BITS, MAX_BITS) for l in layers}
-
-    def assign(choice: dict[int, int]) -> Policy:
-        policy = dict(base)
-        for u, b in choice.items():
-            policy.update({n: pair(b) for n in units[u]})
-        return policy
-
-    base_cost = cost_fraction(base)
-    marginal = [{b: cost_fraction(assign({u: b})) - base_cost for b in CHOICES} for u in range(len(units))]
-    unit_omega = [{b: sum(omega[n][b] for n in unit) for b in CHOICES} for unit in units]
-
-    rng = random.Random(0)
-    grid = [{u: b for u in range(len(units))} for b in CHOICES]
-    grid += [{u: rng.choice(CHOICES) for u in range(len(units))} for _ in range(ADDITIVITY_SAMPLES)]
-    for choice in grid:
-        actual = cost_fraction(assign(choice))
-        predicted = base_cost + sum(marginal[u][b] for u, b in choice.items())
-        if abs(actual - predicted) > 1e-9 * max(1.0, abs(actual)):
-            raise ArqbenchError(f"hawq needs a cost model that is additive over layers; {cost_name} is not "
-                                f"(a policy costs {actual:.6g} of float, the sum of its per-layer costs "
-                                f"{predicted:.6g})")
-
-    cheapest = cost_fraction(assign({u: min(CHOICES, key=marginal[u].get) for u in range(len(units))}))
-    if cheapest > budget:
-        raise InfeasibleBudget(f"budget {budget:.4%} of float cost cannot be met: the cheapest policy hawq may "
-                               f"choose costs {cheapest:.4%}" + ("" if search_activations else
-                                                                  "; try --search-activations"))
-    if not units:
-        return dict(base), 0.0
-
-    scale = max((abs(v) for o in unit_omega for v in o.values()), default=0.0) or 1.0
-    slack = min(1e-9, (budget - cheapest) / 2)  # keeps CBC's feasibility tolerance from admitting a policy a hair over
-    for _ in range(3):
-        choice = _solve(unit_omega, marginal, budget - base_cost - slack, scale)
-        if choice is None:
-            raise InfeasibleBudget(f"budget {budget:.4%} of float cost: the hawq ILP has no solution")
-        policy = assign(choice)
-        over = cost_fraction(policy) - budget
-        if over <= 0:
-            return policy, sum(unit_omega[u][b] for u, b in choice.items())
-        slack += over
-    raise InfeasibleBudget(f"budget {budget:.4%} of float cost: the hawq ILP found no policy within it")
-
-
-def _solve(omega: list[dict], cost: list[dict], limit: float, scale: float) -> dict[int, int] | None:
-    """argmin sum Omega_u(b) x_ub s.t. sum_b x_ub = 1, sum cost_u(b) x_ub <= limit, x binary (CBC as pulp
-    ships it; pulp's PuLP-4.0 deprecation warnings are silenced). None when infeasible."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        problem = pulp.LpProblem("hawq", pulp.LpMinimize)
-        x = {(u, b): pulp.LpVariable(f"x_{u}_{b}", cat="Binary") for u in range(len(omega)) for b in CHOICES}
-        problem += pulp.lpSum(omega[u][b] / scale * x[u, b] for u, b in x)
-        for u in range(len(omega)):
-            problem += pulp.lpSum(x[u, b] for b in CHOICES) == 1
-        problem += pulp.lpSum(cost[u][b] * x[u, b] for u, b in x) <= limit
-        status = problem.solve(pulp.PULP_CBC_CMD(msg=False))
-    if pulp.LpStatus[status] != "Optimal":
-        return None
-    return {u: max(CHOICES, key=lambda b: x[u, b].value() or 0.0) for u in range(len(omega))}
 
 
 class Hawq:
