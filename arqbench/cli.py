@@ -1,4 +1,4 @@
-"""The ``arqbench`` command: run | list | leaderboard | certify | train."""
+"""The ``arqbench`` command: run | list | leaderboard | show | profile | certify | train."""
 
 import argparse
 import ast
@@ -94,7 +94,7 @@ def add_place_flags(p: argparse.ArgumentParser) -> None:
 def overrides(args) -> dict:
     keys = ["n0", "n", "alpha", "test_images", "batch_size", "finetune_epochs", "certifier", "quantizer",
             "cost_model", "episodes", "np", "search_activations", "keep_ends"]
-    values = {k: getattr(args, k) for k in keys}
+    values = {k: getattr(args, k, None) for k in keys}
     options: dict = {}
     for method, key, value in args.option:
         options.setdefault(method, {})[key] = value
@@ -133,6 +133,32 @@ def build_parser() -> Parser:
     board.add_argument("--results", type=Path, default=DEFAULT_OUT, help="results directory")
     board.add_argument("--out", type=Path, default=Path("leaderboards"), help="where to write leaderboards")
     board.add_argument("--format", choices=["markdown", "csv", "json"], default="markdown")
+
+    show = sub.add_parser("show", help="one cell, or every method's cell of a budget folder, layer by layer")
+    show.add_argument("path", type=Path, help="a result file, or a budget folder of `arqbench run --out`")
+    show.add_argument("--seed", type=int, help="which seed's cells (default: the lowest in the folder)")
+    show.add_argument("--format", choices=["table", "csv", "json"], default="table")
+
+    prof = sub.add_parser("profile", help="per-layer robustness sensitivity of a base model (CSV + heatmap)")
+    prof.add_argument("--benchmark", default="digits")
+    prof.add_argument("--sigma", type=floats("--sigma"), default=[0.25], help="noise level(s), comma list")
+    prof.add_argument("--seed", type=int, default=0, help="seed of the calibration and the noise (a run's --seed)")
+    prof.add_argument("--metric", choices=["acr", "disagreement"], default="acr",
+                      help="acr: ACR drop by the certifier against the float model; disagreement: with f's predictions")
+    prof.add_argument("--images", type=int, help="search images per point (default 100)")
+    prof.add_argument("--activations", action="store_true", help="profile activation bits too")
+    prof.add_argument("--certifier", default="irs", help="certifier measuring the ACR (default irs)")
+    prof.add_argument("--out", type=Path, default=DEFAULT_OUT, help="where the CSV and heatmap go")
+    g = prof.add_argument_group("certification settings (defaults: the benchmark's, as `arqbench run`)")
+    g.add_argument("--n0", type=int, help="selection samples of the float model's certification")
+    g.add_argument("--n", type=int, help="estimation samples of the float model's certification")
+    g.add_argument("--alpha", type=float, help="failure probability of a certificate")
+    g.add_argument("--np", type=float, help="incremental samples per image as a fraction of n (default 0.1)")
+    g.add_argument("--batch-size", type=int, help="noisy samples per forward")
+    g.add_argument("--quantizer", help="quantizer plugin (default linear)")
+    g.add_argument("--option", action="append", type=option, default=[], metavar="PLUGIN.KEY=VALUE",
+                   help="a plugin option, e.g. linear.KEY=VALUE (repeatable)")
+    add_place_flags(prof)
 
     cert = sub.add_parser("certify", help="certify one model (float, or quantized with --policy)")
     cert.add_argument("--benchmark", default="digits")

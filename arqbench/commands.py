@@ -12,11 +12,13 @@ from arqbench.console import console, info, stdout, warn
 from arqbench.errors import ArqbenchError
 from arqbench.models.training import accuracy
 from arqbench.pipeline.config import resolve
-from arqbench.pipeline.protocol import certify_model, prepare, quantized_model
+from arqbench.files import write_bytes_atomic, write_text_atomic
+from arqbench.pipeline.protocol import certify_model, prepare, quantized_model, smoothing_config
 from arqbench.pipeline.results import REFERENCE, read, read_all
 from arqbench.pipeline.sweep import SweepSpec, check_values, run_sweep
 from arqbench.quantization import policy as policies
 from arqbench.report import leaderboard
+from arqbench.search.context import SearchContext
 from arqbench.smoothing.metrics import summarize
 
 
@@ -57,6 +59,72 @@ def render_leaderboard(args, flags: dict) -> int:
     for path in leaderboard.render(read_all(args.results), args.out, args.format, source=args.results):
         info(f"wrote {path}")
     return 0
+
+
+def show(args, flags: dict) -> int:
+    """Print one cell (or a budget folder's cells) layer by layer: a table, or csv/json for scripts."""
+    from arqbench.report import show as cells
+
+    shown = cells.collect(args.path, args.seed)
+    if args.format == "csv":
+        stdout.file.write(cells.frame(shown).to_csv(index=False))
+    elif args.format == "json":
+        stdout.file.write(cells.as_json(shown) + "\n")
+    else:
+        stdout.print(cells.table(shown))
+    return 0
+
+
+def profile(args, flags: dict) -> int:
+    """Measure (or reuse) every layer's robustness sensitivity; write its CSV and heatmap under --out."""
+    from arqbench.report import figures
+    from arqbench.search import sensitivity
+
+    check_values([args.benchmark], sigmas=args.sigma, device=args.device, checkpoint=args.checkpoint,
+                 data_root=args.data_root)
+    if args.images is not None and args.images < 1:
+        raise ArqbenchError(f"--images must be a positive integer, got {args.images}")
+    device = torch.device(args.device)
+    benchmark = plugins.create("benchmark", args.benchmark)
+    protocol = resolve(benchmark, flags)
+    options = protocol.options or {}
+    certifier = None
+    if args.metric == "acr":
+        certifier = plugins.create("certifier", args.certifier, **options.get(args.certifier, {}))
+    for sigma in args.sigma:
+        prepared = prepare(benchmark, sigma, protocol, device, args.data_root, args.checkpoint)
+        ctx = SearchContext(
+            model=prepared.model, layers=prepared.layers, benchmark=benchmark, data=prepared.data,
+            quantizer=plugins.create("quantizer", protocol.quantizer, **options.get(protocol.quantizer, {})),
+            cost_model=plugins.create("cost_model", protocol.cost_model), budget=1.0, sigma=sigma, seed=args.seed,
+            device=device, fixed=set(), search_activations=args.activations,
+            smoothing=smoothing_config(protocol, sigma, args.seed), settings=protocol.as_dict(),
+            reference_key=prepared.reference_key)
+        measured = sensitivity.profile(ctx, [l.name for l in prepared.layers], args.activations, args.metric,
+                                       certifier, args.certifier, args.images or sensitivity.IMAGES)
+        frame = measured.frame()
+        stem = args.out / f"{args.benchmark}-sigma{sigma:g}-seed{args.seed}-sensitivity"
+        write_text_atomic(stem.with_suffix(".csv"), frame.to_csv(index=False))
+        title = f"{args.benchmark}, sigma = {sigma:g}, seed {args.seed}: per-layer sensitivity"
+        write_bytes_atomic(stem.with_suffix(".png"), figures.heatmap_png(title, frame))
+        stdout.print(_profile_table(frame, args.metric, title))
+        info(f"wrote {stem.with_suffix('.csv')} and {stem.with_suffix('.png')}")
+    return 0
+
+
+def _profile_table(frame, metric: str, title: str) -> Table:
+    """Layers by weight bits (activations at 8): the metric's loss when only that layer is quantized."""
+    value = "acr_drop" if metric == "acr" else "disagreement"
+    weights = frame[frame["a_bits"] == policies.MAX_BITS]
+    grid = weights.pivot_table(index="layer", columns="w_bits", values=value, aggfunc="first")
+    grid = grid.reindex(index=list(dict.fromkeys(weights.sort_values("index")["layer"])))
+    table = Table(title=f"{title}: {value.replace('_', ' ')}, weights at b bits (activations 8)")
+    table.add_column("layer")
+    for bits in grid.columns:
+        table.add_column(f"{bits}", justify="right")
+    for layer, row in grid.iterrows():
+        table.add_row(layer, *[f"{v:.4f}" for v in row])
+    return table
 
 
 def certify(args, flags: dict) -> int:
@@ -164,4 +232,5 @@ def train(args, flags: dict) -> int:
     return 0
 
 
-COMMANDS = {"run": run, "list": list_plugins, "leaderboard": render_leaderboard, "certify": certify, "train": train}
+COMMANDS = {"run": run, "list": list_plugins, "leaderboard": render_leaderboard, "show": show, "profile": profile,
+            "certify": certify, "train": train}

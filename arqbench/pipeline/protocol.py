@@ -178,6 +178,7 @@ def cell_result(cell: Cell, prepared: Prepared, protocol: Protocol, trained: Tra
         "policy": None if policy is None else {k: list(v) for k, v in policy.items()},
         "metrics": {"clean_acc": trained.clean_acc, **summarize(certs, prepared.benchmark.radii)},
         "cost": cost, "timing": {**trained.timing, "certify_s": certify_s}, "search": trained.search,
+        "layers": [layer.as_dict() for layer in prepared.layers],
         "certificates": [c.as_dict() for c in certs],
         "base_model": {**prepared.source, "fingerprint": prepared.fingerprint},
         "config": config_record(cell, protocol), "versions": trained.versions, "created": now(),

@@ -126,7 +126,11 @@ def render(results: list[dict], out_dir: Path, fmt: str = "markdown", source: Pa
                 if png is not None:
                     write_bytes_atomic(out_dir / b.plot_name(protocol, sigma), png)
                     written.append(out_dir / b.plot_name(protocol, sigma))
-            write_text_atomic(path, markdown(b, out_dir, source))
+            from arqbench.report import inside as figures  # bits, learning curves, sensitivity (matplotlib)
+
+            inside = figures.render(b, results, out_dir)
+            written += inside.paths
+            write_text_atomic(path, markdown(b, out_dir, source) + inside.markdown)
         written.insert(0, path)
     return written
 

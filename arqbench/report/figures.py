@@ -1,0 +1,166 @@
+"""The figures that show inside a search: bits per layer, learning curves with candidates, sensitivity heatmaps.
+
+Drawn from tidy pandas tables (the very CSVs written beside each figure, see ``arqbench.report.inside``) on
+bare matplotlib ``Figure`` objects (no pyplot, no global backend) with matplotlib's default style, saved
+without the "Software" metadata so the same numbers give the same PNG bytes.
+"""
+
+import io
+
+import matplotlib.style
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from arqbench.report.pareto import MARKERS
+
+
+def _png(fig: Figure) -> bytes:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", metadata={"Software": None})
+    return buffer.getvalue()
+
+
+def _colour(index: int) -> str:
+    return f"C{index % 10}"
+
+
+def bits_png(title: str, bits: pd.DataFrame, colours: dict[str, int]) -> bytes:
+    """One panel per budget: each layer (network order) with one bar per method, the mean weight bits over
+    seeds (a black tick at the mean activation bits), over grey bars of the layer's share of the float cost.
+
+    ``bits``: the bits CSV of one (protocol, sigma): budget, method, seed, layer, index, w_bits, a_bits,
+    float_cost_share.
+    """
+    budgets = sorted(bits["budget"].unique())
+    with matplotlib.style.context("default"):
+        fig = Figure(figsize=(max(6.0, 4.2 * len(budgets)), 4.4), dpi=100, layout="constrained")
+        axes = np.atleast_1d(fig.subplots(1, len(budgets), sharey=True, squeeze=False)[0])
+        for ax, budget in zip(axes, budgets):
+            here = bits[bits["budget"] == budget]
+            layers = here.drop_duplicates("layer").sort_values("index")
+            names = list(layers["layer"])
+            x = np.arange(len(names))
+            share = ax.twinx()
+            share.bar(x, 100 * layers["float_cost_share"].fillna(0).to_numpy(), width=0.92, color="0.9",
+                      label="share of float cost (right axis)")
+            share.set_ylabel("share of float cost (%)", color="0.5")
+            share.tick_params(axis="y", colors="0.5")
+            ax.set_zorder(share.get_zorder() + 1)
+            ax.patch.set_visible(False)
+            methods = [m for m in colours if m in set(here["method"])]
+            width = 0.8 / max(1, len(methods))
+            for k, method in enumerate(methods):
+                mean = here[here["method"] == method].groupby("layer")[["w_bits", "a_bits"]].mean().reindex(names)
+                pos = x - 0.4 + width * (k + 0.5)
+                ax.bar(pos, mean["w_bits"], width=width, color=_colour(colours[method]), label=method)
+                ax.plot(pos, mean["a_bits"], linestyle="none", marker="_", markersize=max(3, 60 * width),
+                        color="black")
+            ax.set_xticks(x, [n.removeprefix("net.") for n in names], rotation=45, ha="right", fontsize=8)
+            ax.set_ylim(0, 8.5)
+            ax.set_yticks(range(0, 9, 2))
+            ax.set_title(f"budget {100 * budget:g}% of float", fontsize=10)
+            ax.grid(True, axis="y", color="0.85")
+        axes[0].set_ylabel("weight bits (bars), activation bits (ticks)")
+        handles, labels = axes[0].get_legend_handles_labels()
+        extra, extra_labels = share.get_legend_handles_labels()
+        fig.legend(handles + extra, labels + extra_labels, loc="outside right upper", frameon=False, fontsize=9)
+        fig.suptitle(title + "  (mean over seeds)", fontsize=10)
+        return _png(fig)
+
+
+def learning_png(title: str, candidates: pd.DataFrame, colours: dict[str, int]) -> bytes:
+    """One row per RL method. Left: reward per episode (dots) and best so far (line), one shade per seed, the
+    shipped episode starred. Right: every scored candidate's cost against its ACR as the search measured it
+    (where it did), their Pareto front, and the shipped policy's final (fine-tuned, fully certified) ACR as a
+    star joined to its search ACR, so the gap between what the search optimised and what shipped shows.
+
+    ``candidates``: the learning CSV of one (protocol, sigma, budget).
+    """
+    methods = [m for m in colours if m in set(candidates["method"])]
+    with matplotlib.style.context("default"):
+        fig = Figure(figsize=(11, 3.6 * len(methods)), dpi=100, layout="constrained")
+        axes = fig.subplots(len(methods), 2, squeeze=False)
+        for (left, right), method in zip(axes, methods):
+            mine = candidates[candidates["method"] == method]
+            colour = _colour(colours[method])
+            seeds = sorted(mine["seed"].unique())
+            for s, seed in enumerate(seeds):
+                run = mine[mine["seed"] == seed].sort_values("episode")
+                shade = 1.0 - 0.5 * s / max(1, len(seeds))
+                marker = MARKERS[s % len(MARKERS)]
+                left.plot(run["episode"], run["reward"], linestyle="none", marker=".", markersize=3, color=colour,
+                          alpha=0.35 * shade)
+                left.step(run["episode"], run["best_reward"], where="post", color=colour, alpha=shade,
+                          label=f"seed {seed}: best so far")
+                shipped = run[run["shipped"]]
+                left.plot(shipped["episode"], shipped["reward"], linestyle="none", marker="*", markersize=12,
+                          color=colour, markeredgecolor="black")
+                scored = run[~run["revisit"] & run["search_acr"].notna()]
+                if len(scored):
+                    right.plot(100 * scored["cost"], scored["search_acr"], linestyle="none", marker=marker,
+                               markersize=3, color=colour, alpha=0.3)
+                    front = scored[scored["pareto"]].sort_values("cost")
+                    right.step(100 * front["cost"], front["search_acr"], where="post", color=colour, alpha=shade,
+                               label=f"seed {seed}: Pareto front of candidates")
+                for _, row in shipped.drop_duplicates("seed").iterrows():
+                    if pd.notna(row["search_acr"]):
+                        right.plot([100 * row["cost"]] * 2, [row["search_acr"], row["final_acr"]], color="0.4",
+                                   linestyle=":", linewidth=1)
+                    right.plot(100 * row["cost"], row["final_acr"], linestyle="none", marker="*", markersize=13,
+                               color=colour, markeredgecolor="black",
+                               label=f"seed {seed}: shipped, final ACR" if s == 0 or True else None)
+            left.set_xlabel("episode")
+            left.set_ylabel(f"{method}: reward")
+            left.grid(True, color="0.9")
+            left.legend(fontsize=8, frameon=False)
+            right.set_xlabel("cost (% of float)")
+            right.set_ylabel("ACR")
+            right.grid(True, color="0.9")
+            if mine["search_acr"].isna().all():
+                right.text(0.02, 0.95, "this search measures no ACR of its candidates", transform=right.transAxes,
+                           fontsize=8, va="top", color="0.4")
+            right.legend(fontsize=8, frameon=False)
+        fig.suptitle(title + "  (star: the shipped policy; right: dots = candidates' search ACR)", fontsize=10)
+        return _png(fig)
+
+
+def heatmap_png(title: str, profile: pd.DataFrame) -> bytes:
+    """Layers (rows, network order) by bits (columns): the loss when only that layer is quantized, mean over
+    the seeds present. Columns of panels: the metric (ACR drop, or disagreement) and the clean-accuracy drop;
+    a second row for the activations when they were profiled. Every cell is annotated with its value.
+
+    ``profile``: the sensitivity CSV: layer, index, w_bits, a_bits, acr_drop | disagreement, clean_acc_drop.
+    """
+    metric = "disagreement" if profile["disagreement"].notna().any() and profile["acr_drop"].isna().all() \
+        else "acr_drop"
+    labels = {"acr_drop": "ACR drop", "disagreement": "disagreement with float", "clean_acc_drop":
+              "clean accuracy drop (points)"}
+    parts = [("weights", profile[profile["a_bits"] == 8], "w_bits")]
+    activations = profile[(profile["w_bits"] == 8) & (profile["a_bits"] < 8)]
+    if len(activations):
+        parts.append(("activations", profile[profile["w_bits"] == 8], "a_bits"))
+    layers = profile.drop_duplicates("layer").sort_values("index")["layer"].tolist()
+    with matplotlib.style.context("default"):
+        fig = Figure(figsize=(11, 0.45 * len(layers) * len(parts) + 1.6 * len(parts)), dpi=100,
+                     layout="constrained")
+        axes = fig.subplots(len(parts), 2, squeeze=False)
+        for row, (part, rows, column) in zip(axes, parts):
+            for ax, value in zip(row, (metric, "clean_acc_drop")):
+                scale = 100 if value == "clean_acc_drop" else 1
+                grid = rows.pivot_table(index="layer", columns=column, values=value, aggfunc="mean")
+                grid = grid.reindex(index=layers, columns=range(2, 9)) * scale
+                data = grid.to_numpy(dtype=float)
+                bound = np.nanmax(np.abs(data)) if np.isfinite(data).any() else 1.0
+                image = ax.imshow(data, cmap="RdBu_r", vmin=-bound or -1, vmax=bound or 1, aspect="auto")
+                for (i, j), v in np.ndenumerate(data):
+                    if np.isfinite(v):
+                        ax.text(j, i, f"{v:.3g}", ha="center", va="center", fontsize=7,
+                                color="white" if abs(v) > 0.6 * bound else "black")
+                ax.set_xticks(range(7), [str(b) for b in range(2, 9)])
+                ax.set_yticks(range(len(layers)), [n.removeprefix("net.") for n in layers], fontsize=8)
+                ax.set_xlabel(f"{part} bits (the other at 8)")
+                ax.set_title(f"{labels[value]}, {part}", fontsize=10)
+                fig.colorbar(image, ax=ax, shrink=0.8)
+        fig.suptitle(title + "  (only that layer quantized; red: loses robustness; mean over seeds)", fontsize=10)
+        return _png(fig)

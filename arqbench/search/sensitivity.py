@@ -1,0 +1,236 @@
+"""Per-layer robustness sensitivity: what the smoothed classifier loses when one layer alone is quantized.
+
+For a quantizable layer i and bits (w, a), f_{i,w,a} is the float base model f with only layer i quantized
+by the run's quantizer (weights at w bits, the layer's input activation at a bits, the common calibration
+batches); every other layer stays float (the quantizer gets a policy naming layer i alone). Measured on the
+search split (held out of the training data, never the certification subset):
+
+- metric ``acr``: ACR and smoothed accuracy of the smoothed f_{i,w,a} on the first ``images`` search images,
+  by the given certifier with f as the reference (``irs``: n_p replayed noisy samples per image against f's
+  cached certification); f itself is measured by the same certifier with the same settings (with ``irs``: f
+  against itself, zero disagreements), so both sides share one estimator and a layer left at float loses
+  exactly 0;
+- metric ``disagreement``: the fraction of the same n_p noisy samples per image (the noise IRS replays) on
+  which f_{i,w,a} and f predict differently (no certifier);
+- always ``clean_acc``: top-1 of the base classifier on the whole search split;
+
+with ``X_drop = X(f) - X(f_{i,w,a})`` for each (disagreement is a loss already: 0 for f).
+
+Points: (b, 8) for b in 2..8 (the weights), and (8, b) for b in 2..7 (the activations) when asked for. A
+policy's sensitivity is *predicted* from them by additivity: the loss of a policy is the sum of its layers'
+single-layer losses, and a layer's loss at (w, a) is s(w, 8) + s(8, a) - s(8, 8). Quantization errors of
+different layers interact (they compound, or cancel), so this is an assumption whose quality (how well the
+prediction ranks policies as their certified ACR does) has to be measured, not taken for granted.
+
+Cost: (layers x points) quantize-and-calibrate passes, each followed by images x n_p noisy forwards (digits
+defaults, weights only: 7 layers x 7 points x 100 images x 200 samples, about 1M forwards of the 8x8 model,
+seconds) plus one clean pass over the search split; f's own certification (images x n) is cached by the
+certifier. Measured points are cached under ``$ARQBENCH_HOME/sensitivity/<key>.json``, keyed by everything
+that changes them (base model, sigma, seed, quantizer, certifier, certification settings, images, n_p,
+metric); a request computes only the points the cache lacks.
+"""
+
+import json
+import math
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import pandas as pd
+import torch
+from torch.utils.data import Subset
+
+from arqbench import files
+from arqbench.console import info, progress
+from arqbench.errors import ArqbenchError
+from arqbench.models.data import examples
+from arqbench.quantization.policy import MAX_BITS, MIN_BITS, Policy
+from arqbench.search.context import SearchContext
+from arqbench.smoothing.certification import Reference
+from arqbench.smoothing.core import ESTIMATION, generators, sample_predictions
+from arqbench.smoothing.metrics import summarize
+
+VERSION = 1  # bump when what a point measures changes
+METRICS = ("acr", "disagreement")
+IMAGES = 100  # search images certified per point (digits: ~10 s for a weights-only profile on 2 cores)
+MEASURES = ("acr", "smoothed_acc", "clean_acc", "disagreement")
+BITS = tuple(range(MIN_BITS, MAX_BITS + 1))
+
+
+def points(activations: bool) -> list[tuple[int, int]]:
+    """The (w_bits, a_bits) measured per layer: weights at every width, activations too when asked for."""
+    weights = [(b, MAX_BITS) for b in BITS]
+    return weights + ([(MAX_BITS, b) for b in BITS if b != MAX_BITS] if activations else [])
+
+
+@dataclass
+class Profile:
+    """Measured single-layer points of one base model under one setting (module docstring)."""
+
+    key: dict
+    path: Path
+    reference: dict  # f's own numbers under the same estimator
+    rows: list[dict]  # one per (layer, w_bits, a_bits), in layer order
+    reused: int = 0  # points read from the cache by this request
+    computed: int = 0
+    seconds: float = 0.0
+
+    def frame(self) -> pd.DataFrame:
+        """The tidy table: one row per measured point, with the base model, sigma and seed it belongs to."""
+        where = {"benchmark": self.key["reference"].get("benchmark"), "sigma": self.key["sigma"],
+                 "seed": self.key["seed"], "metric": self.key["metric"]}
+        return pd.DataFrame([{**where, **row} for row in self.rows])
+
+    def sensitivity(self, layers: list[str], activations: bool, metric: str) -> dict[str, dict[tuple, float]]:
+        """``{layer: {(w, a): s}}`` over the ILP's choices, s = the metric's loss (``acr``: acr_drop), a pair's
+        value composed additively from the measured points (module docstring)."""
+        column = "acr_drop" if metric == "acr" else "disagreement"
+        value = {(r["layer"], r["w_bits"], r["a_bits"]): r[column] for r in self.rows}
+        out = {}
+        for name in layers:
+            def s(w, a):
+                if (name, w, a) not in value or value[name, w, a] is None:
+                    raise ArqbenchError(f"the sensitivity profile {self.path} lacks {column} of layer '{name}' at "
+                                        f"{w}/{a} bits; delete it to have it rebuilt")
+                return value[name, w, a]
+            if activations:
+                out[name] = {(w, a): s(w, MAX_BITS) + s(MAX_BITS, a) - s(MAX_BITS, MAX_BITS) for w in BITS for a in BITS}
+            else:
+                out[name] = {(w, MAX_BITS): s(w, MAX_BITS) for w in BITS}
+        return out
+
+
+def policy_loss(policy: Policy, sensitivity: dict[str, dict[tuple, float]]) -> float:
+    """The additive prediction of what ``policy`` loses: the sum over the profiled layers of s_l(policy[l])."""
+    total = 0.0
+    for name, by_bits in sensitivity.items():
+        bits = tuple(int(b) for b in policy[name])
+        if bits not in by_bits:
+            raise ValueError(f"layer '{name}' at {bits[0]}/{bits[1]} bits is outside the profile's choices "
+                             f"(activations not profiled?)")
+        total += by_bits[bits]
+    return total
+
+
+def profile(ctx: SearchContext, layers: list[str], activations: bool, metric: str = "acr", certifier=None,
+            certifier_name: str | None = None, images: int = IMAGES, n: int | None = None,
+            n_p: float | None = None, who: str = "sensitivity profile") -> Profile:
+    """Measure (or read from the cache) the points of ``layers`` (module docstring); logs what it reused.
+
+    ``certifier``: the certifier object for metric ``acr`` (``certifier_name`` names it, with any options, in
+    the cache key); ``n``: its n (default the run's); ``n_p``: the incremental samples as a fraction of n
+    (default the run's ``np``); ``images``: search images per point.
+    """
+    if metric not in METRICS:
+        raise ArqbenchError(f"{who}: metric must be one of {', '.join(METRICS)}, got {metric!r}")
+    if metric == "acr" and (certifier is None or not certifier_name):
+        raise ArqbenchError(f"{who}: metric 'acr' needs a certifier")
+    if not isinstance(images, int) or images < 1:
+        raise ArqbenchError(f"{who}: images must be a positive integer, got {images!r}")
+    unknown = sorted(set(layers) - {l.name for l in ctx.layers})
+    if unknown:
+        raise ArqbenchError(f"{who}: '{unknown[0]}' is not a quantizable layer of this model")
+
+    config = replace(ctx.smoothing, n=n or ctx.smoothing.n)
+    # the one place where the incremental certifier's n_p and gamma are read: from the caller, else the run
+    fraction = ctx.settings.get("np", 0.1) if n_p is None else n_p
+    if not 0 < fraction <= 1:
+        raise ArqbenchError(f"{who}: n_p must be a fraction of n in (0, 1], got {fraction!r}")
+    reference = Reference(ctx.model, {**ctx.reference_key, "data": "search"}, fraction, ctx.benchmark.gamma)
+    subset = Subset(ctx.data.search, list(range(min(images, len(ctx.data.search)))))
+    quantizer = ctx.settings.get("quantizer", type(ctx.quantizer).__name__)
+    key = {"what": "sensitivity", "version": VERSION, "reference": ctx.reference_key, "sigma": ctx.sigma,
+           "seed": ctx.seed, "quantizer": quantizer,
+           "quantizer_options": (ctx.settings.get("options") or {}).get(quantizer),
+           "metric": metric, "certifier": certifier_name if metric == "acr" else None,
+           "smoothing": {"n0": config.n0, "n": config.n, "alpha": config.alpha}, "n_p": fraction,
+           "gamma": ctx.benchmark.gamma, "images": len(subset), "search_split": len(ctx.data.search)}
+    path = files.cache_path("sensitivity", key, ".json")
+    cached = _read(path, key)
+    have = {(r["layer"], r["w_bits"], r["a_bits"]): r for r in cached.get("rows", [])}
+    by_name = {l.name: l for l in ctx.layers}
+    wanted = [(name, w, a) for name in layers for w, a in points(activations)]
+    missing = [p for p in wanted if p not in have]
+
+    start = time.perf_counter()
+    if missing:
+        measure = _Measure(ctx, metric, certifier, reference, config, subset)
+        ref = cached.get("reference") or measure(ctx.model)
+        with progress() as bar:
+            task = bar.add_task(who, total=len(missing))
+            for name, w, a in missing:
+                layer = by_name[name]
+                numbers = measure(ctx.quantize({name: (w, a)}))
+                have[name, w, a] = {"layer": name, "index": layer.index, "kind": layer.kind, "w_bits": w,
+                                    "a_bits": a, **numbers, **_drops(ref, numbers)}
+                bar.advance(task)
+        order = {l.name: l.index for l in ctx.layers}
+        rows = sorted(have.values(), key=lambda r: (order.get(r["layer"], -1), r["a_bits"] != MAX_BITS, -r["w_bits"],
+                                                    -r["a_bits"]))
+        files.write_json_atomic(path, {"key": key, "reference": ref, "rows": rows})
+    else:
+        ref = cached["reference"]
+    seconds = time.perf_counter() - start
+    result = Profile(key, path, ref, [have[p] for p in wanted], len(wanted) - len(missing), len(missing), seconds)
+    if missing:
+        info(f"{who}: measured {len(missing)} points ({len(set(layers))} layers) in {seconds:.1f}s"
+             + (f", reused {result.reused} from the cache" if result.reused else "") + f"; cached in {path}")
+    else:
+        info(f"{who}: reused all {len(wanted)} points from the cache {path}")
+    return result
+
+
+class _Measure:
+    """One model's numbers on the search split, as the module docstring defines them."""
+
+    def __init__(self, ctx: SearchContext, metric: str, certifier, reference: Reference, config, subset: Subset):
+        self.ctx, self.metric, self.certifier, self.reference = ctx, metric, certifier, reference
+        self.config, self.subset = config, subset
+        self.n_p = max(1, math.ceil(reference.np * config.n))
+        self._float: torch.Tensor | None = None
+
+    def __call__(self, model) -> dict:
+        ctx = self.ctx
+        out = dict.fromkeys(MEASURES)
+        out["clean_acc"] = ctx.accuracy(model)
+        if self.metric == "acr":
+            certs = self.certifier.certify(model, examples(self.subset), self.config, ctx.benchmark.num_classes,
+                                           reference=self.reference)
+            numbers = summarize(certs, ctx.benchmark.radii)
+            out.update(acr=numbers["acr"], smoothed_acc=numbers["smoothed_acc"])
+        else:
+            if self._float is None:
+                self._float = self._predictions(ctx.model)
+            predictions = self._float if model is ctx.model else self._predictions(model)
+            out["disagreement"] = (predictions != self._float).double().mean().item()
+        return out
+
+    def _predictions(self, model) -> torch.Tensor:
+        device = self.ctx.device
+        xs = torch.stack([x for _, x, _ in examples(self.subset)]).to(device)
+        gens = generators(device, self.config.seed, range(len(xs)), ESTIMATION)
+        return sample_predictions(model, xs, self.n_p, self.config.sigma, self.config.batch_size, gens)
+
+
+def _drops(reference: dict, numbers: dict) -> dict:
+    out = {}
+    for name in ("acr", "smoothed_acc", "clean_acc"):
+        a, b = reference.get(name), numbers.get(name)
+        out[f"{name}_drop"] = None if a is None or b is None else a - b
+    return out
+
+
+def _read(path: Path, key: dict) -> dict:
+    """The cache entry at ``path`` if it is one for ``key``; a corrupt entry is reported and rebuilt."""
+    if not path.exists():
+        return {}
+    try:
+        data = files.read_json(path, "sensitivity cache entry")
+        if data.get("key") == json.loads(json.dumps(key, default=str)):
+            return data
+    except (ArqbenchError, AttributeError):
+        pass
+    from arqbench.console import warn
+
+    warn(f"cache entry {path} is corrupt or from another setting; rebuilding it")
+    return {}
