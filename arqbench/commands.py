@@ -5,6 +5,7 @@ import time
 from pathlib import Path
 
 import torch
+from rich import box
 from rich.table import Table
 
 from arqbench import plugins
@@ -13,12 +14,11 @@ from arqbench.errors import ArqbenchError
 from arqbench.models.training import accuracy
 from arqbench.pipeline.config import resolve
 from arqbench.files import write_bytes_atomic, write_text_atomic
-from arqbench.pipeline.protocol import certify_model, prepare, quantized_model, smoothing_config
+from arqbench.pipeline.protocol import certify_model, prepare, quantized_model, search_context
 from arqbench.pipeline.results import REFERENCE, read, read_all
 from arqbench.pipeline.sweep import SweepSpec, check_values, run_sweep
 from arqbench.quantization import policy as policies
 from arqbench.report import leaderboard
-from arqbench.search.context import SearchContext
 from arqbench.smoothing.metrics import summarize
 
 
@@ -86,29 +86,24 @@ def profile(args, flags: dict) -> int:
         raise ArqbenchError(f"--images must be a positive integer, got {args.images}")
     device = torch.device(args.device)
     benchmark = plugins.create("benchmark", args.benchmark)
-    protocol = resolve(benchmark, flags)
+    protocol = resolve(benchmark, {**flags, "search_activations": args.activations})
     options = protocol.options or {}
     certifier = None
     if args.metric == "acr":
         certifier = plugins.create("certifier", args.certifier, **options.get(args.certifier, {}))
     for sigma in args.sigma:
         prepared = prepare(benchmark, sigma, protocol, device, args.data_root, args.checkpoint)
-        ctx = SearchContext(
-            model=prepared.model, layers=prepared.layers, benchmark=benchmark, data=prepared.data,
-            quantizer=plugins.create("quantizer", protocol.quantizer, **options.get(protocol.quantizer, {})),
-            cost_model=plugins.create("cost_model", protocol.cost_model), budget=1.0, sigma=sigma, seed=args.seed,
-            device=device, fixed=set(), search_activations=args.activations,
-            smoothing=smoothing_config(protocol, sigma, args.seed), settings=protocol.as_dict(),
-            reference_key=prepared.reference_key)
+        ctx = search_context(prepared, protocol, 1.0, args.seed, device, fixed=set())
         measured = sensitivity.profile(ctx, [l.name for l in prepared.layers], args.activations, args.metric,
                                        certifier, args.certifier, args.images or sensitivity.IMAGES)
         frame = measured.frame()
-        stem = args.out / f"{args.benchmark}-sigma{sigma:g}-seed{args.seed}-sensitivity"
-        write_text_atomic(stem.with_suffix(".csv"), frame.to_csv(index=False))
+        stem = f"{args.benchmark}-sigma{sigma:g}-seed{args.seed}-sensitivity"
+        csv, png = args.out / f"{stem}.csv", args.out / f"{stem}.png"
+        write_text_atomic(csv, frame.to_csv(index=False))
         title = f"{args.benchmark}, sigma = {sigma:g}, seed {args.seed}: per-layer sensitivity"
-        write_bytes_atomic(stem.with_suffix(".png"), figures.heatmap_png(title, frame))
+        write_bytes_atomic(png, figures.heatmap_png(title, frame))
         stdout.print(_profile_table(frame, args.metric, title))
-        info(f"wrote {stem.with_suffix('.csv')} and {stem.with_suffix('.png')}")
+        info(f"wrote {csv} and {png}")
     return 0
 
 
@@ -118,12 +113,13 @@ def _profile_table(frame, metric: str, title: str) -> Table:
     weights = frame[frame["a_bits"] == policies.MAX_BITS]
     grid = weights.pivot_table(index="layer", columns="w_bits", values=value, aggfunc="first")
     grid = grid.reindex(index=list(dict.fromkeys(weights.sort_values("index")["layer"])))
-    table = Table(title=f"{title}: {value.replace('_', ' ')}, weights at b bits (activations 8)")
-    table.add_column("layer")
+    table = Table(title=f"{title}: {value.replace('_', ' ')} with the weights at b bits (activations 8)",
+                  box=box.SIMPLE_HEAD)
+    table.add_column("layer \\ b", no_wrap=True)
     for bits in grid.columns:
-        table.add_column(f"{bits}", justify="right")
+        table.add_column(f"{bits}", justify="right", no_wrap=True)
     for layer, row in grid.iterrows():
-        table.add_row(layer, *[f"{v:.4f}" for v in row])
+        table.add_row(layer, *[f"{v:.3f}" for v in row])
     return table
 
 

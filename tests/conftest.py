@@ -44,3 +44,22 @@ def run_subprocess(*args, env=None, cwd=None):
     full_env = dict(os.environ, **(env or {}))
     return subprocess.run([sys.executable, "-m", "arqbench.cli", *map(str, args)], capture_output=True, text=True,
                           env=full_env, cwd=cwd, timeout=600)
+
+
+@pytest.fixture(scope="session")
+def quick_digits_checkpoint(tmp_path_factory):
+    """A digits base model noise-trained for 2 epochs at sigma 0.25 (``--checkpoint``), so tests that need a
+    plausible model do not wait for the full recipe."""
+    import torch
+
+    from arqbench import plugins
+    from arqbench.models import checkpoints
+    from arqbench.models.training import train
+
+    benchmark = plugins.create("benchmark", "digits")
+    torch.manual_seed(0)
+    model = benchmark.build_model()
+    train(model, benchmark.splits(None).train, benchmark.recipe, 0.25, torch.device("cpu"), 0, epochs=2)
+    path = tmp_path_factory.mktemp("quick-digits") / "digits.pt"
+    checkpoints.save(model, path, benchmark="digits", sigma=0.25)
+    return path

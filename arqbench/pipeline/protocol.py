@@ -124,6 +124,19 @@ def quantized_model(prepared: Prepared, protocol: Protocol, policy: policies.Pol
     return model.eval()
 
 
+def search_context(prepared: Prepared, protocol: Protocol, budget: float, seed: int, device: torch.device,
+                   fixed: set[str] | None = None) -> SearchContext:
+    """What a search of this (benchmark, sigma) sees under ``protocol`` (``fixed``: default the protocol's)."""
+    return SearchContext(
+        model=prepared.model, layers=prepared.layers, benchmark=prepared.benchmark, data=prepared.data,
+        quantizer=plugins.create("quantizer", protocol.quantizer),
+        cost_model=plugins.create("cost_model", protocol.cost_model), budget=budget, sigma=prepared.sigma, seed=seed,
+        device=device, fixed=fixed_layers(prepared, protocol) if fixed is None else fixed,
+        search_activations=protocol.search_activations, smoothing=smoothing_config(protocol, prepared.sigma, seed),
+        settings=protocol.as_dict(), reference_key=prepared.reference_key,
+    )
+
+
 @dataclass
 class Trained:
     """A cell after search and fine-tune: the model to certify and what the result record needs from that stage."""
@@ -146,14 +159,7 @@ def train_cell(cell: Cell, prepared: Prepared, protocol: Protocol, device: torch
         start = time.perf_counter()
         if policy is None:
             torch.manual_seed(cell.seed)
-            ctx = SearchContext(
-                model=prepared.model, layers=prepared.layers, benchmark=prepared.benchmark, data=prepared.data,
-                quantizer=plugins.create("quantizer", protocol.quantizer),
-                cost_model=plugins.create("cost_model", protocol.cost_model), budget=cell.budget,
-                sigma=cell.sigma, seed=cell.seed, device=device, fixed=fixed_layers(prepared, protocol),
-                search_activations=protocol.search_activations, smoothing=smoothing_config(protocol, cell.sigma, cell.seed),
-                settings=protocol.as_dict(), reference_key=prepared.reference_key,
-            )
+            ctx = search_context(prepared, protocol, cell.budget, cell.seed, device)
             found = plugins.create("search", cell.method, **protocol.options.get(cell.method, {})).search(ctx)
             policy, search_info = found.policy, found.info
         policy = policies.validate(policy, prepared.layers, f"policy from {cell.method}")

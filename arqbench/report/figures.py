@@ -91,8 +91,9 @@ def learning_png(title: str, candidates: pd.DataFrame, colours: dict[str, int]) 
                 marker = MARKERS[s % len(MARKERS)]
                 left.plot(run["episode"], run["reward"], linestyle="none", marker=".", markersize=3, color=colour,
                           alpha=0.35 * shade)
+                first = s == 0
                 left.step(run["episode"], run["best_reward"], where="post", color=colour, alpha=shade,
-                          label=f"seed {seed}: best so far")
+                          label="best so far (a line per seed)" if first else None)
                 shipped = run[run["shipped"]]
                 left.plot(shipped["episode"], shipped["reward"], linestyle="none", marker="*", markersize=12,
                           color=colour, markeredgecolor="black")
@@ -102,14 +103,14 @@ def learning_png(title: str, candidates: pd.DataFrame, colours: dict[str, int]) 
                                markersize=3, color=colour, alpha=0.3)
                     front = scored[scored["pareto"]].sort_values("cost")
                     right.step(100 * front["cost"], front["search_acr"], where="post", color=colour, alpha=shade,
-                               label=f"seed {seed}: Pareto front of candidates")
+                               label="Pareto front of the candidates (per seed)" if first else None)
                 for _, row in shipped.drop_duplicates("seed").iterrows():
                     if pd.notna(row["search_acr"]):
                         right.plot([100 * row["cost"]] * 2, [row["search_acr"], row["final_acr"]], color="0.4",
                                    linestyle=":", linewidth=1)
                     right.plot(100 * row["cost"], row["final_acr"], linestyle="none", marker="*", markersize=13,
                                color=colour, markeredgecolor="black",
-                               label=f"seed {seed}: shipped, final ACR" if s == 0 or True else None)
+                               label="shipped policy: final ACR (dotted to its search ACR)" if first else None)
             left.set_xlabel("episode")
             left.set_ylabel(f"{method}: reward")
             left.grid(True, color="0.9")

@@ -1,0 +1,180 @@
+"""The per-layer robustness-sensitivity profile: its entries against direct computations, its cache, its CSV."""
+
+import copy
+
+import pandas as pd
+import pytest
+import torch
+from torch.utils.data import Subset
+
+from arqbench import plugins
+from arqbench.errors import ArqbenchError
+from arqbench.models.data import examples
+from arqbench.pipeline.config import resolve
+from arqbench.pipeline.protocol import prepare, search_context
+from arqbench.search import sensitivity
+from arqbench.smoothing.certification import Reference
+from arqbench.smoothing.core import ESTIMATION, generators, sample_predictions
+from arqbench.smoothing.metrics import summarize
+
+CPU = torch.device("cpu")
+SMALL = {"n0": 20, "n": 200, "np": 0.5, "batch_size": 400}  # n_p = 100 replayed samples per image
+
+
+@pytest.fixture(scope="module")
+def digits(quick_digits_checkpoint):
+    benchmark = plugins.create("benchmark", "digits")
+    protocol = resolve(benchmark, SMALL)
+    return prepare(benchmark, 0.25, protocol, CPU, None, quick_digits_checkpoint), protocol
+
+
+def context(digits, seed=0):
+    prepared, protocol = digits
+    return search_context(prepared, protocol, 1.0, seed, CPU)
+
+
+def test_an_entry_equals_a_direct_computation(digits):
+    """acr_drop, smoothed_acc_drop and clean_acc_drop of one point, recomputed from scratch with a fresh
+    certifier: the float model and the model with only that layer quantized, on the same images and noise."""
+    ctx = context(digits)
+    layer = "net.block1.conv2"
+    measured = sensitivity.profile(ctx, [layer], False, "acr", plugins.create("certifier", "irs"), "irs", images=6)
+    (row,) = [r for r in measured.rows if r["w_bits"] == 2]
+
+    certifier = plugins.create("certifier", "irs")
+    reference = Reference(ctx.model, {**ctx.reference_key, "data": "search"}, 0.5, ctx.benchmark.gamma)
+    subset = Subset(ctx.data.search, range(6))
+    quantized = ctx.quantizer.quantize(ctx.model, {layer: (2, 8)}, ctx.calibration()).eval()
+
+    def numbers(model):
+        certs = certifier.certify(model, examples(subset), ctx.smoothing, 10, reference=reference)
+        return summarize(certs, ctx.benchmark.radii)
+
+    f, q = numbers(ctx.model), numbers(quantized)
+    assert row["acr"] == pytest.approx(q["acr"], abs=1e-12)
+    assert row["acr_drop"] == pytest.approx(f["acr"] - q["acr"], abs=1e-12)
+    assert row["smoothed_acc_drop"] == pytest.approx(f["smoothed_acc"] - q["smoothed_acc"], abs=1e-12)
+    assert row["clean_acc_drop"] == pytest.approx(ctx.accuracy(ctx.model) - ctx.accuracy(quantized), abs=1e-12)
+    assert measured.reference["acr"] == pytest.approx(f["acr"], abs=1e-12)
+    assert row["acr_drop"] > 0  # 2-bit weights in one conv cost this model robustness: the check is not vacuous
+
+
+def test_disagreement_equals_a_direct_count(digits):
+    ctx = context(digits)
+    layer = "net.block2.conv2"
+    measured = sensitivity.profile(ctx, [layer], False, "disagreement", images=5)
+    (row,) = [r for r in measured.rows if r["w_bits"] == 2]
+    xs = torch.stack([ctx.data.search[i][0] for i in range(5)])
+    quantized = ctx.quantizer.quantize(ctx.model, {layer: (2, 8)}, ctx.calibration()).eval()
+    n_p = 100  # np 0.5 of n 200
+
+    def predictions(model):
+        return sample_predictions(model, xs, n_p, 0.25, 400, generators(CPU, 0, range(5), ESTIMATION))
+
+    expected = (predictions(quantized) != predictions(ctx.model)).sum().item() / (5 * n_p)
+    assert row["disagreement"] == pytest.approx(expected, abs=1e-12) and expected > 0
+    assert row["acr"] is None and row["acr_drop"] is None
+
+
+def test_the_cache_is_reused_and_extended(digits, capsys):
+    ctx = context(digits, seed=3)
+    irs = plugins.create("certifier", "irs")
+    first = sensitivity.profile(ctx, ["net.fc"], False, "acr", irs, "irs", images=3)
+    assert first.computed == 7 and first.reused == 0 and first.path.is_file()
+
+    calls, real = [], ctx.quantizer
+
+    class Counting:
+        def quantize(self, model, policy, calibration):
+            calls.append(policy)
+            return real.quantize(model, policy, calibration)
+
+    ctx.quantizer = Counting()
+    capsys.readouterr()
+    again = sensitivity.profile(ctx, ["net.fc"], False, "acr", irs, "irs", images=3)
+    assert calls == [] and again.reused == 7 and again.rows == first.rows
+    assert "reused all 7 points" in capsys.readouterr().err
+    more = sensitivity.profile(ctx, ["net.fc", "net.stem"], True, "acr", irs, "irs", images=3)
+    assert more.reused == 7 and more.computed == 13 + 6  # stem: 13 points; fc: its 6 activation points
+    assert sorted(calls, key=str) == sorted([{"net.stem": p} for p in sensitivity.points(True)]
+                                            + [{"net.fc": (8, a)} for a in range(2, 8)], key=str)
+    other = sensitivity.profile(ctx, ["net.fc"], False, "acr", irs, "irs", images=4)  # another setting
+    assert other.computed == 7 and other.path != first.path
+
+
+def test_a_pair_is_composed_additively_and_a_policy_sums_its_layers(digits):
+    ctx = context(digits)
+    measured = sensitivity.profile(ctx, ["net.fc"], True, "disagreement", images=3)
+    table = measured.sensitivity(["net.fc"], True, "disagreement")["net.fc"]
+    value = {(r["w_bits"], r["a_bits"]): r["disagreement"] for r in measured.rows}
+    assert table[(3, 5)] == pytest.approx(value[3, 8] + value[8, 5] - value[8, 8])
+    assert table[(8, 8)] == value[8, 8] and len(table) == 49
+    policy = {"net.fc": (3, 5), "net.stem": (2, 2)}  # layers outside the profile do not count
+    assert sensitivity.policy_loss(policy, {"net.fc": table}) == pytest.approx(table[(3, 5)])
+    with pytest.raises(ValueError, match="outside the profile"):
+        sensitivity.policy_loss({"net.fc": (3, 5)}, measured.sensitivity(["net.fc"], False, "disagreement"))
+
+
+def test_bad_requests_are_one_clear_line(digits):
+    ctx = context(digits)
+    with pytest.raises(ArqbenchError, match="metric must be one of"):
+        sensitivity.profile(ctx, ["net.fc"], False, "loss")
+    with pytest.raises(ArqbenchError, match="needs a certifier"):
+        sensitivity.profile(ctx, ["net.fc"], False, "acr")
+    with pytest.raises(ArqbenchError, match="'net.nope' is not a quantizable layer"):
+        sensitivity.profile(ctx, ["net.nope"], False, "disagreement")
+
+
+def test_a_corrupt_cache_entry_is_rebuilt(digits, capsys):
+    ctx = context(digits, seed=4)
+    first = sensitivity.profile(ctx, ["net.fc"], False, "disagreement", images=2)
+    first.path.write_text("{not json")
+    again = sensitivity.profile(ctx, ["net.fc"], False, "disagreement", images=2)
+    assert again.computed == 7 and "rebuilding" in capsys.readouterr().err
+    assert [r["disagreement"] for r in again.rows] == [r["disagreement"] for r in first.rows]
+
+
+def test_profile_command_writes_the_csv_and_heatmap_and_a_run_reuses_it(cli, tmp_path, quick_digits_checkpoint):
+    """`arqbench profile` measures every layer; robust-ilp under the same settings then measures nothing."""
+    flags = ["--n0", "20", "--n", "200", "--batch-size", "400", "--checkpoint", quick_digits_checkpoint]
+    code, out, err = cli("profile", "--sigma", "0.25", "--images", "4", "--out", tmp_path, *flags)
+    assert code == 0, err
+    csv = tmp_path / "digits-sigma0.25-seed0-sensitivity.csv"
+    assert csv.is_file() and (tmp_path / "digits-sigma0.25-seed0-sensitivity.png").is_file()
+    frame = pd.read_csv(csv)
+    assert len(frame) == 7 * 7 and set(frame["w_bits"]) == set(range(2, 8 + 1)) and set(frame["a_bits"]) == {8}
+    assert "net.block2.shortcut.0" in out and "measured 49 points" in err
+    assert (frame["acr_drop"] == frame["acr_drop"]).all()  # no missing value
+
+    code, _, err = cli("profile", "--sigma", "0.25", "--images", "4", "--out", tmp_path, *flags)
+    assert code == 0 and "reused all 49 points" in err
+    code, _, err = cli("run", "--methods", "robust-ilp", "--sigma", "0.25", "--budget", "0.03", "--test-images", "4",
+                       "--finetune-epochs", "0", "--option", "robust-ilp.images=4", "--out", tmp_path / "r", *flags)
+    assert code == 0, err
+    assert "robust-ilp: sensitivity profile: reused all 35 points" in err
+
+
+def test_profile_command_errors(cli, tmp_path):
+    code, _, err = cli("profile", "--images", "0", "--out", tmp_path)
+    assert code == 2 and "--images must be a positive integer" in err and "\n" not in err.strip()
+    code, _, err = cli("profile", "--metric", "loss")
+    assert code == 2 and "invalid choice" in err
+
+
+def test_a_quantizer_that_leaves_the_model_float_costs_nothing(digits):
+    """Every point of a layer left at float (a quantizer that copies the model) is exactly zero: f and its
+    copy are measured by one estimator on the same noise."""
+    ctx = context(digits, seed=5)
+
+    class Float:
+        def quantize(self, model, policy, calibration):
+            return copy.deepcopy(model)
+
+    ctx.quantizer = Float()
+    ctx.settings = {**ctx.settings, "quantizer": "float-copy"}
+    for metric in sensitivity.METRICS:
+        certifier = plugins.create("certifier", "irs") if metric == "acr" else None
+        measured = sensitivity.profile(ctx, ["net.block1.conv1"], True, metric, certifier, "irs", images=4)
+        measures = ("acr_drop", "smoothed_acc_drop") if metric == "acr" else ("disagreement",)
+        assert len(measured.rows) == 13
+        assert all(row[k] == 0 for row in measured.rows for k in measures + ("clean_acc_drop",))
