@@ -41,7 +41,6 @@ from arqbench.search.context import SearchResult
 from arqbench.search.ilp import ilp_policy, tie_units
 
 NAME = "robust-ilp"
-PREFER_BITS = 1e-6  # per bit, on sensitivities scaled to at most 1: breaks ties only
 
 
 def bits_key(bits) -> str:
@@ -91,7 +90,7 @@ class RobustILP:
         table = measured.sensitivity(free, ctx.search_activations, self.metric)
         cost_name = f"cost model '{ctx.settings.get('cost_model', type(ctx.cost_model).__name__)}'"
         policy, loss = ilp_policy(ctx.layers, ctx.fixed, groups, table, ctx.cost_fraction, ctx.budget,
-                                  ctx.search_activations, cost_name, NAME, prefer_bits=PREFER_BITS)
+                                  ctx.search_activations, cost_name, NAME, prefer_bits=True)
         info = {
             "metric": self.metric,
             "objective": -loss,

@@ -12,8 +12,9 @@ the choice grid and a non-additive cost model is refused. Solved by CBC as pulp 
 
 A choice is the weight bits b (activations b too when searched, else 8: HAWQ-V3's a = w) or an explicit
 (w_bits, a_bits) pair. Fixed layers stay at 8/8; a tie group containing a fixed layer is held at 8/8.
-``prefer_bits`` > 0 adds -prefer_bits * (w + a) per unit (on sensitivities scaled to at most 1), so among
-policies of (near) equal total sensitivity the one with more bits wins; 0 leaves the objective as stated.
+With ``prefer_bits``, ties are broken lexicographically by a second program: among the policies whose total
+sensitivity is within ``TIE`` (relative to the largest |Omega|) of the least, the one with the most bits
+(sum of w + a over units) within the budget.
 """
 
 import random
@@ -26,6 +27,7 @@ from arqbench.quantization.policy import MAX_BITS, MIN_BITS, Policy
 
 CHOICES = tuple(range(MIN_BITS, MAX_BITS + 1))
 ADDITIVITY_SAMPLES = 32
+TIE = 1e-7  # total sensitivities this close (relative to the largest |Omega|) are ties for ``prefer_bits``
 
 
 def tie_units(layers, fixed, groups, method: str = "hawq") -> tuple[list[list[str]], set[str]]:
@@ -60,7 +62,7 @@ def tie_units(layers, fixed, groups, method: str = "hawq") -> tuple[list[list[st
 
 
 def ilp_policy(layers, fixed, groups, omega, cost_fraction, budget: float, search_activations: bool,
-               cost_name: str = "cost model", method: str = "hawq", prefer_bits: float = 0.0) -> tuple[Policy, float]:
+               cost_name: str = "cost model", method: str = "hawq", prefer_bits: bool = False) -> tuple[Policy, float]:
     """The policy minimizing total Omega under the budget (module docstring), and its objective value.
 
     ``omega``: ``{layer: {choice: Omega}}`` for every layer of a free unit, each with the same choices;
@@ -106,12 +108,17 @@ def ilp_policy(layers, fixed, groups, omega, cost_fraction, budget: float, searc
         return dict(base), 0.0
 
     scale = max((abs(v) for o in unit_omega for v in o.values()), default=0.0) or 1.0
-    bonus = {c: prefer_bits * sum(pair(c)) for c in choices}
+    normalised = [{c: v / scale for c, v in o.items()} for o in unit_omega]
     slack = min(1e-9, (budget - cheapest) / 2)  # keeps CBC's feasibility tolerance from admitting a policy a hair over
     for _ in range(3):
-        choice = _solve(unit_omega, marginal, budget - base_cost - slack, scale, bonus, method)
+        limit = budget - base_cost - slack
+        choice = _solve(normalised, marginal, limit, method)
         if choice is None:
             raise InfeasibleBudget(f"budget {budget:.4%} of float cost: the {method} ILP has no solution")
+        if prefer_bits:
+            least = sum(normalised[u][c] for u, c in choice.items())
+            fewer = [{c: -sum(pair(c)) for c in choices} for _ in units]
+            choice = _solve(fewer, marginal, limit, method, cap=(normalised, least + TIE)) or choice
         policy = assign(choice)
         over = cost_fraction(policy) - budget
         if over <= 0:
@@ -120,20 +127,24 @@ def ilp_policy(layers, fixed, groups, omega, cost_fraction, budget: float, searc
     raise InfeasibleBudget(f"budget {budget:.4%} of float cost: the {method} ILP found no policy within it")
 
 
-def _solve(omega: list[dict], cost: list[dict], limit: float, scale: float, bonus: dict,
-           name: str = "ilp") -> dict[int, object] | None:
-    """argmin sum (Omega_u(c) / scale - bonus(c)) x_uc s.t. sum_c x_uc = 1, sum cost_u(c) x_uc <= limit, x binary
-    (CBC as pulp ships it; pulp's PuLP-4.0 deprecation warnings are silenced). None when infeasible."""
-    choices = list(bonus)
+def _solve(objective: list[dict], cost: list[dict], limit: float, name: str = "ilp",
+           cap: tuple[list[dict], float] | None = None) -> dict[int, object] | None:
+    """argmin sum objective_u(c) x_uc s.t. sum_c x_uc = 1, sum cost_u(c) x_uc <= limit (and, with ``cap = (g,
+    bound)``, sum g_u(c) x_uc <= bound), x binary; CBC as pulp ships it, its PuLP-4.0 deprecation warnings
+    silenced. None when infeasible."""
+    choices = list(objective[0])
+    units = range(len(objective))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         problem = pulp.LpProblem(name.replace("-", "_"), pulp.LpMinimize)
-        x = {(u, k): pulp.LpVariable(f"x_{u}_{k}", cat="Binary") for u in range(len(omega)) for k in range(len(choices))}
-        problem += pulp.lpSum((omega[u][choices[k]] / scale - bonus[choices[k]]) * x[u, k] for u, k in x)
-        for u in range(len(omega)):
+        x = {(u, k): pulp.LpVariable(f"x_{u}_{k}", cat="Binary") for u in units for k in range(len(choices))}
+        problem += pulp.lpSum(objective[u][choices[k]] * x[u, k] for u, k in x)
+        for u in units:
             problem += pulp.lpSum(x[u, k] for k in range(len(choices))) == 1
         problem += pulp.lpSum(cost[u][choices[k]] * x[u, k] for u, k in x) <= limit
+        if cap is not None:
+            problem += pulp.lpSum(cap[0][u][choices[k]] * x[u, k] for u, k in x) <= cap[1]
         status = problem.solve(pulp.PULP_CBC_CMD(msg=False))
     if pulp.LpStatus[status] != "Optimal":
         return None
-    return {u: choices[max(range(len(choices)), key=lambda k: x[u, k].value() or 0.0)] for u in range(len(omega))}
+    return {u: choices[max(range(len(choices)), key=lambda k: x[u, k].value() or 0.0)] for u in units}
