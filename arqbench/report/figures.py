@@ -29,7 +29,7 @@ def bits_png(title: str, bits: pd.DataFrame, colours: dict[str, int]) -> bytes:
     """One panel per budget: each layer (network order) with one bar per method, the mean weight bits over
     seeds (a black tick at the mean activation bits), over grey bars of the layer's share of the float cost.
 
-    ``bits``: the bits CSV of one (protocol, sigma): budget, method, seed, layer, index, w_bits, a_bits,
+    ``bits``: the bits CSV of one (protocol, sigma): budget, label, seed, layer, index, w_bits, a_bits,
     float_cost_share.
     """
     budgets = sorted(bits["budget"].unique())
@@ -48,10 +48,10 @@ def bits_png(title: str, bits: pd.DataFrame, colours: dict[str, int]) -> bytes:
             share.tick_params(axis="y", colors="0.5")
             ax.set_zorder(share.get_zorder() + 1)
             ax.patch.set_visible(False)
-            methods = [m for m in colours if m in set(here["method"])]
+            methods = [m for m in colours if m in set(here["label"])]
             width = 0.8 / max(1, len(methods))
             for k, method in enumerate(methods):
-                mean = here[here["method"] == method].groupby("layer")[["w_bits", "a_bits"]].mean().reindex(names)
+                mean = here[here["label"] == method].groupby("layer")[["w_bits", "a_bits"]].mean().reindex(names)
                 pos = x - 0.4 + width * (k + 0.5)
                 ax.bar(pos, mean["w_bits"], width=width, color=_colour(colours[method]), label=method)
                 ax.plot(pos, mean["a_bits"], linestyle="none", marker="_", markersize=max(3, 60 * width),
@@ -77,12 +77,12 @@ def learning_png(title: str, candidates: pd.DataFrame, colours: dict[str, int]) 
 
     ``candidates``: the learning CSV of one (protocol, sigma, budget).
     """
-    methods = [m for m in colours if m in set(candidates["method"])]
+    methods = [m for m in colours if m in set(candidates["label"])]
     with matplotlib.style.context("default"):
         fig = Figure(figsize=(11, 3.6 * len(methods)), dpi=100, layout="constrained")
         axes = fig.subplots(len(methods), 2, squeeze=False)
         for (left, right), method in zip(axes, methods):
-            mine = candidates[candidates["method"] == method]
+            mine = candidates[candidates["label"] == method]
             colour = _colour(colours[method])
             seeds = sorted(mine["seed"].unique())
             for s, seed in enumerate(seeds):

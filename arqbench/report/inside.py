@@ -1,6 +1,7 @@
 """What ``arqbench leaderboard`` writes beside a markdown leaderboard to show inside the searches.
 
-Every figure has its numbers in a tidy CSV of the same name beside it, built from the result files alone:
+Every figure has its numbers in a tidy CSV of the same name beside it, built from the result files alone
+(``method``: the search; ``label``: it with its own options, as the leaderboard's rows name it):
 
 - ``<benchmark>-sigma<s>[-<protocol>]-bits.{png,csv}``: every method's weight/activation bits per layer (one
   CSV row per result file and layer, with the layer's MACs, weights and share of the float model's cost),
@@ -70,10 +71,10 @@ def render(board, results: list[dict], out_dir: Path) -> Inside:
                 section += _write(inside, out_dir, stem, candidates, png,
                                   f"budget {100 * budget:g}%: learning curves and every scored candidate")
         profiles = profile_frame(cells)
-        labels = list(dict.fromkeys(profiles["method"])) if len(profiles) else []
+        labels = list(dict.fromkeys(profiles["label"])) if len(profiles) else []
         for method in labels:
             kind = "sensitivity" if len(labels) == 1 else f"sensitivity-{_slug(method)}"
-            mine = profiles[profiles["method"] == method]
+            mine = profiles[profiles["label"] == method]
             png = figures.heatmap_png(f"{where}: per-layer sensitivity ({method})", mine)
             section += _write(inside, out_dir, _stem(board.benchmark, sigma, None, protocol, kind), mine, png,
                               f"per-layer robustness sensitivity ({method})")
@@ -123,7 +124,7 @@ def _prune(out_dir: Path, benchmark: str, keep: set[Path]) -> None:
 def bits_frame(cells: list[tuple[float, str, dict]]) -> pd.DataFrame:
     """One row per (result file, layer): budget, method, seed, the layer, its float cost share and its bits."""
     rows = []
-    for budget, method, result in cells:
+    for budget, label, result in cells:
         policy = result.get("policy") or {}
         layers = layers_of(result)
         info = {l.name: l for l in layers or []}
@@ -132,7 +133,8 @@ def bits_frame(cells: list[tuple[float, str, dict]]) -> pd.DataFrame:
         for i, name in enumerate(network_order(result, layers)):
             layer = info.get(name)
             w, a = policy.get(name, (None, None))
-            rows.append({"budget": budget, "method": method, "seed": result.get("seed"), "layer": name,
+            rows.append({"budget": budget, "method": result["method"], "label": label, "seed": result.get("seed"),
+                         "layer": name,
                          "index": layer.index if layer else i, "kind": layer.kind if layer else None,
                          "macs": layer.macs if layer else None, "params": layer.params if layer else None,
                          "cost_model": cost_model, "float_cost_share": shares.get(name), "w_bits": w, "a_bits": a,
@@ -143,7 +145,7 @@ def bits_frame(cells: list[tuple[float, str, dict]]) -> pd.DataFrame:
 def candidates_frame(cells: list[tuple[float, str, dict]]) -> pd.DataFrame:
     """Every candidate each search scored (its ``history``), with the front and the shipped policy marked."""
     rows = []
-    for budget, method, result in cells:
+    for budget, label, result in cells:
         search = result.get("search") or {}
         history = [h for h in search.get("history") or [] if isinstance(h, dict) and "reward" in h]
         if not history:
@@ -155,7 +157,8 @@ def candidates_frame(cells: list[tuple[float, str, dict]]) -> pd.DataFrame:
         run = []
         for h in history:
             best = max(best, h["reward"])
-            run.append({"budget": budget, "method": method, "seed": result.get("seed"), "episode": h["episode"],
+            run.append({"budget": budget, "method": result["method"], "label": label, "seed": result.get("seed"),
+                        "episode": h["episode"],
                         "revisit": bool(h.get("revisit", False)), "cost": h.get("cost"), "reward": h["reward"],
                         "best_reward": best, "search_acr": h.get("acr"), "search_smoothed_acc": h.get("smoothed_acc"),
                         "search_accuracy": h.get("accuracy"), "pareto": False, "shipped": h["episode"] == shipped,
@@ -181,15 +184,15 @@ def profile_frame(cells: list[tuple[float, str, dict]]) -> pd.DataFrame:
     """The sensitivity profiles searches recorded, once per (method, seed): a profile does not depend on the
     budget."""
     rows, seen = [], set()
-    for budget, method, result in cells:
+    for budget, label, result in cells:
         profile = (result.get("search") or {}).get("profile")
         seed = result.get("seed")
-        if not isinstance(profile, list) or (method, seed) in seen:
+        if not isinstance(profile, list) or (label, seed) in seen:
             continue
-        seen.add((method, seed))
+        seen.add((label, seed))
         metric = (result.get("search") or {}).get("metric")
-        rows += [{"method": method, "seed": seed, "metric": metric, **row} for row in profile]
-    columns = ["method", "seed", "metric", "layer", "index", "kind", "w_bits", "a_bits", "acr", "smoothed_acc",
+        rows += [{"method": result["method"], "label": label, "seed": seed, "metric": metric, **row} for row in profile]
+    columns = ["method", "label", "seed", "metric", "layer", "index", "kind", "w_bits", "a_bits", "acr", "smoothed_acc",
                "clean_acc", "disagreement", "acr_drop", "smoothed_acc_drop", "clean_acc_drop"]
     frame = pd.DataFrame(rows)
     return frame.reindex(columns=columns + [c for c in frame.columns if c not in columns]) if rows else frame

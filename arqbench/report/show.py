@@ -5,7 +5,7 @@ row per quantizable layer in network order (name, kind, MACs, weight count, shar
 under the run's cost model) and one column per method with its weight/activation bits; the footer gives each
 method's cost (% of float) and ACR with the half-width of its 95% interval over test images
 (``arqbench.smoothing.intervals``). The fp32 result of the same (benchmark, sigma, seed), found beside the
-budget folder, gives the title's reference ACR (and is the first method of the csv/json, at 32/32 bits). ``--format csv``: one row per (method, layer);
+budget folder, gives the title's reference ACR (and is the first method of the csv/json, at 32/32 bits). ``--format csv``: one row per (method, layer) (``label``: the method with its own options);
 ``--format json``: the layers, then each method's policy and numbers.
 """
 
@@ -102,7 +102,7 @@ def _numbers(result: dict, order: list[str]) -> dict:
     policy = result.get("policy")
     bits = {name: list(policy[name]) if policy and name in policy else
             ([FLOAT_BITS, FLOAT_BITS] if result["method"] == REFERENCE else None) for name in order}
-    out = {"method": _label(result), "path": result["path"], "status": result["status"], "error": result.get("error"),
+    out = {"method": result["method"], "label": _label(result), "path": result["path"], "status": result["status"], "error": result.get("error"),
            "policy": bits, "cost_model": _cost_model(result), "cost_fraction": None, "bitops_fraction": None,
            "acr": None, "acr_low": None, "acr_high": None, "clean_acc": None, "smoothed_acc": None}
     if result["status"] == "ok":
@@ -141,7 +141,7 @@ def table(shown: Shown) -> Table:
     t.add_column("share", justify="right", no_wrap=True)
     columns = [m for m in shown.methods if m["method"] != REFERENCE]
     for m in columns:
-        t.add_column(m["method"], footer=_footer(m), justify="right", overflow="fold")
+        t.add_column(m["label"], footer=_footer(m), justify="right", overflow="fold")
     for row in shown.layers:
         share = row["float_cost_share"]
         t.add_row(row["layer"], row["kind"] or "—", _compact(row["macs"]), _compact(row["params"]),
@@ -181,7 +181,7 @@ def frame(shown: Shown) -> pd.DataFrame:
         for layer in shown.layers:
             w, a = m["policy"][layer["layer"]] or (None, None)
             rows.append({"benchmark": shown.benchmark, "sigma": shown.sigma, "budget": shown.budget,
-                         "seed": shown.seed, "method": m["method"], **layer, "w_bits": w, "a_bits": a,
+                         "seed": shown.seed, "method": m["method"], "label": m["label"], **layer, "w_bits": w, "a_bits": a,
                          **{k: m[k] for k in ("cost_model", "cost_fraction", "bitops_fraction", "acr", "acr_low",
                                               "acr_high", "clean_acc", "smoothed_acc", "status", "path")}})
     return pd.DataFrame(rows)
