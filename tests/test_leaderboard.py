@@ -65,6 +65,14 @@ def standard(root: Path) -> Path:
     return write_results(root / "results", records)
 
 
+def pareto_pngs(written: list[Path]) -> list[str]:
+    """The Pareto plots among the files a rendering wrote (not the figures of ``arqbench.report.inside``)."""
+    return sorted(p.name for p in written if p.suffix == ".png" and not p.stem.endswith(INSIDE))
+
+
+INSIDE = ("-bits", "-learning", "-sensitivity")
+
+
 def tables(markdown: str) -> dict[str, list[list[str]]]:
     """The markdown's tables by the heading above them: rows of cells."""
     out, heading = {}, None
@@ -174,7 +182,7 @@ def test_pareto_png_per_sigma_is_valid_linked_and_deterministic(tmp_path):
     results = standard(tmp_path)
     out = tmp_path / "board"
     written = render(results, out)
-    pngs = sorted(p.name for p in written if p.suffix == ".png")
+    pngs = pareto_pngs(written)
     assert pngs == ["digits-sigma0.25.png", "digits-sigma0.5.png"]
     text = (out / "digits.md").read_text()
     for name in pngs:
@@ -204,7 +212,7 @@ def test_protocols_are_never_averaged_together(tmp_path):
     assert [(r[0], r[1], r[-5]) for r in a] == [
         ("—", "fp32", "0.500"), ("1", "a", "0.410 ± 0.014"), ("2", "b", "0.300")]
     assert [(r[0], r[1], r[-5]) for r in b] == [("—", "fp32", "0.600"), ("1", "a", "0.100")]
-    assert sorted(p.name for p in written if p.suffix == ".png") == ["digits-sigma0.25-A.png", "digits-sigma0.25-B.png"]
+    assert pareto_pngs(written) == ["digits-sigma0.25-A.png", "digits-sigma0.25-B.png"]
     df = pd.read_csv(render(tmp_path / "results", tmp_path, "csv")[0])
     assert sorted(df.protocol) == ["A", "A", "A", "B", "B"]
 

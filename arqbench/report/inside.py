@@ -17,8 +17,8 @@ Every figure has its numbers in a tidy CSV of the same name beside it, built fro
   file each, ``...-sensitivity-<method>.{png,csv}``.
 
 Files of these kinds that a new rendering no longer produces are deleted, so the folder always matches the
-results. Only the markdown format writes them; ``render`` returns their paths and a markdown section that
-links them.
+results. Only the markdown format writes them; ``render`` returns their paths and the markdown that links them,
+appended to the leaderboard after a rule (bold lines, not headings: the leaderboard's sections stay its own).
 """
 
 import json
@@ -79,12 +79,12 @@ def render(board, results: list[dict], out_dir: Path) -> Inside:
             section += _write(inside, out_dir, _stem(board.benchmark, sigma, None, protocol, kind), mine, png,
                               f"per-layer robustness sensitivity ({method})")
         if section:
-            lines += [f"### sigma = {sigma:g}" + (f", protocol {protocol}" if protocol else ""), "", *section]
+            lines += [f"**sigma = {sigma:g}" + (f", protocol {protocol}" if protocol else "") + "**", "", *section]
     _prune(out_dir, board.benchmark, set(inside.paths))
     if lines:
         inside.markdown = "\n".join([
-            "", "## Inside the searches", "",
-            "Where each method put its bits, how the learning searches progressed, and the per-layer "
+            "", "---", "",
+            "**Inside the searches.** Where each method put its bits, how the learning searches progressed, and the per-layer "
             "sensitivity a search measured, drawn from the result files; the numbers of every figure are in "
             "the CSV beside it. `arqbench show <result file or budget folder>` prints one cell layer by layer.",
             "", *lines])

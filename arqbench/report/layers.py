@@ -10,14 +10,17 @@ from arqbench.quantization.policy import FLOAT_BITS
 
 def layers_of(result: dict) -> list[LayerInfo] | None:
     """The result's layer profile (recorded with every cell), else the benchmark plugin's model profiled afresh
-    (results written before layers were recorded), else None (the benchmark plugin is not installed)."""
+    (results written before layers were recorded), else None (the benchmark plugin is not installed, or its
+    model's layers are not the policy's)."""
     recorded = result.get("layers")
     if recorded:
         return [LayerInfo(**layer) for layer in recorded]
     try:
-        return list(_profiled(result["benchmark"]))
+        layers = list(_profiled(result["benchmark"]))
     except ArqbenchError:
         return None
+    policy = result.get("policy")
+    return layers if not policy or set(policy) == {l.name for l in layers} else None  # not this model's layers
 
 
 @lru_cache(maxsize=None)
