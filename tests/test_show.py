@@ -90,7 +90,8 @@ def test_leaderboard_writes_bits_and_learning_figures_with_their_data(cli, sweep
     assert code == 0, err
     assert not stale.exists()  # figures of cells no longer in the results are pruned
     markdown = (tmp_path / "digits.md").read_text()
-    for name in ("digits-sigma0.25-bits", "digits-sigma0.25-budget0.02-learning", "digits-sigma0.25-budget0.03-learning"):
+    for name in ("digits-sigma0.25-bits", "digits-sigma0.25-budget0.02-learning",
+                 "digits-sigma0.25-budget0.03-learning"):
         assert (tmp_path / f"{name}.png").read_bytes().startswith(b"\x89PNG")
         assert f"({name}.png)" in markdown and f"({name}.csv)" in markdown
 
@@ -112,7 +113,8 @@ def test_leaderboard_writes_bits_and_learning_figures_with_their_data(cli, sweep
     assert learning["reward"].tolist() == pytest.approx([h["reward"] for h in history])
     assert learning["cost"].tolist() == pytest.approx([h["cost"] for h in history])
     assert [json.loads(p) for p in learning["policy"]] == [h["policy"] for h in history]
-    assert learning["best_reward"].tolist() == pytest.approx(pd.Series([h["reward"] for h in history]).cummax().tolist())
+    rewards = pd.Series([h["reward"] for h in history])
+    assert learning["best_reward"].tolist() == pytest.approx(rewards.cummax().tolist())
     shipped = learning[learning["shipped"]]
     assert len(shipped) == 1 and shipped["final_acr"].iloc[0] == pytest.approx(haq["metrics"]["acr"])
     assert json.loads(shipped["policy"].iloc[0]) == haq["policy"]
@@ -125,7 +127,8 @@ def test_the_candidate_front_is_the_pareto_front():
                for i, (b, c, r, acr, rv) in enumerate([(2, 0.01, -3, 0.1, False), (3, 0.02, -1, 0.3, False),
                                                        (4, 0.03, -2, 0.2, False), (5, 0.04, 0, 0.4, False),
                                                        (3, 0.02, -1, 0.3, True), (6, 0.04, -0.5, 0.35, False)])]
-    result = {"method": "arq", "seed": 0, "policy": {"a": [5, 8]}, "metrics": {"acr": 0.45}, "search": {"history": history}}
+    result = {"method": "arq", "seed": 0, "policy": {"a": [5, 8]}, "metrics": {"acr": 0.45},
+              "search": {"history": history}}
     frame = candidates_frame([(0.05, "arq", result)])
     assert frame["pareto"].tolist() == [True, True, False, True, False, False]
     assert frame["shipped"].tolist() == [False, False, False, True, False, False]

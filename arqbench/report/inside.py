@@ -84,8 +84,8 @@ def render(board, results: list[dict], out_dir: Path) -> Inside:
     if lines:
         inside.markdown = "\n".join([
             "", "---", "",
-            "**Inside the searches.** Where each method put its bits, how the learning searches progressed, and the per-layer "
-            "sensitivity a search measured, drawn from the result files; the numbers of every figure are in "
+            "**Inside the searches.** Where each method put its bits, how the learning searches progressed, and the "
+            "per-layer sensitivity a search measured, drawn from the result files; the numbers of every figure are in "
             "the CSV beside it. `arqbench show <result file or budget folder>` prints one cell layer by layer.",
             "", *lines])
     return inside

@@ -5,8 +5,9 @@ row per quantizable layer in network order (name, kind, MACs, weight count, shar
 under the run's cost model) and one column per method with its weight/activation bits; the footer gives each
 method's cost (% of float) and ACR with the half-width of its 95% interval over test images
 (``arqbench.smoothing.intervals``). The fp32 result of the same (benchmark, sigma, seed), found beside the
-budget folder, gives the title's reference ACR (and is the first method of the csv/json, at 32/32 bits). ``--format csv``: one row per (method, layer) (``label``: the method with its own options);
-``--format json``: the layers, then each method's policy and numbers.
+budget folder, gives the title's reference ACR (and is the first method of the csv/json, at 32/32 bits).
+``--format csv``: one row per (method, layer) (``label``: the method with its own options); ``--format json``:
+the layers, then each method's policy and numbers.
 """
 
 import json
@@ -102,7 +103,8 @@ def _numbers(result: dict, order: list[str]) -> dict:
     policy = result.get("policy")
     bits = {name: list(policy[name]) if policy and name in policy else
             ([FLOAT_BITS, FLOAT_BITS] if result["method"] == REFERENCE else None) for name in order}
-    out = {"method": result["method"], "label": _label(result), "path": result["path"], "status": result["status"], "error": result.get("error"),
+    out = {"method": result["method"], "label": _label(result), "path": result["path"], "status": result["status"],
+           "error": result.get("error"),
            "policy": bits, "cost_model": _cost_model(result), "cost_fraction": None, "bitops_fraction": None,
            "acr": None, "acr_low": None, "acr_high": None, "clean_acc": None, "smoothed_acc": None}
     if result["status"] == "ok":
@@ -181,7 +183,8 @@ def frame(shown: Shown) -> pd.DataFrame:
         for layer in shown.layers:
             w, a = m["policy"][layer["layer"]] or (None, None)
             rows.append({"benchmark": shown.benchmark, "sigma": shown.sigma, "budget": shown.budget,
-                         "seed": shown.seed, "method": m["method"], "label": m["label"], **layer, "w_bits": w, "a_bits": a,
+                         "seed": shown.seed, "method": m["method"], "label": m["label"], **layer, "w_bits": w,
+                         "a_bits": a,
                          **{k: m[k] for k in ("cost_model", "cost_fraction", "bitops_fraction", "acr", "acr_low",
                                               "acr_high", "clean_acc", "smoothed_acc", "status", "path")}})
     return pd.DataFrame(rows)

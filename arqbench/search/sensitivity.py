@@ -94,7 +94,8 @@ class Profile:
                                         f"{w}/{a} bits; delete it to have it rebuilt")
                 return value[name, w, a]
             if activations:
-                out[name] = {(w, a): s(w, MAX_BITS) + s(MAX_BITS, a) - s(MAX_BITS, MAX_BITS) for w in BITS for a in BITS}
+                base = s(MAX_BITS, MAX_BITS)
+                out[name] = {(w, a): s(w, MAX_BITS) + s(MAX_BITS, a) - base for w in BITS for a in BITS}
             else:
                 out[name] = {(w, MAX_BITS): s(w, MAX_BITS) for w in BITS}
         return out
