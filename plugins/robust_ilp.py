@@ -18,7 +18,8 @@ The additivity assumption is what makes the search cheap (one measurement per la
 one per policy); it ignores how layers' errors compound, so its quality is a measured number (the search's
 reward fidelity), not a given. Cost: free layers x bit choices (7; 13 with activations) x images x n_p noisy
 forwards, plus f's certification once (images x n, cached by ``irs``); on digits with the defaults (5 free
-layers, 100 images, n_p = 0.1 x 2000) about 35 points, seconds on 2 CPU cores. Measured points are cached
+layers, 100 images, n_p = 0.1 x 2000) 35 points, or 65 with activations: 21-29 s of search on 2 CPU cores
+from a cold cache, f's certification included, and milliseconds once cached. Measured points are cached
 per base model and setting, like HAWQ's traces, and shared with ``arqbench profile``.
 
 The result's search info holds ``objective`` (minus the summed sensitivity of the chosen policy: higher is

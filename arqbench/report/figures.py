@@ -62,9 +62,14 @@ def bits_png(title: str, bits: pd.DataFrame, colours: dict[str, int]) -> bytes:
             ax.set_title(f"budget {100 * budget:g}% of float", fontsize=10)
             ax.grid(True, axis="y", color="0.85")
         axes[0].set_ylabel("weight bits (bars), activation bits (ticks)")
-        handles, labels = axes[0].get_legend_handles_labels()
-        extra, extra_labels = share.get_legend_handles_labels()
-        fig.legend(handles + extra, labels + extra_labels, loc="outside right upper", frameon=False, fontsize=9)
+        legend = {}
+        for ax in axes:  # every method, in colour order, whichever panel it appears in
+            handles, names = ax.get_legend_handles_labels()
+            legend.update(zip(names, handles))
+        handles, names = share.get_legend_handles_labels()
+        methods = [m for m in colours if m in legend]
+        fig.legend([legend[m] for m in methods] + handles, methods + names, loc="outside lower center",
+                   ncols=min(len(methods) + 1, 7), frameon=False, fontsize=9)
         fig.suptitle(title + "  (mean over seeds)", fontsize=10)
         return _png(fig)
 

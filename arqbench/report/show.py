@@ -66,7 +66,7 @@ def collect(path: Path, seed: int | None = None) -> Shown:
     elif seed not in seeds:
         raise ArqbenchError(f"{path} has no result for seed {seed}; seeds there: {', '.join(map(str, seeds))}")
     mine = sorted((r for r in quantized if r["seed"] == seed), key=lambda r: _label(r))
-    first = mine[0]
+    first = next((r for r in mine if r["status"] == "ok"), mine[0])  # layers and cost model from a finished cell
     reference = _reference(Path(first["path"]).parent.parent / f"{REFERENCE}-seed{seed}.json", first)
     layers = layers_of(first)
     order = network_order(first, layers)

@@ -22,10 +22,10 @@ single-layer losses, and a layer's loss at (w, a) is s(w, 8) + s(8, a) - s(8, 8)
 different layers interact (they compound, or cancel), so this is an assumption whose quality (how well the
 prediction ranks policies as their certified ACR does) has to be measured, not taken for granted.
 
-Cost: (layers x points) quantize-and-calibrate passes, each followed by images x n_p noisy forwards (digits
-defaults, weights only: 7 layers x 7 points x 100 images x 200 samples, about 1M forwards of the 8x8 model,
-seconds) plus one clean pass over the search split; f's own certification (images x n) is cached by the
-certifier. Measured points are cached under ``$ARQBENCH_HOME/sensitivity/<key>.json``, keyed by everything
+Cost: (layers x points) quantize-and-calibrate passes, each followed by images x n_p noisy forwards and one
+clean pass over the search split, plus f's own certification (images x n, cached by the certifier). Digits
+defaults (100 images, n_p = 0.1 x 2000): every layer's weights, 7 x 7 points, about 1M forwards, took 20 s on
+2 CPU cores, f's certification included; the 5 free layers with activations, 65 points, 21-29 s. Measured points are cached under ``$ARQBENCH_HOME/sensitivity/<key>.json``, keyed by everything
 that changes them (base model, sigma, seed, quantizer, certifier, certification settings, images, n_p,
 metric); a request computes only the points the cache lacks.
 """
@@ -52,7 +52,7 @@ from arqbench.smoothing.metrics import summarize
 
 VERSION = 1  # bump when what a point measures changes
 METRICS = ("acr", "disagreement")
-IMAGES = 100  # search images certified per point (digits: ~10 s for a weights-only profile on 2 cores)
+IMAGES = 100  # search images certified per point (module docstring: the cost)
 MEASURES = ("acr", "smoothed_acc", "clean_acc", "disagreement")
 BITS = tuple(range(MIN_BITS, MAX_BITS + 1))
 
