@@ -10,6 +10,14 @@ from arqbench import __version__
 from arqbench.errors import ArqbenchError
 
 DEFAULT_OUT = Path("arqbench-results")
+SHARED = "*"  # options set for every plugin that takes the key (arqbench.pipeline.config.SHARED)
+# Convenience flags that set one option of every plugin taking it: flag -> (option, type, help)
+ALIASES = {
+    "--episodes": ("episodes", int, "search episodes of every search that has them (HAQ, ARQ; paper: 600), "
+                                    "= --option NAME.episodes=N for each"),
+    "--np": ("n_p", float, "incremental certification samples as a fraction of n (irs, and ARQ's search "
+                           "through it; default 0.1), = --option irs.n_p=F"),
+}
 
 
 class Parser(argparse.ArgumentParser):
@@ -49,11 +57,11 @@ def _empty(flag):
 
 
 def option(text: str) -> tuple[str, str, object]:
-    """``METHOD.KEY=VALUE`` -> (method, key, value); values are Python literals or plain strings."""
+    """``NAME.KEY=VALUE`` -> (plugin name, key, value); values are Python literals or plain strings."""
     head, sep, raw = text.partition("=")
     method, dot, key = head.partition(".")
     if not sep or not dot or not method or not key:
-        raise ArqbenchError(f"--option expects METHOD.KEY=VALUE (e.g. haq.warmup=5), got '{text}'")
+        raise ArqbenchError(f"--option expects NAME.KEY=VALUE for a plugin NAME (e.g. haq.warmup=5), got '{text}'")
     try:
         value = ast.literal_eval(raw)
     except (ValueError, SyntaxError):
@@ -72,15 +80,16 @@ def add_protocol_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--certifier", help="certifier plugin for the final certification (default rs)")
     g.add_argument("--quantizer", help="quantizer plugin (default linear)")
     g.add_argument("--cost-model", help="cost model the budget is measured in (default bitops)")
-    g.add_argument("--episodes", type=int, help="RL search episodes (HAQ/ARQ; paper: 600)")
-    g.add_argument("--np", type=float, help="incremental certification samples as a fraction of n (default 0.1)")
+    for flag, (key, kind, text) in ALIASES.items():
+        g.add_argument(flag, type=kind, dest=f"alias_{key}", help=text)
     g.add_argument("--search-activations", action="store_true", default=None,
                    help="search activation bits too (needed below ~1.56%% BitOPs)")
     g.add_argument("--quantize-ends", dest="keep_ends", action="store_false", default=None,
                    help="let searches quantize the first and last layer below 8 bits")
     g.add_argument("--preset", choices=["paper"], help="paper: n0=100, n=100000, alpha=0.001, 500 images, 600 episodes")
-    g.add_argument("--option", action="append", type=option, default=[], metavar="METHOD.KEY=VALUE",
-                   help="a method-specific option, e.g. haq.warmup=5 (repeatable)")
+    g.add_argument("--option", action="append", type=option, default=[], metavar="NAME.KEY=VALUE",
+                   help="an option of plugin NAME (any kind), e.g. haq.warmup=5 or irs.n_p=0.05 (repeatable; "
+                        "`arqbench list --options NAME` lists them)")
 
 
 def add_place_flags(p: argparse.ArgumentParser) -> None:
@@ -93,11 +102,14 @@ def add_place_flags(p: argparse.ArgumentParser) -> None:
 
 def overrides(args) -> dict:
     keys = ["n0", "n", "alpha", "test_images", "batch_size", "finetune_epochs", "certifier", "quantizer",
-            "cost_model", "episodes", "np", "search_activations", "keep_ends"]
+            "cost_model", "search_activations", "keep_ends"]
     values = {k: getattr(args, k) for k in keys}
     options: dict = {}
-    for method, key, value in args.option:
-        options.setdefault(method, {})[key] = value
+    for key, _, _ in ALIASES.values():
+        if getattr(args, f"alias_{key}") is not None:
+            options.setdefault(SHARED, {})[key] = getattr(args, f"alias_{key}")
+    for name, key, value in args.option:
+        options.setdefault(name, {})[key] = value
     values["options"] = options or None
     return values
 
@@ -127,12 +139,14 @@ def build_parser() -> Parser:
     add_protocol_flags(run)
     add_place_flags(run)
 
-    sub.add_parser("list", help="list every registered plugin, by kind")
+    listing = sub.add_parser("list", help="list every registered plugin, by kind")
+    listing.add_argument("--options", metavar="NAME", help="list the options of plugin NAME with their defaults")
 
     board = sub.add_parser("leaderboard", help="render leaderboards from result files")
     board.add_argument("--results", type=Path, default=DEFAULT_OUT, help="results directory")
-    board.add_argument("--out", type=Path, default=Path("leaderboards"), help="where to write leaderboards")
-    board.add_argument("--format", choices=["markdown", "csv", "json"], default="markdown")
+    board.add_argument("--out", type=Path, help="where to write leaderboards (default: the results directory)")
+    board.add_argument("--format", choices=["markdown", "csv", "json", "latex"], default="markdown",
+                       help="markdown (with figures), csv, json or latex (booktabs) (default: markdown)")
 
     cert = sub.add_parser("certify", help="certify one model (float, or quantized with --policy)")
     cert.add_argument("--benchmark", default="digits")

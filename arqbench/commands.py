@@ -1,7 +1,7 @@
 """What each ``arqbench`` subcommand does, given parsed arguments."""
 
 import shlex
-import time
+from dataclasses import fields, replace
 from pathlib import Path
 
 import torch
@@ -10,14 +10,16 @@ from rich.table import Table
 from arqbench import plugins
 from arqbench.console import console, info, stdout, warn
 from arqbench.errors import ArqbenchError
-from arqbench.models.training import accuracy
-from arqbench.pipeline.config import resolve
-from arqbench.pipeline.protocol import certify_model, prepare, quantized_model
-from arqbench.pipeline.results import REFERENCE, read, read_all
+from arqbench.pipeline.cell import CERTIFICATION_SETTINGS, CellRun
+from arqbench.pipeline.config import Protocol, create_benchmark, resolve
+from arqbench.pipeline.prepare import prepare
+from arqbench.pipeline.results import REFERENCE, Cell, read, read_all
 from arqbench.pipeline.sweep import SweepSpec, check_values, run_sweep
 from arqbench.quantization import policy as policies
 from arqbench.report import leaderboard
 from arqbench.smoothing.metrics import summarize
+
+REPLAYED = (*CERTIFICATION_SETTINGS, "finetune_epochs", "quantizer")  # what `certify --policy` reproduces
 
 
 def run(args, flags: dict) -> int:
@@ -26,7 +28,7 @@ def run(args, flags: dict) -> int:
                      seeds=args.seed, out=args.out, overrides=flags, preset=args.preset,
                      device=args.device, data_root=args.data_root, checkpoint=args.checkpoint, force=args.force,
                      executor=args.executor, address=args.address, cpus_per_task=args.cpus_per_task,
-                     gpus_per_task=args.gpus_per_task, certify_shards=args.certify_shards,
+                     gpus_per_task=args.gpus_per_task, certify_shards=args.certify_shards, workers=args.workers,
                      command=shlex.join(["arqbench", *args.argv]))
     outcome = run_sweep(spec)
     info(f"{len(outcome.done)} cells run, {len(outcome.reused)} reused, {len(outcome.failed)} failed "
@@ -43,6 +45,8 @@ def run(args, flags: dict) -> int:
 
 
 def list_plugins(args, flags: dict) -> int:
+    if args.options:
+        return list_options(args.options)
     table = Table(title="arqbench plugins")
     for column in ("kind", "name", "plugin"):
         table.add_column(column)
@@ -53,8 +57,26 @@ def list_plugins(args, flags: dict) -> int:
     return 0
 
 
+def list_options(name: str) -> int:
+    """The options of every plugin called ``name``: key, type, default (what --option NAME.KEY=VALUE sets)."""
+    kinds = plugins.kinds_of(name)
+    if not kinds:
+        raise ArqbenchError(f"no plugin is called '{name}'; see `arqbench list`")
+    for kind in kinds:
+        table = Table(title=f"{kind.replace('_', ' ')} '{name}' options (--option {name}.KEY=VALUE)")
+        for column in ("option", "type", "default"):
+            table.add_column(column)
+        for key, p in plugins.option_signature(kind, name).items():
+            kind_name = getattr(p.annotation, "__name__", None) or str(p.annotation)
+            table.add_row(key, "" if p.annotation is p.empty else kind_name,
+                          "(required)" if p.default is p.empty else repr(p.default))
+        stdout.print(table)
+    return 0
+
+
 def render_leaderboard(args, flags: dict) -> int:
-    for path in leaderboard.render(read_all(args.results), args.out, args.format, source=args.results):
+    out = args.results if args.out is None else args.out
+    for path in leaderboard.render(read_all(args.results), out, args.format, source=args.results):
         info(f"wrote {path}")
     return 0
 
@@ -69,37 +91,35 @@ def certify(args, flags: dict) -> int:
                                 f"reproduce: re-run it with `arqbench run --force`")
         benchmark_name, sigma = source["benchmark"], sigma or source["sigma"]
         seed = source["seed"] if seed is None else seed
-        flags = {**source["config"]["protocol"], **{k: v for k, v in flags.items() if v is not None}}
+        flags = {**_replayable(source["config"]["protocol"]), **{k: v for k, v in flags.items() if v is not None}}
     sigma = 0.25 if sigma is None else sigma
     seed = 0 if seed is None else seed
     check_values([benchmark_name], sigmas=[sigma], device=args.device, checkpoint=args.checkpoint,
                  data_root=args.data_root)
     device = torch.device(args.device)
-    benchmark = plugins.create("benchmark", benchmark_name)
+    benchmark = create_benchmark(benchmark_name, flags.get("options"))
     protocol = resolve(benchmark, flags, args.preset)
     certifiers = args.certifiers or [protocol.certifier]
     for name in certifiers:
         plugins.get("certifier", name)
-    prepared = prepare(benchmark, sigma, protocol, device, args.data_root, args.checkpoint)
-    if args.policy is None or (source is not None and source.get("policy") is None):  # the fp32 row
-        model, label = prepared.model, REFERENCE if source is None else str(args.policy)
-    else:
+    prepared = prepare(benchmark, sigma, protocol, device, args.data_root, args.checkpoint, args.workers)
+    policy = None
+    if args.policy is not None and not (source is not None and source.get("policy") is None):  # not an fp32 row
         policy = policies.validate(policies.load(args.policy), prepared.layers, f"policy {args.policy}")
-        model, label = quantized_model(prepared, protocol, policy, seed, device), str(args.policy)
+    method = REFERENCE if policy is None else (source["method"] if source is not None else "policy")
+    cell = Cell(benchmark_name, sigma, None if source is None else source.get("budget"), method, seed)
+    trained = CellRun(cell, prepared, protocol, device).train(policy)
+    label = REFERENCE if args.policy is None else str(args.policy)
 
     table = Table(title=f"{benchmark_name} sigma={sigma:g} {label} (seed {seed}, n={protocol.n})")
     for column in ("certifier", "clean acc", "smoothed acc", "ACR", "abstain", "seconds"):
         table.add_column(column)
-    clean = accuracy(model, prepared.data.test, device)
     measured = {}
     for name in certifiers:
-        start = time.perf_counter()
-        certs, _ = certify_model(prepared, model, resolve(benchmark, {**flags, "certifier": name}, args.preset),
-                                 seed, f"certify ({name})")
-        seconds = time.perf_counter() - start
-        measured[name] = m = {"clean_acc": clean, **summarize(certs, benchmark.radii)}
-        table.add_row(name, f"{clean:.4f}", f"{m['smoothed_acc']:.4f}", f"{m['acr']:.4f}", f"{m['abstain_rate']:.4f}",
-                      f"{seconds:.2f}")
+        certs, seconds = CellRun(cell, prepared, replace(protocol, certifier=name), device).certify(trained.model)
+        measured[name] = m = {"clean_acc": trained.clean_acc, **summarize(certs, benchmark.radii)}
+        table.add_row(name, f"{trained.clean_acc:.4f}", f"{m['smoothed_acc']:.4f}", f"{m['acr']:.4f}",
+                      f"{m['abstain_rate']:.4f}", f"{seconds:.2f}")
     stdout.print(table)
     if source is not None and protocol.certifier in measured:
         changed = _changed(source, sigma, seed, protocol)
@@ -114,6 +134,13 @@ def certify(args, flags: dict) -> int:
     return 0
 
 
+def _replayable(settings: dict) -> dict:
+    """A result file's protocol settings that this version knows (older files carry settings that
+    have since become plugin options and only steered the search, which a replay does not run)."""
+    known = {f.name for f in fields(Protocol)}
+    return {k: v for k, v in settings.items() if k in known}
+
+
 def _result_or_none(path: Path) -> dict | None:
     """The result record at ``path``, or None when it is not a result file (e.g. a plain policy file)."""
     try:
@@ -123,12 +150,13 @@ def _result_or_none(path: Path) -> dict | None:
 
 
 def _changed(source: dict, sigma: float, seed: int, protocol) -> list[str]:
-    """What the command line changed from the result file's run (then there is nothing to compare)."""
+    """What the command line changed from the result file's run in what a replay reproduces (the
+    fine-tune and the certification; then there is nothing to compare)."""
     pairs = (("sigma", sigma, source["sigma"]), ("seed", seed, source["seed"]))
     changed = [f"{name} {mine} vs {theirs}" for name, mine, theirs in pairs if mine != theirs]
     settings = protocol.as_dict()
     return changed + [f"{k} {settings[k]} vs {v}" for k, v in source["config"]["protocol"].items()
-                      if k in settings and settings[k] != v]
+                      if k in REPLAYED and k in settings and settings[k] != v]
 
 
 def _compare_with_source(source: dict, metrics: dict) -> int:
@@ -154,7 +182,7 @@ def train(args, flags: dict) -> int:
     if args.epochs is not None and args.epochs < 1:
         raise ArqbenchError(f"--epochs must be a positive integer, got {args.epochs}")
     check_values([args.benchmark], sigmas=args.sigma, device=args.device, data_root=args.data_root)
-    benchmark = plugins.create("benchmark", args.benchmark)
+    benchmark = create_benchmark(args.benchmark)
     splits = benchmark.splits(args.data_root)
     for sigma in args.sigma:
         path = train_base_model(benchmark, sigma, splits, torch.device(args.device), args.seed, args.epochs,

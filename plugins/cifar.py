@@ -88,7 +88,6 @@ def resnet20_cifar10() -> Cifar10:
         defaults={"n0": 100, "n": 100_000, "alpha": 0.001, "test_images": 500, "batch_size": 1000},
         train_on_first_use=False,
         search_images=500,
-        gamma=0.99,
         architecture="cifar_resnet20",
     )
 

@@ -42,10 +42,10 @@ def imagenet_benchmark(name: str, architecture: str) -> ImageNet:
         radii=(0.5, 1.0, 1.5, 2.0, 2.5, 3.0),
         recipe=TrainRecipe(epochs=90, lr=0.1, batch_size=256, lr_step=30),  # Cohen et al.'s train.py defaults
         finetune=TrainRecipe(epochs=1, lr=0.001, batch_size=256, lr_step=1000),
-        defaults={"n0": 100, "n": 100_000, "alpha": 0.001, "test_images": 500, "batch_size": 400},
+        defaults={"n0": 100, "n": 100_000, "alpha": 0.001, "test_images": 500, "batch_size": 400,
+                  "options": {"irs": {"gamma": 0.995}}},  # the IRS paper's threshold on ImageNet
         train_on_first_use=False,
         search_images=500,
-        gamma=0.995,
         architecture=architecture,
     )
 

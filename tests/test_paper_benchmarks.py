@@ -112,7 +112,7 @@ def test_cifar_reader_gives_images_in_unit_range_with_their_labels(data_root):
     plain, (augmented, label) = splits.train_eval[5], splits.train[5]
     assert augmented.shape == (3, 32, 32) and label == plain[1] and 0 <= augmented.min() <= augmented.max() <= 1
     data = ProtocolData.from_splits(splits, test_images=2, search_images=500)
-    assert data.search.dataset is splits.train_eval and data.fit.dataset is splits.train  # search split not augmented
+    assert data.search.dataset is splits.train_eval and data.finetune.dataset is splits.train  # search split not augmented
     assert len(data.search) == 4 and len(data.certify) == 2
 
 

@@ -41,10 +41,11 @@ class Benchmark:
     radii: tuple[float, ...]
     recipe: TrainRecipe
     finetune: TrainRecipe
-    defaults: dict = field(default_factory=dict)  # protocol defaults for this benchmark (n, n0, test_images, ...)
+    # protocol defaults for this benchmark (n, n0, test_images, ...) and plugin options under "options":
+    # {plugin name, or "*" for every plugin taking the key: {key: value}}
+    defaults: dict = field(default_factory=dict)
     train_on_first_use: bool = False  # small benchmarks train their base model when none is cached
     search_images: int = 500  # size of the held-out search split carved from the training data
-    gamma: float = 0.99  # IRS threshold above which a candidate is re-certified from scratch
     architecture: str = ""  # recorded with checkpoints; a checkpoint of another architecture is refused
 
     def build_model(self) -> nn.Module:

@@ -65,7 +65,10 @@ def read(path: Path) -> dict:
 
 
 def read_all(root: Path) -> list[dict]:
-    """Every result under ``root`` (each with its ``path``); a corrupt file is an error naming it."""
+    """Every result under ``root`` (each with its ``path``): the JSON files in the result layout of
+    ``Cell.path``, ``.../sigma<s>/[budget<b>/]<method>-seed<n>.json``, at any depth (several runs' folders
+    may sit under one root); other files (a leaderboard's exports) are not results. A corrupt result file
+    is an error naming it."""
     root = Path(root)
     if root.exists() and not root.is_dir():
         raise ArqbenchError(f"results directory {root} is not a directory; pass the --out of `arqbench run`")
@@ -73,10 +76,18 @@ def read_all(root: Path) -> list[dict]:
         raise ArqbenchError(f"results directory {root} does not exist; run `arqbench run --out {root}` first")
     results = []
     for path in sorted(root.rglob("*.json")):
+        if not is_result_path(path):
+            continue
         result = read(path)
         result["path"] = str(path)
         results.append(result)
     return results
+
+
+def is_result_path(path: Path) -> bool:
+    parent, grandparent = path.parent.name, path.parent.parent.name
+    return "-seed" in path.stem and (parent.startswith("sigma") or
+                                     (parent.startswith("budget") and grandparent.startswith("sigma")))
 
 
 def versions(device: torch.device) -> dict:

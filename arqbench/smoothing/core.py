@@ -13,7 +13,9 @@ import torch
 from scipy.stats import beta, binomtest, norm
 
 ABSTAIN = -1
-SELECTION, ESTIMATION, PREDICTION = 0, 1, 2
+# Noise phases: each estimate draws from its own stream, so no estimate reuses another's samples.
+SELECTION, ESTIMATION, PREDICTION = 0, 1, 2  # Cohen's CERTIFY and PREDICT
+RESELECTION, REESTIMATION = 3, 4  # a second, independent CERTIFY of the same example (IRS's fallback)
 NOISE_CHUNK = 100  # noise is drawn per example in whole chunks of this many samples
 
 
@@ -63,8 +65,14 @@ def certified_radius(sigma: float, p_lower: float) -> float:
 
 
 def generator(device: torch.device, seed: int, index: int, phase: int) -> torch.Generator:
+    """Example ``index``'s noise stream for ``phase``. Phases 0-2 keep their original seeds (published
+    results replay sample for sample); later phases are seeded from 2^62 up, apart from every earlier seed."""
     gen = torch.Generator(device=device)
-    gen.manual_seed((seed * 1_000_003 + index * 3 + phase) % (2**63 - 1))
+    if phase < RESELECTION:
+        value = (seed * 1_000_003 + index * 3 + phase) % (2**63 - 1)
+    else:
+        value = 2**62 + ((seed * 1_000_003 + index) * 16 + phase) % 2**61
+    gen.manual_seed(value)
     return gen
 
 
@@ -111,11 +119,13 @@ def class_counts(predictions: torch.Tensor, num_classes: int) -> torch.Tensor:
 
 def certify_many(model: torch.nn.Module, batch: list[tuple[int, torch.Tensor, int]], config: SmoothingConfig,
                  num_classes: int, estimation: torch.Tensor | None = None,
-                 candidates: torch.Tensor | None = None) -> list[Certificate]:
+                 candidates: torch.Tensor | None = None,
+                 phases: tuple[int, int] = (SELECTION, ESTIMATION)) -> list[Certificate]:
     """Cohen's CERTIFY for each (index, x, label): n0 samples pick cA, n fresh samples bound pA from below.
 
     ``estimation`` may pass the (examples, n) estimation-phase predictions when the caller already drew them;
-    ``candidates`` may give each example's cA when it was chosen independently of the estimation samples.
+    ``candidates`` may give each example's cA when it was chosen independently of the estimation samples;
+    ``phases`` names the noise streams of selection and estimation.
     """
     start = time.perf_counter()
     device = next(model.parameters()).device
@@ -123,19 +133,20 @@ def certify_many(model: torch.nn.Module, batch: list[tuple[int, torch.Tensor, in
     xs = torch.stack([x for _, x, _ in batch]).to(device)
     if candidates is None:
         selection = sample_predictions(model, xs, config.n0, config.sigma, config.batch_size,
-                                       generators(device, config.seed, indices, SELECTION))
+                                       generators(device, config.seed, indices, phases[0]))
         candidates = class_counts(selection, num_classes).argmax(dim=1)
     c_a = candidates
     if estimation is None:
         estimation = sample_predictions(model, xs, config.n, config.sigma, config.batch_size,
-                                        generators(device, config.seed, indices, ESTIMATION))
+                                        generators(device, config.seed, indices, phases[1]))
     n_a = (estimation == c_a[:, None]).sum(dim=1).tolist()
     seconds = (time.perf_counter() - start) / len(batch)
     certificates = []
     for (index, _, label), c, k in zip(batch, c_a.tolist(), n_a):
         p_lower = lower_confidence_bound(k, config.n, config.alpha)
-        if p_lower < 0.5:
-            certificates.append(Certificate(index, int(label), ABSTAIN, 0.0, p_lower, k, config.n, seconds))
+        if p_lower < 0.5:  # the class it abstained on stays in the details
+            certificates.append(Certificate(index, int(label), ABSTAIN, 0.0, p_lower, k, config.n, seconds,
+                                            {"c_a": c}))
         else:
             certificates.append(Certificate(index, int(label), c, certified_radius(config.sigma, p_lower), p_lower, k,
                                             config.n, seconds))
