@@ -5,9 +5,10 @@ from dataclasses import asdict, dataclass, field, fields
 
 from arqbench.errors import ArqbenchError
 from arqbench.models.benchmark import Benchmark
+from arqbench.models.data import SUBSETS
 
 DEFAULTS = {
-    "n0": 100, "n": 100_000, "alpha": 0.001, "test_images": 500, "batch_size": 1000,
+    "n0": 100, "n": 100_000, "alpha": 0.001, "test_images": 500, "batch_size": 1000, "subset": "random",
     "quantizer": "linear", "cost_model": "bitops", "certifier": "rs",
     "search_activations": False, "keep_ends": True, "episodes": 600, "np": 0.1,
 }
@@ -23,6 +24,7 @@ class Protocol:
     n: int
     alpha: float
     test_images: int
+    subset: str  # which test images are certified (arqbench.models.data.SUBSETS): random, cohen, cohen-imagenet
     batch_size: int  # noisy samples per forward during certification
     finetune_epochs: int
     quantizer: str
@@ -58,6 +60,8 @@ def check(p: Protocol) -> None:
             raise ArqbenchError(f"--{name.replace('_', '-')} must be a positive integer, got {getattr(p, name)}")
     if not (0 < p.alpha < 0.5) or math.isnan(p.alpha):
         raise ArqbenchError(f"--alpha must be in (0, 0.5), got {p.alpha}")
+    if p.subset not in SUBSETS:
+        raise ArqbenchError(f"--subset must be one of {', '.join(SUBSETS)}, got '{p.subset}'")
     if not (0 < p.np <= 1) or math.isnan(p.np):
         raise ArqbenchError(f"--np must be a fraction of n in (0, 1], got {p.np}")
     if p.finetune_epochs < 0:

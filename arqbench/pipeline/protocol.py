@@ -24,7 +24,7 @@ from arqbench.smoothing.certification import Reference, certify_subset
 from arqbench.smoothing.core import SmoothingConfig
 from arqbench.smoothing.metrics import summarize
 
-CERTIFICATION_SETTINGS = ("n0", "n", "alpha", "test_images", "batch_size", "certifier")
+CERTIFICATION_SETTINGS = ("n0", "n", "alpha", "test_images", "subset", "batch_size", "certifier")
 
 
 @dataclass
@@ -59,10 +59,11 @@ def fingerprint(model: nn.Module) -> str:
 
 
 def prepare(benchmark: Benchmark, sigma: float, protocol: Protocol, device: torch.device,
-            data_root: Path | None = None, checkpoint: Path | None = None) -> Prepared:
+            data_root: Path | None = None, checkpoint: Path | None = None,
+            normalization: str | None = None) -> Prepared:
     splits = benchmark.splits(data_root)
-    data = ProtocolData.from_splits(splits, protocol.test_images, benchmark.search_images)
-    model, source = base_model(benchmark, sigma, splits, device, checkpoint, data_root)
+    data = ProtocolData.from_splits(splits, protocol.test_images, benchmark.search_images, protocol.subset)
+    model, source = base_model(benchmark, sigma, splits, device, checkpoint, data_root, normalization)
     layers = profile_layers(model, benchmark.input_shape)
     return Prepared(benchmark, sigma, data, model, source, layers, fingerprint(model))
 
