@@ -73,7 +73,7 @@ def png(title: str, radii: np.ndarray, curves: list[Curve]) -> bytes:
             reference = curve.colour is None
             colour = "black" if reference else f"C{curve.colour % 10}"
             ax.plot(radii, 100 * curve.mean, color=colour, linestyle="--" if reference else "-",
-                    linewidth=1 if reference else 1.4, label=curve.label)
+                    linewidth=1 if reference else 1.4, label=curve.label, zorder=3 if reference else 2)
             if curve.std is not None:
                 ax.fill_between(radii, 100 * (curve.mean - curve.std), 100 * (curve.mean + curve.std),
                                 color=colour, alpha=0.12, linewidth=0)
