@@ -297,7 +297,8 @@ def test_certify_writes_a_file_cohens_analysis_reads(cli, tmp_path):
     prepared = prepare(digits, 0.25, protocol, torch.device("cpu"))
     certs, _ = certify_model(prepared, prepared.model, protocol, 0, "certify")
     assert list(df["label"]) == [int(prepared.data.test[i][1]) for i in range(0, 101, 20)]
-    assert list(df["predict"]) == [c.prediction for c in certs] and list(df["correct"]) == [int(c.correct) for c in certs]
+    assert list(df["predict"]) == [c.prediction for c in certs]
+    assert list(df["correct"]) == [int(c.correct) for c in certs]
     assert np.allclose(df["radius"], [c.radius for c in certs], rtol=5e-3, atol=0)
     radii = [0.0, 0.1, 0.2, 0.3]
     expected = summarize(certs, radii)["certified_acc"]

@@ -37,8 +37,8 @@ class Normalization(NamedTuple):
         except ValueError:
             mean, std = (), ()
         if not sep or not mean or len(mean) != len(std) or not all(s > 0 for s in std):
-            raise ArqbenchError(f"--normalization expects a name or MEAN,...,MEAN/STD,...,STD with one positive std per "
-                                f"channel (e.g. 0.4914,0.4822,0.4465/0.2023,0.1994,0.2010), got '{text}'")
+            raise ArqbenchError(f"--normalization expects a name or MEAN,...,MEAN/STD,...,STD with one positive "
+                                f"std per channel (e.g. 0.4914,0.4822,0.4465/0.2023,0.1994,0.2010), got '{text}'")
         return cls(mean, std)
 
     def describe(self) -> str:
@@ -62,7 +62,7 @@ class Normalized(nn.Module):
         """Use other constants (those a loaded checkpoint was trained with)."""
         if len(normalization.mean) != self.mean.numel():
             raise ArqbenchError(f"normalisation {normalization.describe()} has {len(normalization.mean)} channels, "
-                                f"the model takes {self.mean.numel()}")
+                                f"the model takes {self.mean.numel()}: give --normalization one mean and std each")
         self.mean.copy_(torch.tensor(normalization.mean).view_as(self.mean))
         self.std.copy_(torch.tensor(normalization.std).view_as(self.std))
 
@@ -86,9 +86,10 @@ def choose(given: str | None, recorded: Normalization | None, layout: str, named
     if recorded is not None:
         return recorded, "recorded in the checkpoint"
     if layout in layouts:
-        return named[layouts[layout]], f"{layouts[layout]}, implied by the {layout} layout"
+        return named[layouts[layout]], f"{layouts[layout]} (implied by the checkpoint's {layout} layout)"
     if layout == "arqbench":
         return None, "arqbench's built-in"
     choices = " or ".join(f"{name} ({n.describe()})" for name, n in named.items())
-    raise ArqbenchError(f"{what} does not say which input normalisation its network was trained with ({layout} "
-                        f"layout); pass --normalization {choices + ', or ' if choices else ''}MEAN,.../STD,...")
+    kind = "a plain state_dict" if layout == "state_dict" else f"{layout} layout"
+    raise ArqbenchError(f"{what} ({kind}) does not say which input normalisation its network was trained with; "
+                        f"pass --normalization {choices + ', or ' if choices else ''}MEAN,.../STD,...")
