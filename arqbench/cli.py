@@ -67,8 +67,8 @@ def add_protocol_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--n", type=int, help="estimation samples of CERTIFY (paper: 100000)")
     g.add_argument("--alpha", type=float, help="failure probability of a certificate (paper: 0.001)")
     g.add_argument("--test-images", type=int, help="size of the fixed certification subset (paper: 500)")
-    g.add_argument("--subset", help="certified test images: random (seeded, default), cohen (every 20th from 0, Cohen et al.'s "
-                        "CIFAR-10 --skip 20), cohen-imagenet (every 100th)")
+    g.add_argument("--subset", help="certified test images: random (seeded, default), cohen (every 20th from 0, "
+                                    "Cohen et al.'s CIFAR-10 --skip 20), cohen-imagenet (every 100th)")
     g.add_argument("--batch-size", type=int, help="noisy samples per forward when certifying")
     g.add_argument("--finetune-epochs", type=int, help="quantization-aware fine-tune epochs, same for every method")
     g.add_argument("--certifier", help="certifier plugin for the final certification (default rs)")

@@ -139,8 +139,8 @@ _PREPARED: dict[tuple, Prepared] = {}  # per worker process: the last few (bench
 
 
 def _prepared(job: Job) -> Prepared:
-    key = (job.cell.benchmark, job.cell.sigma, job.protocol.test_images, job.protocol.subset, job.device, job.data_root, job.checkpoint,
-           job.normalization)
+    key = (job.cell.benchmark, job.cell.sigma, job.protocol.test_images, job.protocol.subset, job.device,
+           job.data_root, job.checkpoint, job.normalization)
     if key not in _PREPARED:
         keep_freed_memory()  # as the CLI does: without it certification in a worker is 2x slower
         if len(_PREPARED) >= 2:
