@@ -75,6 +75,8 @@ def add_protocol_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--n", type=int, help="estimation samples of CERTIFY (paper: 100000)")
     g.add_argument("--alpha", type=float, help="failure probability of a certificate (paper: 0.001)")
     g.add_argument("--test-images", type=int, help="size of the fixed certification subset (paper: 500)")
+    g.add_argument("--subset", help="certified test images: random (seeded, default), cohen (every 20th from 0, "
+                                    "Cohen et al.'s CIFAR-10 --skip 20), cohen-imagenet (every 100th)")
     g.add_argument("--batch-size", type=int, help="noisy samples per forward when certifying")
     g.add_argument("--finetune-epochs", type=int, help="quantization-aware fine-tune epochs, same for every method")
     g.add_argument("--certifier", help="certifier plugin for the final certification (default rs)")
@@ -97,11 +99,14 @@ def add_place_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-root", type=Path, default=os.environ.get("ARQBENCH_DATA"),
                    help="where CIFAR-10/ImageNet live (or $ARQBENCH_DATA)")
     p.add_argument("--checkpoint", type=Path, help="base model checkpoint (Cohen .pth.tar, state_dict, arqbench)")
+    p.add_argument("--normalization", metavar="NAME|MEAN,.../STD,...",
+                   help="input normalisation the checkpoint's network was trained with, when it does not record "
+                        "it (e.g. cohen for a CIFAR-10 model trained with Cohen et al.'s code)")
     p.add_argument("--workers", type=int, default=0, help="DataLoader worker processes (0: load in the main process)")
 
 
 def overrides(args) -> dict:
-    keys = ["n0", "n", "alpha", "test_images", "batch_size", "finetune_epochs", "certifier", "quantizer",
+    keys = ["n0", "n", "alpha", "test_images", "subset", "batch_size", "finetune_epochs", "certifier", "quantizer",
             "cost_model", "search_activations", "keep_ends"]
     values = {k: getattr(args, k) for k in keys}
     options: dict = {}
@@ -155,6 +160,8 @@ def build_parser() -> Parser:
     cert.add_argument("--seed", type=int, help="certification seed (default: the result file's, else 0)")
     cert.add_argument("--certifiers", type=names("--certifiers"),
                       help="certifiers to compare on the same model, e.g. irs,rs (default: --certifier)")
+    cert.add_argument("--cohen-out", type=Path, metavar="FILE",
+                      help="also write the certificates as Cohen et al.'s certify.py output (for their analyze.py)")
     add_protocol_flags(cert)
     add_place_flags(cert)
 

@@ -16,7 +16,7 @@ from arqbench.pipeline.prepare import prepare
 from arqbench.pipeline.results import REFERENCE, Cell, read, read_all
 from arqbench.pipeline.sweep import SweepSpec, check_values, run_sweep
 from arqbench.quantization import policy as policies
-from arqbench.report import leaderboard
+from arqbench.report import cohen, leaderboard
 from arqbench.smoothing.metrics import summarize
 
 REPLAYED = (*CERTIFICATION_SETTINGS, "finetune_epochs", "quantizer")  # what `certify --policy` reproduces
@@ -26,7 +26,8 @@ def run(args, flags: dict) -> int:
     methods = args.methods or plugins.names("search")
     spec = SweepSpec(benchmarks=args.benchmarks, methods=methods, sigmas=args.sigma, budgets=args.budget,
                      seeds=args.seed, out=args.out, overrides=flags, preset=args.preset,
-                     device=args.device, data_root=args.data_root, checkpoint=args.checkpoint, force=args.force,
+                     device=args.device, data_root=args.data_root, checkpoint=args.checkpoint,
+                     normalization=args.normalization, force=args.force,
                      executor=args.executor, address=args.address, cpus_per_task=args.cpus_per_task,
                      gpus_per_task=args.gpus_per_task, certify_shards=args.certify_shards, workers=args.workers,
                      command=shlex.join(["arqbench", *args.argv]))
@@ -100,9 +101,13 @@ def certify(args, flags: dict) -> int:
     benchmark = create_benchmark(benchmark_name, flags.get("options"))
     protocol = resolve(benchmark, flags, args.preset)
     certifiers = args.certifiers or [protocol.certifier]
+    if args.cohen_out is not None and len(certifiers) > 1:
+        raise ArqbenchError(f"--cohen-out writes one certifier's certificates; pass one of {','.join(certifiers)} "
+                            f"with --certifiers")
     for name in certifiers:
         plugins.get("certifier", name)
-    prepared = prepare(benchmark, sigma, protocol, device, args.data_root, args.checkpoint, args.workers)
+    prepared = prepare(benchmark, sigma, protocol, device, data_root=args.data_root, checkpoint=args.checkpoint,
+                       normalization=args.normalization, workers=args.workers)
     policy = None
     if args.policy is not None and not (source is not None and source.get("policy") is None):  # not an fp32 row
         policy = policies.validate(policies.load(args.policy), prepared.layers, f"policy {args.policy}")
@@ -118,6 +123,9 @@ def certify(args, flags: dict) -> int:
     for name in certifiers:
         certs, seconds = CellRun(cell, prepared, replace(protocol, certifier=name), device).certify(trained.model)
         measured[name] = m = {"clean_acc": trained.clean_acc, **summarize(certs, benchmark.radii)}
+        if args.cohen_out is not None:
+            cohen.write(args.cohen_out, certs)
+            info(f"wrote {args.cohen_out} ({len(certs)} images, Cohen et al.'s certify.py format)")
         table.add_row(name, f"{trained.clean_acc:.4f}", f"{m['smoothed_acc']:.4f}", f"{m['acr']:.4f}",
                       f"{m['abstain_rate']:.4f}", f"{seconds:.2f}")
     stdout.print(table)

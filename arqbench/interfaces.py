@@ -108,6 +108,8 @@ class Benchmark(Protocol):
     train_on_first_use: bool  # a missing base model is trained (small benchmarks) instead of skipped
     search_images: int  # size of the search split held out of the training data
     architecture: str  # recorded with checkpoints; a checkpoint of another architecture is refused
+    normalizations: dict  # name -> Normalization a checkpoint may have been trained with (--normalization NAME)
+    layout_normalizations: dict  # checkpoint layout ("cohen", "state_dict") -> the normalization it implies
 
     def build_model(self) -> nn.Module:
         """A freshly initialised model whose first layer normalises its input, so noise is added in input
@@ -117,8 +119,8 @@ class Benchmark(Protocol):
         """The data (inputs in [0, 1]); raise ``arqbench.errors.SkipBenchmark`` naming the path read when
         it is missing."""
 
-    def checkpoint_path(self, sigma: float, data_root: Path | None) -> Path | None:
-        """Optional: where a user's checkpoint for ``sigma`` is looked for by convention (None: none)."""
+    def checkpoint_paths(self, sigma: float, data_root: Path | None) -> list[Path]:
+        """Optional: where a user's checkpoint for ``sigma`` is looked for by convention, first found first."""
 
     def tied_layers(self, model: nn.Module) -> list[list[str]]:
         """Optional: groups of layer names that must share one precision (e.g. layers reading one tensor)."""

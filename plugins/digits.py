@@ -14,9 +14,10 @@ from torch.utils.data import TensorDataset
 from arqbench.hookspecs import hookimpl
 from arqbench.models.benchmark import Benchmark, Splits, TrainRecipe
 from arqbench.models.data import permutation
-from arqbench.models.normalize import Normalized
+from arqbench.models.normalize import Normalization, Normalized
 
 TEST_IMAGES = 360  # fixed 20% test split
+NORMALIZATION = Normalization(mean=(0.3,), std=(0.4,))
 
 
 class BasicBlock(nn.Module):
@@ -53,7 +54,7 @@ class DigitsNet(nn.Module):
 
 class Digits(Benchmark):
     def build_model(self) -> nn.Module:
-        return Normalized(DigitsNet(self.num_classes), mean=(0.3,), std=(0.4,))
+        return Normalized(DigitsNet(self.num_classes), *NORMALIZATION)
 
     def splits(self, data_root: Path | None) -> Splits:
         from sklearn.datasets import load_digits
@@ -83,6 +84,7 @@ def digits() -> Digits:
         train_on_first_use=True,
         search_images=300,
         architecture="digits-resnet-v1",
+        normalizations={"digits": NORMALIZATION},
     )
 
 

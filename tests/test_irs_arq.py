@@ -93,8 +93,15 @@ def test_a_confident_example_falls_back_to_plain_smoothing_with_n_p_samples():
 def test_the_fallback_draws_noise_no_other_estimate_uses():
     """The from-scratch branch was chosen on the float model's estimation samples; its own selection and
     estimation samples come from streams of their own, and it is exactly Cohen's CERTIFY on them."""
-    from arqbench.smoothing.core import (ESTIMATION, PREDICTION, REESTIMATION, RESELECTION, SELECTION, certify_many,
-                                         generators)
+    from arqbench.smoothing.core import (
+        ESTIMATION,
+        PREDICTION,
+        REESTIMATION,
+        RESELECTION,
+        SELECTION,
+        certify_many,
+        generators,
+    )
 
     seed, indices = 3, list(range(40))
     streams = {phase: torch.stack([torch.randn(100, generator=g) for g in generators("cpu", seed, indices, phase)])

@@ -237,16 +237,20 @@ def test_wrong_architecture_and_truncated_checkpoints_are_one_line_errors(tmp_pa
         assert "\n" not in str(error.value)
 
 
-def test_conventional_checkpoint_path_is_found(tmp_path, weights):
+def test_conventional_checkpoint_paths_are_found(tmp_path, weights):
     cifar = benchmark("resnet20-cifar10")
-    path = cifar.checkpoint_path(0.25, tmp_path)
-    assert path == tmp_path / "checkpoints" / "resnet20-cifar10" / "noise_0.25" / "checkpoint.pth.tar"
-    assert cifar.checkpoint_path(0.5, tmp_path).parent.name == "noise_0.50"  # Cohen's folder names
-    assert cifar.checkpoint_path(0.25, None) is None
-    path.parent.mkdir(parents=True)
-    path.write_bytes(weights["resnet20-cifar10"][0].read_bytes())
+    ours, released = cifar.checkpoint_paths(0.25, tmp_path)
+    assert ours == tmp_path / "checkpoints" / "resnet20-cifar10" / "noise_0.25" / "checkpoint.pth.tar"
+    assert released == tmp_path / "models" / "cifar10" / "resnet20" / "noise_0.25" / "checkpoint.pth.tar"
+    assert cifar.checkpoint_paths(0.5, tmp_path)[0].parent.name == "noise_0.50"  # Cohen's folder names
+    assert cifar.checkpoint_paths(0.25, None) == []
+    released.parent.mkdir(parents=True)
+    released.write_bytes(weights["resnet20-cifar10"][0].read_bytes())
     model, source = base_model(cifar, 0.25, None, torch.device("cpu"), data_root=tmp_path)
-    assert source["path"] == str(path) and not model.training
+    assert source["path"] == str(released) and not model.training
+    ours.parent.mkdir(parents=True)
+    ours.write_bytes(weights["resnet20-cifar10"][0].read_bytes())
+    assert base_model(cifar, 0.25, None, torch.device("cpu"), data_root=tmp_path)[1]["path"] == str(ours)
 
 
 # --- models ---------------------------------------------------------------------------------------------

@@ -1,7 +1,6 @@
 """The plugin contract: entry points, the env var, name clashes, and an out-of-tree plugin used by a run."""
 
 import json
-import sys
 import textwrap
 
 import pytest

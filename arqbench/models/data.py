@@ -8,6 +8,9 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from arqbench.models.benchmark import Splits
 
 SPLIT_SEED = 20190208  # fixed for every run, so all methods see the same images
+# Certification subsets (the protocol's ``subset``): a seeded random one, or every k-th test image from the
+# first, as Cohen et al.'s certify.py --skip k (20 on CIFAR-10, 100 on ImageNet: 500 images each).
+SUBSETS = {"random": None, "cohen": 20, "cohen-imagenet": 100}
 
 
 def permutation(length: int, seed: int = SPLIT_SEED) -> list[int]:
@@ -23,16 +26,21 @@ class ProtocolData:
     workers: int = 0  # DataLoader worker processes for the splits (0: load in the main process)
 
     @classmethod
-    def from_splits(cls, splits: Splits, test_images: int, search_images: int, workers: int = 0) -> "ProtocolData":
+    def from_splits(cls, splits: Splits, test_images: int, search_images: int, subset: str = "random",
+                    workers: int = 0) -> "ProtocolData":
+        """``test_images`` of the ``subset`` (a name in ``SUBSETS``) are certified, in test-set order for Cohen's."""
         test_order = permutation(len(splits.test))
-        certify = Subset(splits.test, test_order[: min(test_images, len(splits.test))])
+        skip = SUBSETS[subset]
+        chosen = test_order if skip is None else list(range(0, len(splits.test), skip))
+        certify = Subset(splits.test, chosen[:test_images])
         if splits.train is not None:
             order = permutation(len(splits.train), SPLIT_SEED + 1)
             held = min(search_images, len(order) // 5)
             plain = splits.train if splits.train_eval is None else splits.train_eval
             search = Subset(plain, order[:held])  # never augmented
             return cls(Subset(splits.train, order[held:]), search, splits.test, certify, workers)
-        rest = test_order[len(certify.indices):]  # no training data: use test images outside the subset
+        certified = set(certify.indices)  # no training data: use test images outside the subset
+        rest = [i for i in test_order if i not in certified]
         held = max(1, len(rest) // 2)
         return cls(Subset(splits.test, rest[held:] or rest), Subset(splits.test, rest[:held]), splits.test, certify,
                    workers)

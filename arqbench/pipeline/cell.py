@@ -26,7 +26,7 @@ from arqbench.smoothing.certification import certify_subset
 from arqbench.smoothing.core import Certificate, SmoothingConfig
 from arqbench.smoothing.metrics import summarize
 
-CERTIFICATION_SETTINGS = ("n0", "n", "alpha", "test_images", "batch_size", "certifier")
+CERTIFICATION_SETTINGS = ("n0", "n", "alpha", "test_images", "subset", "batch_size", "certifier")
 
 
 @dataclass

@@ -12,10 +12,11 @@ from dataclasses import asdict, dataclass, field, fields
 from arqbench import plugins
 from arqbench.errors import ArqbenchError
 from arqbench.models.benchmark import Benchmark
+from arqbench.models.data import SUBSETS
 
 SHARED = "*"
 DEFAULTS = {
-    "n0": 100, "n": 100_000, "alpha": 0.001, "test_images": 500, "batch_size": 1000,
+    "n0": 100, "n": 100_000, "alpha": 0.001, "test_images": 500, "batch_size": 1000, "subset": "random",
     "quantizer": "linear", "cost_model": "bitops", "certifier": "rs",
     "search_activations": False, "keep_ends": True,
 }
@@ -31,6 +32,7 @@ class Protocol:
     n: int
     alpha: float
     test_images: int
+    subset: str  # which test images are certified (arqbench.models.data.SUBSETS): random, cohen, cohen-imagenet
     batch_size: int  # noisy samples per forward during certification
     finetune_epochs: int
     quantizer: str
@@ -92,5 +94,7 @@ def check(p: Protocol) -> None:
             raise ArqbenchError(f"--{name.replace('_', '-')} must be a positive integer, got {getattr(p, name)}")
     if not (0 < p.alpha < 0.5) or math.isnan(p.alpha):
         raise ArqbenchError(f"--alpha must be in (0, 0.5), got {p.alpha}")
+    if p.subset not in SUBSETS:
+        raise ArqbenchError(f"--subset must be one of {', '.join(SUBSETS)}, got '{p.subset}'")
     if p.finetune_epochs < 0:
         raise ArqbenchError(f"--finetune-epochs must be >= 0, got {p.finetune_epochs}")

@@ -50,7 +50,7 @@ class Task:
 
 def create(name: str, device: str, certify_shards: int = 1, address: str | None = None,
            cpus_per_task: float = 1, gpus_per_task: float = 0, data_root: Path | None = None,
-           checkpoint: Path | None = None):
+           checkpoint: Path | None = None, normalization: str | None = None):
     """The executor for ``--executor NAME``; every setting is checked here, before any work is done."""
     if certify_shards < 1:
         raise ArqbenchError(f"--certify-shards must be a positive integer, got {certify_shards}")
@@ -69,7 +69,8 @@ def create(name: str, device: str, certify_shards: int = 1, address: str | None 
             import ray  # noqa: F401
         except ImportError:
             raise ArqbenchError(f"--executor ray needs Ray, which is not installed; {RAY_INSTALL}") from None
-        return RayExecutor(device, certify_shards, address, cpus_per_task, gpus_per_task, data_root, checkpoint)
+        return RayExecutor(device, certify_shards, address, cpus_per_task, gpus_per_task, data_root, checkpoint,
+                           normalization)
     raise ArqbenchError(f"unknown executor '{name}'; available: local, ray")
 
 
@@ -120,6 +121,7 @@ class Job:
     device: str
     data_root: Path | None
     checkpoint: Path | None
+    normalization: str | None  # --normalization
     fingerprint: str  # the driver's base model: the worker's must be the same
     workers: int
 
@@ -128,14 +130,15 @@ _PREPARED: dict[tuple, Prepared] = {}  # per worker process: the last few (bench
 
 
 def _prepared(job: Job) -> Prepared:
-    key = (job.cell.benchmark, job.cell.sigma, job.protocol.test_images, job.device, job.data_root, job.checkpoint)
+    key = (job.cell.benchmark, job.cell.sigma, job.protocol.test_images, job.protocol.subset, job.device,
+           job.data_root, job.checkpoint, job.normalization)
     if key not in _PREPARED:
         keep_freed_memory()  # as the CLI does: without it certification in a worker is 2x slower
         if len(_PREPARED) >= 2:
             _PREPARED.pop(next(iter(_PREPARED)))
         benchmark = job.protocol.create("benchmark", job.cell.benchmark)
-        _PREPARED[key] = prepare(benchmark, job.cell.sigma, job.protocol, torch.device(job.device), job.data_root,
-                                 job.checkpoint, job.workers)
+        _PREPARED[key] = prepare(benchmark, job.cell.sigma, job.protocol, torch.device(job.device), data_root=job.data_root,
+                                 checkpoint=job.checkpoint, normalization=job.normalization, workers=job.workers)
     prepared = _PREPARED[key]
     if prepared.fingerprint != job.fingerprint:
         raise ArqbenchError(
@@ -188,11 +191,12 @@ class RayExecutor:
     """
 
     def __init__(self, device: str, certify_shards: int, address: str | None, cpus_per_task: float,
-                 gpus_per_task: float, data_root: Path | None = None, checkpoint: Path | None = None):
+                 gpus_per_task: float, data_root: Path | None = None, checkpoint: Path | None = None,
+                 normalization: str | None = None):
         import ray
 
         self.ray, self.device, self.certify_shards, self.address = ray, device, certify_shards, address
-        self.data_root, self.checkpoint = data_root, checkpoint
+        self.data_root, self.checkpoint, self.normalization = data_root, checkpoint, normalization
         self.resources = {"num_cpus": cpus_per_task, "num_gpus": gpus_per_task}
         self.started = False
 
@@ -249,7 +253,7 @@ class RayExecutor:
                     exhausted = True
                     break
                 job = Job(task.cell, task.protocol, self.device, self.data_root, self.checkpoint,
-                          task.prepared.fingerprint, task.prepared.data.workers)
+                          self.normalization, task.prepared.fingerprint, task.prepared.data.workers)
                 trained_ref, model_ref = train.remote(job)
                 parts = shards(task, self.certify_shards)
                 shard_refs = [certify.remote(job, model_ref, (k, parts)) for k in range(parts)]

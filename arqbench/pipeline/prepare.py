@@ -50,10 +50,14 @@ def fingerprint(model: nn.Module) -> str:
     return digest.hexdigest()[:16]
 
 
-def prepare(benchmark: Benchmark, sigma: float, protocol: Protocol, device: torch.device,
-            data_root: Path | None = None, checkpoint: Path | None = None, workers: int = 0) -> Prepared:
+def prepare(benchmark: Benchmark, sigma: float, protocol: Protocol, device: torch.device, *,
+            data_root: Path | None = None, checkpoint: Path | None = None, normalization: str | None = None,
+            workers: int = 0) -> Prepared:
+    """The data splits, base model and layers of (benchmark, sigma): the base model from ``checkpoint``, the
+    benchmark's conventional places under ``data_root``, or arqbench's cache (``models.base_model``), with
+    the input ``normalization`` it was trained with (when the checkpoint cannot tell)."""
     splits = benchmark.splits(data_root)
-    data = ProtocolData.from_splits(splits, protocol.test_images, benchmark.search_images, workers)
-    model, source = base_model(benchmark, sigma, splits, device, checkpoint, data_root)
+    data = ProtocolData.from_splits(splits, protocol.test_images, benchmark.search_images, protocol.subset, workers)
+    model, source = base_model(benchmark, sigma, splits, device, checkpoint, data_root, normalization)
     layers = profile_layers(model, benchmark.input_shape)
     return Prepared(benchmark, sigma, data, model, source, layers, fingerprint(model))

@@ -15,6 +15,9 @@ from arqbench.errors import ArqbenchError
 from arqbench.files import read_json, write_json_atomic
 
 REFERENCE = "fp32"  # the float model's row, one per (benchmark, sigma, seed)
+# Protocol settings added after result files were first written, with the value older files were made under:
+# filled in on reading, so older results stay reusable and rank with newer ones made the same way.
+ADDED_SETTINGS = {"subset": "random"}
 
 
 @dataclass(frozen=True)
@@ -61,6 +64,10 @@ def read(path: Path) -> dict:
     data = read_json(path, "result file")
     if not isinstance(data, dict) or not {"benchmark", "method", "sigma", "status"} <= set(data):
         raise ArqbenchError(f"result file {path} is not an arqbench result; delete it or move it out of the results dir")
+    protocol = (data.get("config") or {}).get("protocol")
+    if isinstance(protocol, dict) and "test_images" in protocol:
+        for key, value in ADDED_SETTINGS.items():
+            protocol.setdefault(key, value)
     return data
 
 

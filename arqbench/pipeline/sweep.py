@@ -33,6 +33,7 @@ class SweepSpec:
     device: str = "cpu"
     data_root: Path | None = None
     checkpoint: Path | None = None
+    normalization: str | None = None  # --normalization: what the checkpoint's network was trained with
     force: bool = False
     command: str | None = None  # the command line, recorded in every result
     executor: str = "local"  # "local" or "ray" (arqbench.pipeline.executors)
@@ -159,7 +160,8 @@ def run_sweep(spec: SweepSpec) -> Outcome:
     check_values(spec.benchmarks, spec.methods, spec.sigmas, spec.budgets, spec.device, spec.executor,
                  spec.checkpoint, spec.data_root)
     executor = executors.create(spec.executor, spec.device, spec.certify_shards, spec.address, spec.cpus_per_task,
-                                spec.gpus_per_task, spec.data_root, spec.checkpoint)
+                                spec.gpus_per_task, spec.data_root, spec.checkpoint,
+                                spec.normalization)
     benchmarks = {name: create_benchmark(name, spec.overrides.get("options")) for name in spec.benchmarks}
     protocols = {name: resolve(b, spec.overrides, spec.preset) for name, b in benchmarks.items()}
     for name, b in benchmarks.items():
@@ -222,7 +224,8 @@ def prepare_all(spec: SweepSpec, benchmarks: dict, protocols: dict, cells: list[
             continue
         try:
             prepared[key] = prepare(benchmarks[cell.benchmark], cell.sigma, protocols[cell.benchmark], device,
-                                    spec.data_root, spec.checkpoint, spec.workers)
+                                    data_root=spec.data_root, checkpoint=spec.checkpoint,
+                                    normalization=spec.normalization, workers=spec.workers)
         except SkipBenchmark as exc:
             prepared[key] = str(exc)
             outcome.skipped.append(str(exc))

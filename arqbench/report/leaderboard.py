@@ -138,7 +138,8 @@ def describe(settings: dict, bold: set = frozenset()) -> str:
     """The protocol settings in words, the known ones first."""
     words = {
         "n0": lambda v: f"n0 = {v}", "n": lambda v: f"n = {v}", "alpha": lambda v: f"alpha = {v:g}",
-        "test_images": lambda v: f"{v} test images", "certifier": lambda v: f"certifier {v}",
+        "test_images": lambda v: f"{v} test images", "subset": lambda v: f"{v} certification subset",
+        "certifier": lambda v: f"certifier {v}",
         "quantizer": lambda v: f"quantizer {v}", "cost_model": lambda v: f"cost model {v}",
         "finetune_epochs": lambda v: f"fine-tune {v} epochs",
         "search_activations": lambda v: "activation bits searched" if v else "activations at 8 bits",
