@@ -43,9 +43,9 @@ def levels(bits: int, signed: bool) -> tuple[int, int]:
     return (2 ** (bits - 1), 2 ** (bits - 1) - 1) if signed else (0, 2**bits - 1)
 
 
-def initial_step(mean_abs: torch.Tensor | float, q_p: int) -> torch.Tensor:
+def initial_step(mean_abs: torch.Tensor, q_p: int) -> torch.Tensor:
     """The paper's initial step size: 2 mean|v| / sqrt(Q_P)."""
-    return (2 * torch.as_tensor(mean_abs, dtype=torch.float32) / math.sqrt(q_p)).clamp_min(EPS)
+    return (2 * mean_abs / math.sqrt(q_p)).clamp_min(EPS)
 
 
 def grad_scale(n: int, q_p: int) -> float:
@@ -90,7 +90,7 @@ def quantize_weight(weight: torch.Tensor, bits: int) -> torch.Tensor:
     """Per-output-channel LSQ fake quantization with each channel's step at its initial value."""
     q_n, q_p = levels(bits, signed=True)
     with torch.no_grad():
-        step = initial_step(weight.detach().flatten(1).abs().mean(1), q_p).to(weight.device)
+        step = initial_step(weight.detach().flatten(1).abs().mean(1), q_p)
         return lsq(weight.detach(), channel_view(step, weight), q_n, q_p, 1.0)
 
 
@@ -111,8 +111,8 @@ class LSQLayer(nn.Module):
         self.w_levels = levels(w_bits, signed=True)
         self.w_grad_scale = grad_scale(layer.weight[0].numel(), self.w_levels[1])
         mean_abs = layer.weight.detach().flatten(1).abs().mean(1)
-        self.w_step = nn.Parameter(initial_step(mean_abs, self.w_levels[1]).to(layer.weight.device))
-        self.a_step = nn.Parameter(torch.ones((), device=layer.weight.device))  # set by calibration
+        self.w_step = nn.Parameter(initial_step(mean_abs, self.w_levels[1]))
+        self.a_step = nn.Parameter(torch.ones((), dtype=mean_abs.dtype, device=mean_abs.device))  # set by calibration
         self.a_levels = levels(a_bits, signed=False)
         self.calibrating = False
         self._seen = [0.0, 0, 0.0]  # calibration: sum |x|, count, min x
@@ -158,7 +158,7 @@ class LSQLayer(nn.Module):
         total, count, low = self._seen
         self.a_levels = levels(self.a_bits, signed=low < 0)
         with torch.no_grad():
-            self.a_step.copy_(initial_step(total / max(count, 1), self.a_levels[1]))
+            self.a_step.copy_(initial_step(torch.tensor(total / max(count, 1)), self.a_levels[1]))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.quantize_input(x)

@@ -219,6 +219,13 @@ def test_quantized_weight_is_computed_once_in_inference_and_refreshed_after_a_st
         assert torch.allclose(q.eval()(x), trained_path, atol=1e-6)
 
 
+def test_step_sizes_follow_the_models_dtype():
+    q = quantize(HandNet().double(), ALL, [torch.rand(16, 3, 6, 6, dtype=torch.float64)])
+    assert all(p.dtype == torch.float64 for name, p in q.named_parameters() if name.endswith("_step"))
+    q.train()(torch.rand(2, 3, 6, 6, dtype=torch.float64)).sum().backward()
+    assert q.conv.w_step.grad.dtype == q.pw.a_step.grad.dtype == torch.float64
+
+
 def test_quantize_leaves_the_float_model_untouched_and_wraps_only_the_policy_layers():
     model = HandNet()
     before = {k: v.clone() for k, v in model.state_dict().items()}
