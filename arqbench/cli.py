@@ -77,6 +77,9 @@ def add_protocol_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--test-images", type=int, help="size of the fixed certification subset (paper: 500)")
     g.add_argument("--subset", help="certified test images: random (seeded, default), cohen (every 20th from 0, "
                                     "Cohen et al.'s CIFAR-10 --skip 20), cohen-imagenet (every 100th)")
+    g.add_argument("--precision", choices=["fp32", "tf32", "bf16"],
+                   help="arithmetic of the certified classifier's forward passes on a GPU (default fp32; tf32, bf16: "
+                        "faster, and the certificate is of the classifier so run; recorded in every result)")
     g.add_argument("--batch-size", type=int, help="noisy samples per forward when certifying")
     g.add_argument("--finetune-epochs", type=int, help="quantization-aware fine-tune epochs, same for every method")
     g.add_argument("--certifier", help="certifier plugin for the final certification (default rs)")
@@ -106,7 +109,7 @@ def add_place_flags(p: argparse.ArgumentParser) -> None:
 
 
 def overrides(args) -> dict:
-    keys = ["n0", "n", "alpha", "test_images", "subset", "batch_size", "finetune_epochs", "certifier", "quantizer",
+    keys = ["n0", "n", "alpha", "test_images", "subset", "precision", "batch_size", "finetune_epochs", "certifier", "quantizer",
             "cost_model", "search_activations", "keep_ends"]
     values = {k: getattr(args, k) for k in keys}
     options: dict = {}

@@ -41,6 +41,7 @@ from arqbench.smoothing.core import (
     certify_many,
     generators,
     group_size,
+    noise_chunk,
     sample_predictions,
     upper_confidence_bound,
 )
@@ -51,7 +52,7 @@ class FloatCertificates:
 
     def __init__(self, reference: Reference, config: SmoothingConfig, num_classes: int, device: torch.device,
                  stats: Counter):
-        key = {**reference.key, "smoothing": asdict(config), "device": device.type}
+        key = {**reference.key, "smoothing": asdict(config), "device": device.type, "chunk": noise_chunk(device)}
         self.dir = home() / "irs" / key_hash(key)
         self.reference, self.config, self.num_classes, self.device = reference, config, num_classes, device
         self.stats = stats
@@ -65,7 +66,8 @@ class FloatCertificates:
             config = self.config
             xs = torch.stack([x for _, x, _ in missing]).to(self.device)
             estimation = sample_predictions(self.reference.model, xs, config.n, config.sigma, config.batch_size,
-                                            generators(self.device, config.seed, [i for i, _, _ in missing], ESTIMATION))
+                                            generators(self.device, config.seed, [i for i, _, _ in missing], ESTIMATION),
+                                            config.precision)
             certs = certify_many(self.reference.model, missing, config, self.num_classes, estimation)
             seconds = (time.perf_counter() - start) / len(missing)
             for cert, predictions in zip(certs, estimation):
@@ -136,7 +138,8 @@ class IncrementalRS:
         if incremental:
             xs = torch.stack([x for (_, x, _), _ in incremental]).to(device)
             replayed = sample_predictions(model, xs, n_p, config.sigma, config.batch_size,
-                                          generators(device, config.seed, [i for (i, _, _), _ in incremental], ESTIMATION))
+                                          generators(device, config.seed, [i for (i, _, _), _ in incremental], ESTIMATION),
+                                          config.precision)
             reference = torch.stack([entry["predictions"][:n_p] for _, entry in incremental]).long()
             disagreements = (replayed != reference).sum(dim=1).tolist()
             c_a = torch.tensor([entry["c_a"] for _, entry in incremental], device=device)[:, None]

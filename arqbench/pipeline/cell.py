@@ -13,7 +13,7 @@ import torch
 from torch import nn
 from torch.utils.data import Subset
 
-from arqbench import plugins
+from arqbench import plugins, runtime
 from arqbench.errors import ArqbenchError
 from arqbench.models.training import accuracy, train
 from arqbench.pipeline.config import Protocol
@@ -26,7 +26,7 @@ from arqbench.smoothing.certification import certify_subset
 from arqbench.smoothing.core import Certificate, SmoothingConfig
 from arqbench.smoothing.metrics import summarize
 
-CERTIFICATION_SETTINGS = ("n0", "n", "alpha", "test_images", "subset", "batch_size", "certifier")
+CERTIFICATION_SETTINGS = ("n0", "n", "alpha", "test_images", "subset", "batch_size", "precision", "certifier")
 
 
 @dataclass
@@ -104,7 +104,7 @@ class CellRun:
     def smoothing(self) -> SmoothingConfig:
         p = self.protocol
         return SmoothingConfig(sigma=self.cell.sigma, n0=p.n0, n=p.n, alpha=p.alpha, batch_size=p.batch_size,
-                               seed=self.cell.seed)
+                               seed=self.cell.seed, precision=p.precision)
 
     def certify(self, model: nn.Module, shard: tuple[int, int] = (0, 1)) -> tuple[list[Certificate], float]:
         """Certify ``model`` on the certification subset, or on its ``shard = (k, K)``: the k-th of K
@@ -117,6 +117,7 @@ class CellRun:
             indices = subset.indices
             subset = Subset(subset.dataset, indices[k * len(indices) // parts:(k + 1) * len(indices) // parts])
         start = time.perf_counter()
+        runtime.channels_last(model, self.device, protocol.precision)
         certs = certify_subset(certifier, model, subset, self.smoothing(), prepared.benchmark.num_classes,
                                prepared.reference("test"), f"certify {self.cell.method}")
         return certs, time.perf_counter() - start

@@ -13,10 +13,12 @@ from arqbench import plugins
 from arqbench.errors import ArqbenchError
 from arqbench.models.benchmark import Benchmark
 from arqbench.models.data import SUBSETS
+from arqbench.runtime import PRECISIONS
 
 SHARED = "*"
 DEFAULTS = {
     "n0": 100, "n": 100_000, "alpha": 0.001, "test_images": 500, "batch_size": 1000, "subset": "random",
+    "precision": "fp32",
     "quantizer": "linear", "cost_model": "bitops", "certifier": "rs",
     "search_activations": False, "keep_ends": True,
 }
@@ -34,6 +36,7 @@ class Protocol:
     test_images: int
     subset: str  # which test images are certified (arqbench.models.data.SUBSETS): random, cohen, cohen-imagenet
     batch_size: int  # noisy samples per forward during certification
+    precision: str  # of the certified classifier's forward passes (arqbench.runtime.PRECISIONS)
     finetune_epochs: int
     quantizer: str
     cost_model: str
@@ -94,6 +97,8 @@ def check(p: Protocol) -> None:
             raise ArqbenchError(f"--{name.replace('_', '-')} must be a positive integer, got {getattr(p, name)}")
     if not (0 < p.alpha < 0.5) or math.isnan(p.alpha):
         raise ArqbenchError(f"--alpha must be in (0, 0.5), got {p.alpha}")
+    if p.precision not in PRECISIONS:
+        raise ArqbenchError(f"--precision must be one of {', '.join(PRECISIONS)}, got '{p.precision}'")
     if p.subset not in SUBSETS:
         raise ArqbenchError(f"--subset must be one of {', '.join(SUBSETS)}, got '{p.subset}'")
     if p.finetune_epochs < 0:

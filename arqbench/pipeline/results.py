@@ -17,7 +17,7 @@ from arqbench.files import read_json, write_json_atomic
 REFERENCE = "fp32"  # the float model's row, one per (benchmark, sigma, seed)
 # Protocol settings added after result files were first written, with the value older files were made under:
 # filled in on reading, so older results stay reusable and rank with newer ones made the same way.
-ADDED_SETTINGS = {"subset": "random"}
+ADDED_SETTINGS = {"subset": "random", "precision": "fp32"}
 
 
 @dataclass(frozen=True)
