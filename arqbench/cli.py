@@ -10,6 +10,14 @@ from arqbench import __version__
 from arqbench.errors import ArqbenchError
 
 DEFAULT_OUT = Path("arqbench-results")
+SHARED = "*"  # options set for every plugin that takes the key (arqbench.pipeline.config.SHARED)
+# Convenience flags that set one option of every plugin taking it: flag -> (option, type, help)
+ALIASES = {
+    "--episodes": ("episodes", int, "search episodes of every search that has them (HAQ, ARQ; paper: 600), "
+                                    "= --option NAME.episodes=N for each"),
+    "--np": ("n_p", float, "incremental certification samples as a fraction of n (irs, and ARQ's search "
+                           "through it; default 0.1), = --option irs.n_p=F"),
+}
 
 
 class Parser(argparse.ArgumentParser):
@@ -49,11 +57,11 @@ def _empty(flag):
 
 
 def option(text: str) -> tuple[str, str, object]:
-    """``METHOD.KEY=VALUE`` -> (method, key, value); values are Python literals or plain strings."""
+    """``NAME.KEY=VALUE`` -> (plugin name, key, value); values are Python literals or plain strings."""
     head, sep, raw = text.partition("=")
     method, dot, key = head.partition(".")
     if not sep or not dot or not method or not key:
-        raise ArqbenchError(f"--option expects METHOD.KEY=VALUE (e.g. haq.warmup=5), got '{text}'")
+        raise ArqbenchError(f"--option expects NAME.KEY=VALUE for a plugin NAME (e.g. haq.warmup=5), got '{text}'")
     try:
         value = ast.literal_eval(raw)
     except (ValueError, SyntaxError):
@@ -67,20 +75,26 @@ def add_protocol_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--n", type=int, help="estimation samples of CERTIFY (paper: 100000)")
     g.add_argument("--alpha", type=float, help="failure probability of a certificate (paper: 0.001)")
     g.add_argument("--test-images", type=int, help="size of the fixed certification subset (paper: 500)")
+    g.add_argument("--subset", help="certified test images: random (seeded, default), cohen (every 20th from 0, "
+                                    "Cohen et al.'s CIFAR-10 --skip 20), cohen-imagenet (every 100th)")
+    g.add_argument("--precision", choices=["fp32", "tf32", "bf16"],
+                   help="arithmetic of the certified classifier's forward passes on a GPU (default fp32; tf32, bf16: "
+                        "faster, and the certificate is of the classifier so run; recorded in every result)")
     g.add_argument("--batch-size", type=int, help="noisy samples per forward when certifying")
     g.add_argument("--finetune-epochs", type=int, help="quantization-aware fine-tune epochs, same for every method")
     g.add_argument("--certifier", help="certifier plugin for the final certification (default rs)")
     g.add_argument("--quantizer", help="quantizer plugin (default linear)")
     g.add_argument("--cost-model", help="cost model the budget is measured in (default bitops)")
-    g.add_argument("--episodes", type=int, help="RL search episodes (HAQ/ARQ; paper: 600)")
-    g.add_argument("--np", type=float, help="incremental certification samples as a fraction of n (default 0.1)")
+    for flag, (key, kind, text) in ALIASES.items():
+        g.add_argument(flag, type=kind, dest=f"alias_{key}", help=text)
     g.add_argument("--search-activations", action="store_true", default=None,
                    help="search activation bits too (needed below ~1.56%% BitOPs)")
     g.add_argument("--quantize-ends", dest="keep_ends", action="store_false", default=None,
                    help="let searches quantize the first and last layer below 8 bits")
     g.add_argument("--preset", choices=["paper"], help="paper: n0=100, n=100000, alpha=0.001, 500 images, 600 episodes")
-    g.add_argument("--option", action="append", type=option, default=[], metavar="METHOD.KEY=VALUE",
-                   help="a method-specific option, e.g. haq.warmup=5 (repeatable)")
+    g.add_argument("--option", action="append", type=option, default=[], metavar="NAME.KEY=VALUE",
+                   help="an option of plugin NAME (any kind), e.g. haq.warmup=5 or irs.n_p=0.05 (repeatable; "
+                        "`arqbench list --options NAME` lists them)")
 
 
 def add_place_flags(p: argparse.ArgumentParser) -> None:
@@ -88,16 +102,22 @@ def add_place_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-root", type=Path, default=os.environ.get("ARQBENCH_DATA"),
                    help="where CIFAR-10/ImageNet live (or $ARQBENCH_DATA)")
     p.add_argument("--checkpoint", type=Path, help="base model checkpoint (Cohen .pth.tar, state_dict, arqbench)")
+    p.add_argument("--normalization", metavar="NAME|MEAN,.../STD,...",
+                   help="input normalisation the checkpoint's network was trained with, when it does not record "
+                        "it (e.g. cohen for a CIFAR-10 model trained with Cohen et al.'s code)")
     p.add_argument("--workers", type=int, default=0, help="DataLoader worker processes (0: load in the main process)")
 
 
 def overrides(args) -> dict:
-    keys = ["n0", "n", "alpha", "test_images", "batch_size", "finetune_epochs", "certifier", "quantizer",
-            "cost_model", "episodes", "np", "search_activations", "keep_ends"]
-    values = {k: getattr(args, k, None) for k in keys}
+    keys = ["n0", "n", "alpha", "test_images", "subset", "precision", "batch_size", "finetune_epochs", "certifier", "quantizer",
+            "cost_model", "search_activations", "keep_ends"]
+    values = {k: getattr(args, k) for k in keys}
     options: dict = {}
-    for method, key, value in args.option:
-        options.setdefault(method, {})[key] = value
+    for key, _, _ in ALIASES.values():
+        if getattr(args, f"alias_{key}") is not None:
+            options.setdefault(SHARED, {})[key] = getattr(args, f"alias_{key}")
+    for name, key, value in args.option:
+        options.setdefault(name, {})[key] = value
     values["options"] = options or None
     return values
 
@@ -127,37 +147,34 @@ def build_parser() -> Parser:
     add_protocol_flags(run)
     add_place_flags(run)
 
-    sub.add_parser("list", help="list every registered plugin, by kind")
+    listing = sub.add_parser("list", help="list every registered plugin, by kind")
+    listing.add_argument("--options", metavar="NAME", help="list the options of plugin NAME with their defaults")
 
     board = sub.add_parser("leaderboard", help="render leaderboards from result files")
     board.add_argument("--results", type=Path, default=DEFAULT_OUT, help="results directory")
-    board.add_argument("--out", type=Path, default=Path("leaderboards"), help="where to write leaderboards")
-    board.add_argument("--format", choices=["markdown", "csv", "json"], default="markdown")
+    board.add_argument("--out", type=Path, help="where to write leaderboards (default: the results directory)")
+    board.add_argument("--format", choices=["markdown", "csv", "json", "latex"], default="markdown",
+                       help="markdown (with figures), csv, json or latex (booktabs) (default: markdown)")
 
     show = sub.add_parser("show", help="one cell, or every method's cell of a budget folder, layer by layer")
     show.add_argument("path", type=Path, help="a result file, or a budget folder of `arqbench run --out`")
     show.add_argument("--seed", type=int, help="which seed's cells (default: the lowest in the folder)")
     show.add_argument("--format", choices=["table", "csv", "json"], default="table")
 
-    prof = sub.add_parser("profile", help="per-layer robustness sensitivity of a base model (CSV + heatmap)")
+    prof = sub.add_parser("profile", help="per-layer robustness sensitivity of a base model (CSV + heatmap)",
+                          description="Every layer quantized alone at each bit-width: what the smoothed classifier "
+                                      "loses on the search split (arqbench.search.sensitivity). Settings resolve as "
+                                      "for `arqbench run`, so `run --methods robust-ilp` with the same settings "
+                                      "reuses the cached profile; --certifier measures the ACR (default irs), "
+                                      "--search-activations profiles activation bits too.")
     prof.add_argument("--benchmark", default="digits")
     prof.add_argument("--sigma", type=floats("--sigma"), default=[0.25], help="noise level(s), comma list")
     prof.add_argument("--seed", type=int, default=0, help="seed of the calibration and the noise (a run's --seed)")
     prof.add_argument("--metric", choices=["acr", "disagreement"], default="acr",
-                      help="acr: ACR drop by the certifier against the float model; disagreement: with f's predictions")
+                      help="acr: the ACR drop against the float model; disagreement: how often predictions differ")
     prof.add_argument("--images", type=int, help="search images per point (default 100)")
-    prof.add_argument("--activations", action="store_true", help="profile activation bits too")
-    prof.add_argument("--certifier", default="irs", help="certifier measuring the ACR (default irs)")
     prof.add_argument("--out", type=Path, default=DEFAULT_OUT, help="where the CSV and heatmap go")
-    g = prof.add_argument_group("certification settings (defaults: the benchmark's, as `arqbench run`)")
-    g.add_argument("--n0", type=int, help="selection samples of the float model's certification")
-    g.add_argument("--n", type=int, help="estimation samples of the float model's certification")
-    g.add_argument("--alpha", type=float, help="failure probability of a certificate")
-    g.add_argument("--np", type=float, help="incremental samples per image as a fraction of n (default 0.1)")
-    g.add_argument("--batch-size", type=int, help="noisy samples per forward")
-    g.add_argument("--quantizer", help="quantizer plugin (default linear)")
-    g.add_argument("--option", action="append", type=option, default=[], metavar="PLUGIN.KEY=VALUE",
-                   help="a plugin option, e.g. linear.KEY=VALUE (repeatable)")
+    add_protocol_flags(prof)
     add_place_flags(prof)
 
     cert = sub.add_parser("certify", help="certify one model (float, or quantized with --policy)")
@@ -167,6 +184,8 @@ def build_parser() -> Parser:
     cert.add_argument("--seed", type=int, help="certification seed (default: the result file's, else 0)")
     cert.add_argument("--certifiers", type=names("--certifiers"),
                       help="certifiers to compare on the same model, e.g. irs,rs (default: --certifier)")
+    cert.add_argument("--cohen-out", type=Path, metavar="FILE",
+                      help="also write the certificates as Cohen et al.'s certify.py output (for their analyze.py)")
     add_protocol_flags(cert)
     add_place_flags(cert)
 

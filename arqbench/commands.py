@@ -1,7 +1,7 @@
 """What each ``arqbench`` subcommand does, given parsed arguments."""
 
 import shlex
-import time
+from dataclasses import fields, replace
 from pathlib import Path
 
 import torch
@@ -11,24 +11,27 @@ from rich.table import Table
 from arqbench import plugins
 from arqbench.console import console, info, stdout, warn
 from arqbench.errors import ArqbenchError
-from arqbench.models.training import accuracy
-from arqbench.pipeline.config import resolve
 from arqbench.files import write_bytes_atomic, write_text_atomic
-from arqbench.pipeline.protocol import certify_model, prepare, quantized_model, search_context
-from arqbench.pipeline.results import REFERENCE, read, read_all
+from arqbench.pipeline.cell import CERTIFICATION_SETTINGS, CellRun
+from arqbench.pipeline.config import Protocol, create_benchmark, resolve
+from arqbench.pipeline.prepare import prepare
+from arqbench.pipeline.results import REFERENCE, Cell, read, read_all
 from arqbench.pipeline.sweep import SweepSpec, check_values, run_sweep
 from arqbench.quantization import policy as policies
-from arqbench.report import leaderboard
+from arqbench.report import cohen, leaderboard
 from arqbench.smoothing.metrics import summarize
+
+REPLAYED = (*CERTIFICATION_SETTINGS, "finetune_epochs", "quantizer")  # what `certify --policy` reproduces
 
 
 def run(args, flags: dict) -> int:
     methods = args.methods or plugins.names("search")
     spec = SweepSpec(benchmarks=args.benchmarks, methods=methods, sigmas=args.sigma, budgets=args.budget,
                      seeds=args.seed, out=args.out, overrides=flags, preset=args.preset,
-                     device=args.device, data_root=args.data_root, checkpoint=args.checkpoint, force=args.force,
+                     device=args.device, data_root=args.data_root, checkpoint=args.checkpoint,
+                     normalization=args.normalization, force=args.force,
                      executor=args.executor, address=args.address, cpus_per_task=args.cpus_per_task,
-                     gpus_per_task=args.gpus_per_task, certify_shards=args.certify_shards,
+                     gpus_per_task=args.gpus_per_task, certify_shards=args.certify_shards, workers=args.workers,
                      command=shlex.join(["arqbench", *args.argv]))
     outcome = run_sweep(spec)
     info(f"{len(outcome.done)} cells run, {len(outcome.reused)} reused, {len(outcome.failed)} failed "
@@ -45,6 +48,8 @@ def run(args, flags: dict) -> int:
 
 
 def list_plugins(args, flags: dict) -> int:
+    if args.options:
+        return list_options(args.options)
     table = Table(title="arqbench plugins")
     for column in ("kind", "name", "plugin"):
         table.add_column(column)
@@ -55,9 +60,87 @@ def list_plugins(args, flags: dict) -> int:
     return 0
 
 
+def list_options(name: str) -> int:
+    """The options of every plugin called ``name``: key, type, default (what --option NAME.KEY=VALUE sets)."""
+    kinds = plugins.kinds_of(name)
+    if not kinds:
+        raise ArqbenchError(f"no plugin is called '{name}'; see `arqbench list`")
+    for kind in kinds:
+        table = Table(title=f"{kind.replace('_', ' ')} '{name}' options (--option {name}.KEY=VALUE)")
+        for column in ("option", "type", "default"):
+            table.add_column(column)
+        for key, p in plugins.option_signature(kind, name).items():
+            kind_name = getattr(p.annotation, "__name__", None) or str(p.annotation)
+            table.add_row(key, "" if p.annotation is p.empty else kind_name,
+                          "(required)" if p.default is p.empty else repr(p.default))
+        stdout.print(table)
+    return 0
+
+
 def render_leaderboard(args, flags: dict) -> int:
-    for path in leaderboard.render(read_all(args.results), args.out, args.format, source=args.results):
+    out = args.results if args.out is None else args.out
+    for path in leaderboard.render(read_all(args.results), out, args.format, source=args.results):
         info(f"wrote {path}")
+    return 0
+
+
+def certify(args, flags: dict) -> int:
+    """Certify the float model, a policy, or a result file's policy (replaying its protocol and seed)."""
+    benchmark_name, sigma, seed = args.benchmark, args.sigma, args.seed
+    source = _result_or_none(args.policy) if args.policy is not None else None
+    if source is not None:
+        if source["status"] != "ok":
+            raise ArqbenchError(f"{args.policy} is a failed cell ({source.get('error')}); it has no numbers to "
+                                f"reproduce: re-run it with `arqbench run --force`")
+        benchmark_name, sigma = source["benchmark"], sigma or source["sigma"]
+        seed = source["seed"] if seed is None else seed
+        flags = {**_replayable(source["config"]["protocol"]), **{k: v for k, v in flags.items() if v is not None}}
+    sigma = 0.25 if sigma is None else sigma
+    seed = 0 if seed is None else seed
+    check_values([benchmark_name], sigmas=[sigma], device=args.device, checkpoint=args.checkpoint,
+                 data_root=args.data_root)
+    device = torch.device(args.device)
+    benchmark = create_benchmark(benchmark_name, flags.get("options"))
+    protocol = resolve(benchmark, flags, args.preset)
+    certifiers = args.certifiers or [protocol.certifier]
+    if args.cohen_out is not None and len(certifiers) > 1:
+        raise ArqbenchError(f"--cohen-out writes one certifier's certificates; pass one of {','.join(certifiers)} "
+                            f"with --certifiers")
+    for name in certifiers:
+        plugins.get("certifier", name)
+    prepared = prepare(benchmark, sigma, protocol, device, data_root=args.data_root, checkpoint=args.checkpoint,
+                       normalization=args.normalization, workers=args.workers)
+    policy = None
+    if args.policy is not None and not (source is not None and source.get("policy") is None):  # not an fp32 row
+        policy = policies.validate(policies.load(args.policy), prepared.layers, f"policy {args.policy}")
+    method = REFERENCE if policy is None else (source["method"] if source is not None else "policy")
+    cell = Cell(benchmark_name, sigma, None if source is None else source.get("budget"), method, seed)
+    trained = CellRun(cell, prepared, protocol, device).train(policy)
+    label = REFERENCE if args.policy is None else str(args.policy)
+
+    table = Table(title=f"{benchmark_name} sigma={sigma:g} {label} (seed {seed}, n={protocol.n})")
+    for column in ("certifier", "clean acc", "smoothed acc", "ACR", "abstain", "seconds"):
+        table.add_column(column)
+    measured = {}
+    for name in certifiers:
+        certs, seconds = CellRun(cell, prepared, replace(protocol, certifier=name), device).certify(trained.model)
+        measured[name] = m = {"clean_acc": trained.clean_acc, **summarize(certs, benchmark.radii)}
+        if args.cohen_out is not None:
+            cohen.write(args.cohen_out, certs)
+            info(f"wrote {args.cohen_out} ({len(certs)} images, Cohen et al.'s certify.py format)")
+        table.add_row(name, f"{trained.clean_acc:.4f}", f"{m['smoothed_acc']:.4f}", f"{m['acr']:.4f}",
+                      f"{m['abstain_rate']:.4f}", f"{seconds:.2f}")
+    stdout.print(table)
+    if source is not None and protocol.certifier in measured:
+        changed = _changed(source, sigma, seed, protocol)
+        if changed:
+            info(f"not compared with {args.policy}: this run differs from it ({'; '.join(changed)})")
+            return 0
+        theirs = (source.get("base_model") or {}).get("fingerprint")
+        if theirs and theirs != prepared.fingerprint:
+            warn(f"the base model here ({prepared.fingerprint}) is not the one {args.policy} used ({theirs}); "
+                 f"pass its checkpoint with --checkpoint to reproduce it")
+        return _compare_with_source(source, measured[protocol.certifier])
     return 0
 
 
@@ -85,17 +168,16 @@ def profile(args, flags: dict) -> int:
     if args.images is not None and args.images < 1:
         raise ArqbenchError(f"--images must be a positive integer, got {args.images}")
     device = torch.device(args.device)
-    benchmark = plugins.create("benchmark", args.benchmark)
-    protocol = resolve(benchmark, {**flags, "search_activations": args.activations})
-    options = protocol.options or {}
-    certifier = None
-    if args.metric == "acr":
-        certifier = plugins.create("certifier", args.certifier, **options.get(args.certifier, {}))
+    benchmark = create_benchmark(args.benchmark, flags.get("options"))
+    certifier_name = flags.get("certifier") or "irs"  # the profile's certifier; not the final certification's
+    protocol = resolve(benchmark, {**flags, "certifier": None}, args.preset)
+    plugins.get("certifier", certifier_name)
     for sigma in args.sigma:
-        prepared = prepare(benchmark, sigma, protocol, device, args.data_root, args.checkpoint)
-        ctx = search_context(prepared, protocol, 1.0, args.seed, device, fixed=set())
-        measured = sensitivity.profile(ctx, [l.name for l in prepared.layers], args.activations, args.metric,
-                                       certifier, args.certifier, args.images or sensitivity.IMAGES)
+        prepared = prepare(benchmark, sigma, protocol, device, data_root=args.data_root, checkpoint=args.checkpoint,
+                           normalization=args.normalization, workers=args.workers)
+        ctx = CellRun(Cell(args.benchmark, sigma, 1.0, "profile", args.seed), prepared, protocol, device).context()
+        measured = sensitivity.profile(ctx, [l.name for l in prepared.layers], protocol.search_activations,
+                                       args.metric, certifier_name, args.images or sensitivity.IMAGES)
         frame = measured.frame()
         stem = f"{args.benchmark}-sigma{sigma:g}-seed{args.seed}-sensitivity"
         csv, png = args.out / f"{stem}.csv", args.out / f"{stem}.png"
@@ -123,59 +205,11 @@ def _profile_table(frame, metric: str, title: str) -> Table:
     return table
 
 
-def certify(args, flags: dict) -> int:
-    """Certify the float model, a policy, or a result file's policy (replaying its protocol and seed)."""
-    benchmark_name, sigma, seed = args.benchmark, args.sigma, args.seed
-    source = _result_or_none(args.policy) if args.policy is not None else None
-    if source is not None:
-        if source["status"] != "ok":
-            raise ArqbenchError(f"{args.policy} is a failed cell ({source.get('error')}); it has no numbers to "
-                                f"reproduce: re-run it with `arqbench run --force`")
-        benchmark_name, sigma = source["benchmark"], sigma or source["sigma"]
-        seed = source["seed"] if seed is None else seed
-        flags = {**source["config"]["protocol"], **{k: v for k, v in flags.items() if v is not None}}
-    sigma = 0.25 if sigma is None else sigma
-    seed = 0 if seed is None else seed
-    check_values([benchmark_name], sigmas=[sigma], device=args.device, checkpoint=args.checkpoint,
-                 data_root=args.data_root)
-    device = torch.device(args.device)
-    benchmark = plugins.create("benchmark", benchmark_name)
-    protocol = resolve(benchmark, flags, args.preset)
-    certifiers = args.certifiers or [protocol.certifier]
-    for name in certifiers:
-        plugins.get("certifier", name)
-    prepared = prepare(benchmark, sigma, protocol, device, args.data_root, args.checkpoint)
-    if args.policy is None or (source is not None and source.get("policy") is None):  # the fp32 row
-        model, label = prepared.model, REFERENCE if source is None else str(args.policy)
-    else:
-        policy = policies.validate(policies.load(args.policy), prepared.layers, f"policy {args.policy}")
-        model, label = quantized_model(prepared, protocol, policy, seed, device), str(args.policy)
-
-    table = Table(title=f"{benchmark_name} sigma={sigma:g} {label} (seed {seed}, n={protocol.n})")
-    for column in ("certifier", "clean acc", "smoothed acc", "ACR", "abstain", "seconds"):
-        table.add_column(column)
-    clean = accuracy(model, prepared.data.test, device)
-    measured = {}
-    for name in certifiers:
-        start = time.perf_counter()
-        certs, _ = certify_model(prepared, model, resolve(benchmark, {**flags, "certifier": name}, args.preset),
-                                 seed, f"certify ({name})")
-        seconds = time.perf_counter() - start
-        measured[name] = m = {"clean_acc": clean, **summarize(certs, benchmark.radii)}
-        table.add_row(name, f"{clean:.4f}", f"{m['smoothed_acc']:.4f}", f"{m['acr']:.4f}", f"{m['abstain_rate']:.4f}",
-                      f"{seconds:.2f}")
-    stdout.print(table)
-    if source is not None and protocol.certifier in measured:
-        changed = _changed(source, sigma, seed, protocol)
-        if changed:
-            info(f"not compared with {args.policy}: this run differs from it ({'; '.join(changed)})")
-            return 0
-        theirs = (source.get("base_model") or {}).get("fingerprint")
-        if theirs and theirs != prepared.fingerprint:
-            warn(f"the base model here ({prepared.fingerprint}) is not the one {args.policy} used ({theirs}); "
-                 f"pass its checkpoint with --checkpoint to reproduce it")
-        return _compare_with_source(source, measured[protocol.certifier])
-    return 0
+def _replayable(settings: dict) -> dict:
+    """A result file's protocol settings that this version knows (older files carry settings that
+    have since become plugin options and only steered the search, which a replay does not run)."""
+    known = {f.name for f in fields(Protocol)}
+    return {k: v for k, v in settings.items() if k in known}
 
 
 def _result_or_none(path: Path) -> dict | None:
@@ -187,12 +221,13 @@ def _result_or_none(path: Path) -> dict | None:
 
 
 def _changed(source: dict, sigma: float, seed: int, protocol) -> list[str]:
-    """What the command line changed from the result file's run (then there is nothing to compare)."""
+    """What the command line changed from the result file's run in what a replay reproduces (the
+    fine-tune and the certification; then there is nothing to compare)."""
     pairs = (("sigma", sigma, source["sigma"]), ("seed", seed, source["seed"]))
     changed = [f"{name} {mine} vs {theirs}" for name, mine, theirs in pairs if mine != theirs]
     settings = protocol.as_dict()
     return changed + [f"{k} {settings[k]} vs {v}" for k, v in source["config"]["protocol"].items()
-                      if k in settings and settings[k] != v]
+                      if k in REPLAYED and k in settings and settings[k] != v]
 
 
 def _compare_with_source(source: dict, metrics: dict) -> int:
@@ -218,7 +253,7 @@ def train(args, flags: dict) -> int:
     if args.epochs is not None and args.epochs < 1:
         raise ArqbenchError(f"--epochs must be a positive integer, got {args.epochs}")
     check_values([args.benchmark], sigmas=args.sigma, device=args.device, data_root=args.data_root)
-    benchmark = plugins.create("benchmark", args.benchmark)
+    benchmark = create_benchmark(args.benchmark)
     splits = benchmark.splits(args.data_root)
     for sigma in args.sigma:
         path = train_base_model(benchmark, sigma, splits, torch.device(args.device), args.seed, args.epochs,

@@ -1,8 +1,16 @@
 """The plugin contract: one ``register_<kind>(register)`` hook per plugin kind.
 
-A plugin implements any of these hooks and calls ``register(name, factory)`` once per
-thing it provides. ``factory(**options)`` builds the object; the protocol each object
-follows is described in ``arqbench.interfaces``. Names are unique per kind.
+A plugin is a module (or object) with implementations of any of these hooks, registered under the
+entry-point group ``arqbench`` (``[project.entry-points.arqbench]`` in its pyproject.toml), exactly as
+arqbench's own quantizers, certifiers, searches, cost models and benchmarks are. Each hook is called
+once, with one argument:
+
+    register(name: str, factory: Callable[..., object]) -> None
+
+to be called once per thing the plugin provides. ``name`` is how users choose it (unique per kind: a
+clash is an error naming both plugins). ``factory(**options)`` builds the object; its keyword parameters
+are the plugin's options (``--option NAME.KEY=VALUE``). What the object must do is its kind's Protocol in
+``arqbench.interfaces``, named in each hook below.
 """
 
 import pluggy
@@ -13,24 +21,46 @@ hookimpl = pluggy.HookimplMarker("arqbench")
 
 @hookspec
 def register_quantizer(register):
-    """Register quantizers: turn (model, bit policy) into a fake-quantized model that still trains."""
+    """Register quantizers, objects following ``arqbench.interfaces.Quantizer``: ``quantize(model, policy,
+    calibration)`` returns a fake-quantized copy that still trains (optionally ``quantize_weight``,
+    ``interfaces.WeightQuantizer``, which sensitivity searches need).
+
+    :param register: ``register(name, factory)``; e.g. ``register("linear", LinearQuantizer)``.
+    """
 
 
 @hookspec
 def register_certifier(register):
-    """Register certifiers: per-example (prediction, radius) of a model smoothed with Gaussian noise."""
+    """Register certifiers, objects following ``arqbench.interfaces.Certifier``: ``certify(model, examples,
+    config, num_classes, reference=None)`` returns one certificate per example, each holding with
+    probability at least 1 - alpha.
+
+    :param register: ``register(name, factory)``; e.g. ``register("rs", RandomizedSmoothing)``.
+    """
 
 
 @hookspec
 def register_search(register):
-    """Register search methods: find a bit policy under a cost budget."""
+    """Register search methods, objects following ``arqbench.interfaces.Search``: ``search(ctx)`` returns a
+    bit policy within ``ctx.budget`` (and a record of how it was found).
+
+    :param register: ``register(name, factory)``; e.g. ``register("hawq", Hawq)``.
+    """
 
 
 @hookspec
 def register_cost_model(register):
-    """Register cost models: map (layer profile, policy) to a cost; budgets are fractions of float cost."""
+    """Register cost models, objects following ``arqbench.interfaces.CostModel``: ``cost(layers, policy)``;
+    budgets are fractions of the float model's cost.
+
+    :param register: ``register(name, factory)``; e.g. ``register("bitops", BitOps)``.
+    """
 
 
 @hookspec
 def register_benchmark(register):
-    """Register benchmarks: a (model, dataset, sigma-specific base checkpoint) recipe."""
+    """Register benchmarks, objects following ``arqbench.interfaces.Benchmark``: a model, its data, its
+    training recipe, protocol defaults (subclass ``arqbench.models.benchmark.Benchmark``).
+
+    :param register: ``register(name, factory)``; e.g. ``register("digits", digits)``.
+    """

@@ -5,6 +5,7 @@ those (an empty value loads none); unset, every installed plugin loads.
 """
 
 import importlib.metadata
+import inspect
 import os
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -122,15 +123,54 @@ def get(kind: str, name: str) -> Entry:
     return entries[name]
 
 
+def option_signature(kind: str, name: str) -> dict[str, inspect.Parameter]:
+    """The options a plugin takes: the keyword parameters of its factory (for a class, of ``__init__``)."""
+    factory = get(kind, name).factory
+    try:
+        parameters = inspect.signature(factory).parameters
+    except (TypeError, ValueError):  # a builtin or C factory: takes no options we can name
+        return {}
+    return {p.name: p for p in parameters.values()
+            if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.name != "self"}
+
+
+def defaults(kind: str, name: str) -> dict[str, Any]:
+    """Every option of a plugin with its default (None where it has none)."""
+    return {key: None if p.default is p.empty else p.default for key, p in option_signature(kind, name).items()}
+
+
+def resolve_options(kind: str, name: str, options: dict | None = None, shared: dict | None = None) -> dict:
+    """The options to build plugin ``name`` with: ``shared`` options (set for every plugin, e.g. by an alias
+    flag) that it accepts, overridden by its own. An own option it does not take is one clear error."""
+    accepted = option_signature(kind, name)
+    options = dict(options or {})
+    unknown = sorted(set(options) - set(accepted))
+    if unknown:
+        valid = ", ".join(accepted) or "none"
+        raise ArqbenchError(
+            f"{kind.replace('_', ' ')} '{name}' has no option {', '.join(repr(k) for k in unknown)}; its options: "
+            f"{valid} (see `arqbench list --options {name}`)"
+        )
+    return {**{k: v for k, v in (shared or {}).items() if k in accepted}, **options}
+
+
 def create(kind: str, name: str, **options: Any) -> Any:
-    """Build the named plugin object; a factory that raises becomes one clear error line."""
+    """Build the named plugin object with ``options`` checked against its factory's signature; a factory
+    that raises on a bad value becomes one clear error line."""
     entry = get(kind, name)
+    options = resolve_options(kind, name, options)
     try:
         return entry.factory(**options)
     except ArqbenchError:
         raise
-    except TypeError as exc:
-        raise ArqbenchError(f"{kind} '{name}' (plugin '{entry.plugin}') rejected options {options}: {exc}") from exc
+    except (TypeError, ValueError) as exc:
+        raise ArqbenchError(f"{kind.replace('_', ' ')} '{name}' (plugin '{entry.plugin}') rejected options "
+                            f"{options}: {exc}") from exc
+
+
+def kinds_of(name: str) -> list[str]:
+    """The kinds under which ``name`` is registered (a name is unique per kind, not across kinds)."""
+    return [kind for kind, entries in registries().items() if name in entries]
 
 
 def plugin_versions() -> dict[str, str]:

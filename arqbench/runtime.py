@@ -1,7 +1,12 @@
-"""Process settings that make small-batch CPU inference fast."""
+"""Process settings for fast inference: glibc's allocator on the CPU, the arithmetic precision on the GPU."""
 
+import contextlib
 import ctypes
 import ctypes.util
+
+import torch
+
+from arqbench.errors import ArqbenchError
 
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
 
@@ -18,3 +23,31 @@ def keep_freed_memory() -> bool:
         return bool(libc.mallopt(M_MMAP_THRESHOLD, 1 << 30)) and bool(libc.mallopt(M_TRIM_THRESHOLD, 1 << 30))
     except (OSError, AttributeError):
         return False
+
+
+PRECISIONS = ("fp32", "tf32", "bf16")
+
+
+@contextlib.contextmanager
+def precision(device: torch.device, name: str = "fp32"):
+    """Run a model's forward passes at ``name``: ``fp32`` (full float32: TF32 tensor cores off, whatever
+    PyTorch's defaults), ``tf32`` (float32 with TF32 matrix products and convolutions on CUDA), or ``bf16``
+    (autocast to bfloat16). A certificate holds for the classifier as it is run, so the precision is part
+    of what a result records."""
+    if name not in PRECISIONS:
+        raise ArqbenchError(f"--precision must be one of {', '.join(PRECISIONS)}, got '{name}'")
+    flags = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = name == "tf32"
+    try:
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=name == "bf16"):
+            yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = flags
+
+
+def channels_last(model: torch.nn.Module, device: torch.device, name: str = "fp32") -> torch.nn.Module:
+    """On CUDA at reduced precision, convolution networks run fastest with NHWC memory (tensor cores);
+    converts ``model`` in place (the function it computes does not change) and returns it."""
+    if device.type == "cuda" and name != "fp32":
+        model.to(memory_format=torch.channels_last)
+    return model

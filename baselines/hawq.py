@@ -32,7 +32,7 @@ from arqbench.search.ilp import CHOICES, ilp_policy, tie_units  # noqa: F401 (ti
 
 from .hessian import layer_traces, noisy_labelled_batches
 
-TRACE_VERSION = 1  # bump when the estimator changes what it computes
+TRACE_VERSION = 2  # bump when the estimator (or what its cache entry holds) changes
 
 
 def sensitivities(model, layers, traces: dict[str, float], quantizer) -> dict[str, dict[int, float]]:
@@ -67,8 +67,9 @@ class Hawq:
             return [list(g) for g in ctx.benchmark.tied_layers(ctx.model)]
         return [] if self.tie == "none" else [list(g) for g in self.tie]
 
-    def traces(self, ctx) -> tuple[dict[str, dict], bool]:
-        """Per-layer traces (cached on disk); returns them and whether they came from the cache."""
+    def traces(self, ctx) -> tuple[dict[str, dict], float, bool]:
+        """Per-layer traces (cached on disk), the seconds computing them took, and whether they came from
+        the cache (then those seconds were spent by an earlier run)."""
         seed = ctx.seed if self.seed is None else self.seed
         names = [l.name for l in ctx.layers]
         key = {"what": "hutchinson-traces", "version": TRACE_VERSION, "reference": ctx.reference_key,
@@ -76,17 +77,17 @@ class Hawq:
                "max_iter": self.max_iter, "seed": seed, "layers": names}
         path = files.cache_path("hessian", key)
         cached = files.torch_load_cached(path)
-        if isinstance(cached, dict) and set(cached) == set(names):
-            return cached, True
-        batches = noisy_labelled_batches(ctx.data.fit, ctx.sigma, self.batches, self.batch_size, seed)
+        if isinstance(cached, dict) and set(cached.get("traces", {})) == set(names):
+            return cached["traces"], float(cached["seconds"]), True
+        start = time.perf_counter()
+        batches = noisy_labelled_batches(ctx.data.finetune, ctx.sigma, self.batches, self.batch_size, seed)
         traces = layer_traces(ctx.model, names, batches, self.tol, self.max_iter, seed)
-        files.torch_save_atomic(path, traces)
-        return traces, False
+        seconds = time.perf_counter() - start
+        files.torch_save_atomic(path, {"traces": traces, "seconds": seconds})
+        return traces, seconds, False
 
     def search(self, ctx) -> SearchResult:
-        start = time.perf_counter()
-        traces, cached = self.traces(ctx)
-        trace_s = time.perf_counter() - start
+        traces, trace_s, cached = self.traces(ctx)
         trace = {n: float(t["trace"]) for n, t in traces.items()}
         negative = [n for n, t in trace.items() if t <= 0]
         if negative:
@@ -94,7 +95,7 @@ class Hawq:
                  f"minimum there and those layers' sensitivities rank low")
         omega = sensitivities(ctx.model, ctx.layers, trace, ctx.quantizer)
         groups = self.ties(ctx)
-        cost_name = f"cost model '{ctx.settings.get('cost_model', type(ctx.cost_model).__name__)}'"
+        cost_name = f"cost model '{ctx.protocol.cost_model}'"
         policy, objective = ilp_policy(ctx.layers, ctx.fixed, groups, omega, ctx.cost_fraction, ctx.budget,
                                        ctx.search_activations, cost_name)
         info = {
@@ -108,6 +109,7 @@ class Hawq:
             "activations": "a = w" if ctx.search_activations else "8",
             "trace_cached": cached,
             "trace_s": trace_s,
+            "reused_s": trace_s if cached else 0.0,  # cached work counts in the search's cost
             "settings": {"batches": self.batches, "batch_size": self.batch_size, "tol": self.tol,
                          "max_iter": self.max_iter, "seed": ctx.seed if self.seed is None else self.seed},
         }

@@ -17,7 +17,7 @@ class RandomPolicy:
             else:
                 a_bits = rng.randint(MIN_BITS, MAX_BITS) if ctx.search_activations else MAX_BITS
                 policy[layer.name] = (rng.randint(MIN_BITS, MAX_BITS), a_bits)
-        return SearchResult(ctx.fit(policy))
+        return SearchResult(ctx.within_budget(policy))
 
 
 @hookimpl

@@ -16,19 +16,19 @@ import time
 from dataclasses import replace
 
 import torch
+from arqbench.pipeline.protocol import Prepared, fingerprint, fixed_layers, prepare, smoothing_config
 from rich.console import Console
 from rich.table import Table
-from torch.utils.data import Subset, TensorDataset
+from torch.utils.data import TensorDataset
 
 from arqbench import plugins
 from arqbench.models.benchmark import Splits
 from arqbench.models.data import ProtocolData
 from arqbench.pipeline.config import resolve
-from arqbench.pipeline.protocol import Prepared, fingerprint, fixed_layers, prepare, smoothing_config
 from arqbench.quantization.layers import profile_layers
 from arqbench.runtime import keep_freed_memory
 from arqbench.search.context import SearchContext, calibration_batches
-from arqbench.smoothing.certification import Reference, certify_subset
+from arqbench.smoothing.certification import certify_subset
 from arqbench.smoothing.metrics import summarize
 
 SETTINGS = {  # per benchmark: forward batch, certification n and images; search episodes, n and ARQ images

@@ -1,75 +1,128 @@
 """Search ``arq`` (Yang et al., arXiv 2410.24214): HAQ's agent and action wall, rewarded by certified robustness.
 
-Each candidate policy's smoothed quantized model is certified with the ``irs`` certifier
-against the float model's cached certification on the first ``images`` examples of the
-search split (held out of the training data, never the certification subset), so a
-candidate costs n_p = np * n samples per image instead of n. The reward is
+Each candidate policy is quantized with the run's quantizer and given the same short fine-tune as
+``haq``'s candidates (the protocol's recipe cut to ``finetune_steps`` steps), so the search scores the
+kind of model that ships. Its smoothed classifier is then measured on the first ``images`` examples of
+the search split (held out of the training data, never the certification subset) with the run's
+``certifier`` (``irs`` by default, with its options: N_p = irs.n_p * n samples per image, against the
+float model's cached certification with ``n`` samples, default the protocol's n). The reward is
 
-    acr_weight * (ACR_q - ACR_f) / ACR_f  +  acc_weight * (smoothed_acc_q - smoothed_acc_f)
+    acr_weight * (ACR_q - ACR_f) / ACR_f  +  acc_weight * (acc_q - acc_f)
 
-where the float model's ACR_f and accuracy are measured by the same IRS estimator (f against
-itself: zero disagreements), so reference and candidates share one estimator.
+with ACR_f and acc_f measured by the same estimator on the float model. Two estimators (``estimator``):
+
+- ``certified`` (the paper's): ACR and accuracy of the certificates themselves. With IRS at low bits the
+  disagreement bound zeta dominates: pA_lower - zeta compresses every radius and ranks fragility.
+- ``predicted`` (default): the certificate the shipped model would get under the protocol's final
+  certification (its n and alpha), predicted from the same samples. Per image, f_q's probability of the
+  float's class cA is estimated by the paired control variate
+
+      p_q = nA_f / n  +  (k_q - k_f) / N_p
+
+  (nA_f: f's votes for cA among its n cached samples; k_f, k_q: f's and f_q's votes for cA among the
+  same N_p replayed samples), which is unbiased and, because f_q mostly agrees with f, far less noisy
+  than k_q / N_p alone; where the certifier re-certified from scratch (IRS's fallback), p_q = k / N_p
+  on those fresh samples. The predicted radius is sigma * Phi^-1(LB(round(p_q * n_final), n_final,
+  alpha)) (LB: the Clopper-Pearson lower bound CERTIFY uses), counted when cA is the label and
+  LB >= 0.5. This is an estimate for ranking candidates, not a certificate; the leaderboard's numbers
+  always come from the protocol's final certification.
 """
 
-from dataclasses import fields, replace
+from dataclasses import dataclass, replace
 
 from torch.utils.data import Subset
 
-from arqbench import plugins
+from arqbench.errors import ArqbenchError
 from arqbench.hookspecs import hookimpl
 from arqbench.search.agent import AgentSettings, rl_search
-from arqbench.search.context import SearchResult
-from arqbench.smoothing.certification import Reference, certify_subset
+from arqbench.search.context import SearchContext, SearchResult
+from arqbench.smoothing.certification import certify_subset
+from arqbench.smoothing.core import ABSTAIN, certified_radius, lower_confidence_bound
 from arqbench.smoothing.metrics import summarize
 
+FINETUNE_STEPS = 8  # per candidate, as haq's; see the README for how this default was measured
+ESTIMATORS = ("predicted", "certified")
 
-class ARQ:
-    def __init__(self, acr_weight: float = 1.0, acc_weight: float = 0.0, images: int = 100, n: int | None = None,
-                 finetune: int = 0, certifier: str = "irs", **agent):
-        names = {f.name for f in fields(AgentSettings)} - {"episodes"}
-        unknown = set(agent) - names
-        if unknown:
-            raise TypeError(f"unknown option(s) {sorted(unknown)}; known: acr_weight, acc_weight, images, n, "
-                            f"finetune, certifier, {', '.join(sorted(names))}")
-        self.acr_weight, self.acc_weight, self.images, self.n = acr_weight, acc_weight, images, n
-        self.finetune, self.certifier, self.agent = finetune, certifier, agent
 
-    def search(self, ctx) -> SearchResult:
-        search = ctx.data.search
-        subset = Subset(search, list(range(min(self.images, len(search)))))
-        config = replace(ctx.smoothing, n=self.n or ctx.smoothing.n)
-        reference = Reference(ctx.model, {**ctx.reference_key, "data": "search"}, ctx.settings["np"],
-                              ctx.benchmark.gamma)
-        certifier = plugins.create("certifier", self.certifier)
-        radii, classes = ctx.benchmark.radii, ctx.benchmark.num_classes
+def predicted_certificate(cert, sigma: float, n_final: int, alpha: float) -> tuple[float, bool]:
+    """(radius, correct) that the protocol's final CERTIFY would give, predicted from one estimate
+    (module docstring); a radius of 0 where the prediction abstains or is wrong."""
+    d = cert.details
+    c_a = d.get("c_a", cert.prediction)
+    if c_a == ABSTAIN:
+        return 0.0, False
+    if "float_count" in d:  # incremental: the paired control variate
+        p = d["float_count"] / d["float_n"] + (d["candidate_agree"] - d["float_agree"]) / d["n_p"]
+    else:  # certified from scratch
+        p = cert.count / cert.n
+    p = min(max(p, 0.0), 1.0)
+    lower = lower_confidence_bound(round(p * n_final), n_final, alpha)
+    if lower < 0.5 or c_a != cert.label:
+        return 0.0, False
+    return certified_radius(sigma, lower), True
 
-        def measure(model, description):
-            certs = certify_subset(certifier, model, subset, config, classes, reference, description)
-            zetas = [c.details["zeta"] for c in certs if "zeta" in c.details]
-            return summarize(certs, radii), {
-                "zeta_mean": sum(zetas) / len(zetas) if zetas else None, "zeta_max": max(zetas, default=None),
-                "fallbacks": sum(bool(c.details.get("fallback")) for c in certs),
-            }
 
-        reference_metrics, _ = measure(ctx.model, "arq: float reference")
+@dataclass(frozen=True)
+class ARQ(AgentSettings):
+    acr_weight: float = 1.0
+    acc_weight: float = 0.0
+    images: int = 100
+    n: int | None = None  # samples of the float model's certification (default: the protocol's n)
+    finetune_steps: int = FINETUNE_STEPS
+    certifier: str = "irs"
+    estimator: str = "predicted"
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.estimator not in ESTIMATORS:
+            raise ArqbenchError(f"arq.estimator must be one of {', '.join(ESTIMATORS)}, got {self.estimator!r}")
+        if not isinstance(self.images, int) or self.images < 1:
+            raise ArqbenchError(f"arq.images must be a positive integer, got {self.images!r}")
+
+    def search(self, ctx: SearchContext) -> SearchResult:
+        score = self.scorer(ctx)
+        reference_metrics, _ = score(ctx.model, "arq: float reference")
 
         def reward(policy):
-            model = ctx.finetune(ctx.quantize(policy), self.finetune)
-            metrics, zeta = measure(model, "arq: candidate")
+            metrics, record = score(ctx.candidate(policy, self.finetune_steps), "arq: candidate")
             relative_acr = (metrics["acr"] - reference_metrics["acr"]) / max(reference_metrics["acr"], 1e-12)
             value = self.acr_weight * relative_acr + self.acc_weight * (
                 metrics["smoothed_acc"] - reference_metrics["smoothed_acc"])
-            return value, {"acr": metrics["acr"], "smoothed_acc": metrics["smoothed_acc"], **zeta}
+            return value, {"acr": metrics["acr"], "smoothed_acc": metrics["smoothed_acc"], **record}
 
-        settings = AgentSettings(episodes=ctx.settings["episodes"], **self.agent)
-        result = rl_search(ctx, reward, settings, "arq search")
+        result = rl_search(ctx, reward, self, "arq search")
+        stats = dict(getattr(score.certifier, "stats", {}))
         result.info.update({
-            "reward": {"acr_weight": self.acr_weight, "acc_weight": self.acc_weight},
+            "reward": {"acr_weight": self.acr_weight, "acc_weight": self.acc_weight, "estimator": self.estimator},
             "float_acr": reference_metrics["acr"], "float_smoothed_acc": reference_metrics["smoothed_acc"],
-            "images": len(subset), "n": config.n, "np": ctx.settings["np"], "certifier": self.certifier,
-            "certifier_stats": dict(getattr(certifier, "stats", {})),
+            "images": self.images, "n": self.n, "finetune_steps": self.finetune_steps, "certifier": self.certifier,
+            "certifier_stats": stats, "reused_s": stats.get("reused_s", 0.0),
         })
         return result
+
+    def scorer(self, ctx: SearchContext):
+        """``score(model, description) -> (metrics, record)``: the estimator applied to ``model`` on the search
+        images; ``score.certifier`` is the certifier it uses (its stats count the float cache's reuse)."""
+        search = ctx.data.search
+        subset = Subset(search, list(range(min(self.images, len(search)))))
+        config = replace(ctx.smoothing, n=self.n or ctx.smoothing.n)
+        certifier = ctx.protocol.create("certifier", self.certifier)
+        reference = ctx.reference()
+        final = ctx.smoothing
+
+        def score(model, description):
+            certs = certify_subset(certifier, model, subset, config, ctx.benchmark.num_classes, reference, description)
+            zetas = [c.details["zeta"] for c in certs if "zeta" in c.details]
+            record = {"zeta_mean": sum(zetas) / len(zetas) if zetas else None, "zeta_max": max(zetas, default=None),
+                      "fallbacks": sum(bool(c.details.get("fallback")) for c in certs)}
+            if self.estimator == "certified":
+                return summarize(certs, ctx.benchmark.radii), record
+            predicted = [predicted_certificate(c, final.sigma, final.n, final.alpha) for c in certs]
+            return {"acr": sum(r for r, _ in predicted) / len(predicted),
+                    "smoothed_acc": sum(ok for _, ok in predicted) / len(predicted)}, record
+
+        score.certifier = certifier
+        return score
 
 
 @hookimpl

@@ -14,9 +14,10 @@ from torch.utils.data import TensorDataset
 from arqbench.hookspecs import hookimpl
 from arqbench.models.benchmark import Benchmark, Splits, TrainRecipe
 from arqbench.models.data import permutation
-from arqbench.models.normalize import Normalized
+from arqbench.models.normalize import Normalization, Normalized
 
 TEST_IMAGES = 360  # fixed 20% test split
+NORMALIZATION = Normalization(mean=(0.3,), std=(0.4,))
 
 
 class BasicBlock(nn.Module):
@@ -53,7 +54,7 @@ class DigitsNet(nn.Module):
 
 class Digits(Benchmark):
     def build_model(self) -> nn.Module:
-        return Normalized(DigitsNet(self.num_classes), mean=(0.3,), std=(0.4,))
+        return Normalized(DigitsNet(self.num_classes), *NORMALIZATION)
 
     def splits(self, data_root: Path | None) -> Splits:
         from sklearn.datasets import load_digits
@@ -77,11 +78,13 @@ def digits() -> Digits:
         radii=(0.25, 0.5, 0.75, 1.0, 1.25, 1.5),
         recipe=TrainRecipe(epochs=30, lr=0.1, batch_size=64, lr_step=12, weight_decay=5e-4),
         finetune=TrainRecipe(epochs=2, lr=0.01, batch_size=64, lr_step=100, weight_decay=5e-4),
-        defaults={"n0": 100, "n": 2000, "alpha": 0.001, "test_images": 100, "batch_size": 500, "episodes": 100},
+        # n = 10000 certifies radii up to 3.2 sigma (alpha = 0.001); RL searches run 100 episodes, not 600
+        defaults={"n0": 100, "n": 10_000, "alpha": 0.001, "test_images": 100, "batch_size": 500,
+                  "options": {"*": {"episodes": 100}}},
         train_on_first_use=True,
         search_images=300,
-        gamma=0.99,
         architecture="digits-resnet-v1",
+        normalizations={"digits": NORMALIZATION},
     )
 
 

@@ -1,13 +1,16 @@
 """What the ARQ paper's benchmarks share: Cohen et al.'s checkpoint layout and projection-shortcut ties.
 
-Checkpoint convention (used when ``--checkpoint`` is not given)::
+Checkpoint conventions (used when ``--checkpoint`` is not given), the first file found is used::
 
     <data_root>/checkpoints/<benchmark>/noise_<sigma with 2 decimals>/checkpoint.pth.tar
+    <data_root>/models/<released>/noise_<sigma with 2 decimals>/checkpoint.pth.tar
 
-e.g. ``checkpoints/resnet20-cifar10/noise_0.25/checkpoint.pth.tar``: Cohen et al.'s released
-``models/<dataset>/<arch>/noise_<sigma>/`` folders can be copied (or linked) there unchanged.
+e.g. ``checkpoints/resnet110-cifar10/noise_0.25/checkpoint.pth.tar``, or Cohen et al.'s released
+``models/`` folder unpacked under the data root as it is: ``models/cifar10/resnet110/noise_0.25/``,
+``models/imagenet/resnet50/noise_0.50/`` (``released`` is the benchmark's ``<dataset>/<arch>``).
 """
 
+from dataclasses import dataclass
 from pathlib import Path
 
 from torch import nn
@@ -20,11 +23,18 @@ def data_hint(what: str) -> str:
     return f"pass --data-root DIR or set ARQBENCH_DATA to the directory holding {what}"
 
 
+@dataclass
 class PaperBenchmark(Benchmark):
-    def checkpoint_path(self, sigma: float, data_root: Path | None) -> Path | None:
+    released: str = ""  # "<dataset>/<arch>" of Cohen et al.'s models/ folder layout
+
+    def checkpoint_paths(self, sigma: float, data_root: Path | None) -> list[Path]:
         if data_root is None:
-            return None
-        return Path(data_root) / "checkpoints" / self.name / f"noise_{sigma:.2f}" / "checkpoint.pth.tar"
+            return []
+        noise = f"noise_{sigma:.2f}"
+        paths = [Path(data_root) / "checkpoints" / self.name / noise / "checkpoint.pth.tar"]
+        if self.released:
+            paths.append(Path(data_root) / "models" / self.released / noise / "checkpoint.pth.tar")
+        return paths
 
     def tied_layers(self, model: nn.Module) -> list[list[str]]:
         """[shortcut conv, first conv] of every residual block with a projection shortcut: both read the

@@ -6,9 +6,10 @@ certifies is another quantity. Here each layer's sensitivity is measured on the 
 1. For each free layer i and bit choice (weights b, and activations b when they are searched), quantize
    layer i alone (the rest float, the run's quantizer, the common calibration) and measure on the search
    split what the smoothed classifier loses against the float model f (``arqbench.search.sensitivity``):
-   by default (``metric=acr``) the drop in ACR, certified incrementally by ``irs`` against f's cached
-   certification (n_p = ``n_p`` x n replayed samples per image, f measured by the same estimator);
-   ``metric=disagreement``: how often the quantized model's prediction on those noisy samples differs from f's.
+   by default (``metric=acr``) the drop in ACR, certified incrementally by ``irs`` (with the run's options
+   for it: N_p = irs.n_p x n samples per image) against f's cached certification, f measured by the same
+   estimator; ``metric=disagreement``: how often the quantized model's prediction on those N_p noisy samples
+   differs from f's.
 2. Assume the losses add up (across layers, and between a layer's weights and its activations:
    s_i(w, a) = s_i(w, 8) + s_i(8, a) - s_i(8, 8)), and choose bits by the ILP of ``arqbench.search.ilp``
    (pulp + CBC, tied layers, the run's cost model and budget) minimizing the summed sensitivity; among
@@ -22,14 +23,16 @@ layers, 100 images, n_p = 0.1 x 2000) 35 points, or 65 with activations: 21-29 s
 from a cold cache, f's certification included, and milliseconds once cached. Measured points are cached
 per base model and setting, like HAWQ's traces, and shared with ``arqbench profile``.
 
-The result's search info holds ``objective`` (minus the summed sensitivity of the chosen policy: higher is
-better), ``sensitivity`` (per free layer and ``"w/a"`` choice, what the ILP minimized) and ``profile`` (the
-measured points, drawn as a heatmap by ``arqbench leaderboard``); ``objective(policy, info)`` scores any
-policy from them.
+The result's search info holds ``objective``, the ILP's objective of the chosen policy: its summed
+sensitivity, the loss the additivity assumption predicts (lower is better; as ``hawq``'s objective);
+``sensitivity`` (per free layer and ``"w/a"`` choice, what the ILP minimized) and ``profile`` (the measured
+points, drawn as a heatmap by ``arqbench leaderboard``). ``RobustILP.objective(ctx, policy)`` gives the same
+objective for any policy (measuring the profile if it is not cached), e.g. to rank arbitrary policies.
 
 Options (``--option robust-ilp.KEY=VALUE``): metric (acr | disagreement), images (search images per point,
-default 100), n (the certifier's n, default the run's), n_p (incremental samples as a fraction of n,
-default the run's --np), certifier (default irs), tie ("benchmark", "none", or a list of lists of layer names).
+default 100), n (the certifier's n, default the run's), certifier (default irs; its own options, e.g.
+``--option irs.n_p=0.05`` or ``--np``, set how it measures), tie ("benchmark", "none", or a list of lists of
+layer names).
 """
 
 import time
@@ -48,53 +51,51 @@ def bits_key(bits) -> str:
     return f"{bits[0]}/{bits[1]}"
 
 
-def objective(policy, info: dict) -> float:
-    """The robust-ilp objective of any policy: minus its summed sensitivity, from a result's search ``info``."""
-    table = {layer: {tuple(int(b) for b in key.split("/")): value for key, value in choices.items()}
-             for layer, choices in info["sensitivity"].items()}
-    return -sensitivity.policy_loss(policy, table)
-
-
 class RobustILP:
     def __init__(self, metric: str = "acr", images: int = sensitivity.IMAGES, n: int | None = None,
-                 n_p: float | None = None, certifier: str = "irs", tie="benchmark"):
+                 certifier: str = "irs", tie="benchmark"):
         if metric not in sensitivity.METRICS:
             raise ArqbenchError(f"{NAME}.metric must be one of {', '.join(sensitivity.METRICS)}, got {metric!r}")
         if not isinstance(images, int) or images < 1:
             raise ArqbenchError(f"{NAME}.images must be a positive integer, got {images!r}")
         if n is not None and (not isinstance(n, int) or n < 1):
             raise ArqbenchError(f"{NAME}.n must be a positive integer, got {n!r}")
-        if n_p is not None and (not isinstance(n_p, (int, float)) or not 0 < n_p <= 1):
-            raise ArqbenchError(f"{NAME}.n_p must be a fraction of n in (0, 1], got {n_p!r}")
         if not (tie in ("benchmark", "none") or isinstance(tie, (list, tuple))
                 and all(isinstance(g, (list, tuple)) and all(isinstance(x, str) for x in g) for g in tie)):
             raise ArqbenchError(f"{NAME}.tie must be 'benchmark', 'none' or a list of lists of layer names, "
                                 f"got {tie!r}")
         plugins.get("certifier", certifier)
-        self.metric, self.images, self.n, self.n_p, self.certifier, self.tie = metric, images, n, n_p, certifier, tie
+        self.metric, self.images, self.n, self.certifier, self.tie = metric, images, n, certifier, tie
 
     def ties(self, ctx) -> list[list[str]]:
         if self.tie == "benchmark":
             return [list(g) for g in ctx.benchmark.tied_layers(ctx.model)]
         return [] if self.tie == "none" else [list(g) for g in self.tie]
 
-    def search(self, ctx) -> SearchResult:
-        start = time.perf_counter()
+    def sensitivities(self, ctx) -> tuple[dict[str, dict[tuple, float]], sensitivity.Profile, list[list[str]]]:
+        """The ILP's table ``{free layer: {(w, a): s}}``, the profile it comes from, and the tie groups."""
         groups = self.ties(ctx)
         units, _ = tie_units(ctx.layers, ctx.fixed, groups, NAME)
         free = [name for unit in units for name in unit]
-        measured = sensitivity.profile(
-            ctx, free, ctx.search_activations, self.metric,
-            plugins.create("certifier", self.certifier) if self.metric == "acr" else None, self.certifier,
-            self.images, self.n, self.n_p, who=f"{NAME}: sensitivity profile")
+        measured = sensitivity.profile(ctx, free, ctx.search_activations, self.metric, self.certifier, self.images,
+                                       self.n, who=f"{NAME}: sensitivity profile")
+        return measured.sensitivity(free, ctx.search_activations, self.metric), measured, groups
+
+    def objective(self, ctx, policy) -> float:
+        """The ILP's objective of any ``policy``: the summed sensitivity of its free layers (lower is better)."""
+        table, _, _ = self.sensitivities(ctx)
+        return sensitivity.policy_loss(policy, table)
+
+    def search(self, ctx) -> SearchResult:
+        start = time.perf_counter()
+        table, measured, groups = self.sensitivities(ctx)
         profile_s = time.perf_counter() - start
-        table = measured.sensitivity(free, ctx.search_activations, self.metric)
-        cost_name = f"cost model '{ctx.settings.get('cost_model', type(ctx.cost_model).__name__)}'"
         policy, loss = ilp_policy(ctx.layers, ctx.fixed, groups, table, ctx.cost_fraction, ctx.budget,
-                                  ctx.search_activations, cost_name, NAME, prefer_bits=True)
+                                  ctx.search_activations, f"cost model '{ctx.protocol.cost_model}'", NAME,
+                                  prefer_bits=True)
         info = {
             "metric": self.metric,
-            "objective": -loss,
+            "objective": loss,
             "sensitivity": {name: {bits_key(b): v for b, v in by_bits.items()} for name, by_bits in table.items()},
             "cost_fraction": ctx.cost_fraction(policy),
             "ties": groups,
@@ -102,9 +103,10 @@ class RobustILP:
             "profile_reference": measured.reference,
             "profile_cache": {"path": str(measured.path), "reused": measured.reused, "computed": measured.computed},
             "profile_s": profile_s,
+            "reused_s": measured.reused_s,  # cached work counts in the search's cost
             "settings": {"metric": self.metric, "images": measured.key["images"],
-                         "n": measured.key["smoothing"]["n"], "n_p": measured.key["n_p"],
-                         "certifier": measured.key["certifier"]},
+                         "n": measured.key["smoothing"]["n"], "certifier": self.certifier,
+                         "certifier_options": measured.key["certifier_options"]},
         }
         return SearchResult(policy, info)
 

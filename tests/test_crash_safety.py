@@ -174,7 +174,7 @@ def test_a_corrupt_cached_base_model_is_reported_and_retrained_to_the_same_weigh
 
     from arqbench.models.base_model import trained_path
     from arqbench.pipeline.config import resolve
-    from arqbench.pipeline.protocol import prepare
+    from arqbench.pipeline.prepare import prepare
 
     monkeypatch.setenv("ARQBENCH_HOME", str(tmp_path))
     digits = plugins.create("benchmark", "digits")
@@ -218,7 +218,7 @@ class Failing:
 
     class Diverges:
         def search(self, ctx):
-            model = ctx.quantize(ctx.fit({layer.name: (8, 8) for layer in ctx.layers}))
+            model = ctx.quantize(ctx.within_budget({layer.name: (8, 8) for layer in ctx.layers}))
             with torch.no_grad():
                 next(model.parameters()).fill_(float("nan"))
             ctx.finetune(model, 1)

@@ -1,47 +1,70 @@
-"""Leaderboards from result files: tables, ranking, marks, links, csv/json, Pareto plots, protocols, certify."""
+"""Leaderboards from result files: intervals, paired ranks, the radius cap, notes, links, exports, figures,
+protocols, and `certify` reproducing a row."""
 
 import json
 import re
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from conftest import TINY
+from statsmodels.stats.weightstats import DescrStatsW
 
 from arqbench import plugins
 from arqbench.commands import _changed
 from arqbench.errors import ArqbenchError
 from arqbench.files import write_json_atomic
+from arqbench.pipeline.cell import config_record
 from arqbench.pipeline.config import resolve
-from arqbench.pipeline.protocol import config_record
 from arqbench.pipeline.results import REFERENCE, Cell, read_all
 from arqbench.report import leaderboard
 
 RADII = ("0.25", "0.5", "0.75", "1", "1.25", "1.5")
 PNG = b"\x89PNG\r\n\x1a\n"
 LINK = re.compile(r"\]\(([^)]+)\)")
+IMAGES = 40
 
 
-def record(method, sigma, budget, seed, acr, *, status="ok", error=None, bitops=None, within=True, n=200,
-           base="base0", options=None):
-    """A result record with the schema of ``protocol.cell_result`` / ``failed_result`` (no certificates)."""
+def radii_around(mean: float, seed: int, spread: float = 0.3) -> list[float]:
+    """Per-image radii-if-correct with the given mean (some images wrong: 0)."""
+    rng = np.random.default_rng(seed)
+    values = np.clip(mean + spread * rng.standard_normal(IMAGES), 0.0, None)
+    values[rng.random(IMAGES) < 0.1] = 0.0
+    return list(values - values.mean() + mean) if (values - values.mean() + mean).min() >= 0 else list(values)
+
+
+def certificates(values: list[float]) -> list[dict]:
+    return [{"index": i, "label": 1, "prediction": 1 if v > 0 else 0, "radius": float(v), "p_lower": 0.9,
+             "count": 9, "n": 10, "seconds": 0.0, "details": {}} for i, v in enumerate(values)]
+
+
+def record(method, sigma, budget, seed, acr=None, *, values=None, status="ok", error=None, fraction=None,
+           within=True, n=10000, base="base0", options=None):
+    """A result record with the schema of ``CellRun.record`` / ``failed_result``."""
     cell = Cell("digits", sigma, budget, method, seed)
-    overrides = {"n": n, "test_images": 20, **({"options": options} if options else {})}
+    overrides = {"n": n, "test_images": IMAGES, **({"options": options} if options else {})}
     config = config_record(cell, resolve(plugins.create("benchmark", "digits"), overrides))
     result = {"benchmark": "digits", "method": method, "sigma": sigma, "budget": budget, "seed": seed,
               "status": status, "error": error, "config": config, "created": "2026-01-01T00:00:00+00:00"}
     if status != "ok":
         return result
-    fraction = 1.0 if budget is None else (bitops if bitops is not None else 0.9 * budget)
+    values = radii_around(acr, hash((method, seed)) % 1000) if values is None else values
+    acr = float(np.mean(values))
+    fraction = 1.0 if budget is None else (fraction if fraction is not None else 0.9 * budget)
     return {**result,
             "policy": None if method == REFERENCE else {"net.stem": [8, 8], "net.fc": [8, 8]},
-            "metrics": {"clean_acc": 0.9, "smoothed_acc": min(1.0, 0.5 + acr), "acr": acr, "abstain_rate": 0.1,
-                        "images": 20, "certified_acc": {r: max(0.0, 0.8 - float(r) / 2) for r in RADII}},
-            "cost": {"bitops": 1.0, "bitops_fraction": fraction, "size_bits": 8192 * 8 * fraction,
-                     "size_fraction": fraction, "cost_model": "bitops", "fraction": fraction,
+            "metrics": {"clean_acc": 0.9, "smoothed_acc": float(np.mean(np.array(values) > 0)), "acr": acr,
+                        "abstain_rate": 0.1, "images": IMAGES,
+                        "certified_acc": {r: float(np.mean(np.array(values) >= float(r))) for r in RADII}},
+            "cost": {"cost_model": "bitops", "fraction": fraction,
+                     "models": {"bitops": {"cost": 1.0, "fraction": fraction},
+                                "size": {"cost": 65536 * fraction, "fraction": fraction}},
                      **({} if budget is None else {"within_budget": within})},
-            "timing": {"search_s": 0.0 if method == REFERENCE else 12.5, "finetune_s": 1.0, "certify_s": 2.0},
-            "search": {}, "certificates": [], "base_model": {"path": None, "arch": None, "fingerprint": base},
+            "timing": {"search_s": 0.0 if method == REFERENCE else 12.5,
+                       "search_cost_s": 0.0 if method == REFERENCE else 20.0, "finetune_s": 1.0, "certify_s": 2.0},
+            "search": {}, "certificates": certificates(values),
+            "base_model": {"path": None, "arch": None, "fingerprint": base},
             "versions": {"arqbench": "0.1.0", "torch": "2.x", "device": "cpu"}}
 
 
@@ -51,17 +74,27 @@ def write_results(root: Path, records: list[dict]) -> Path:
     return root
 
 
+BASE = radii_around(0.5, 7)
+
+
+def shifted(delta: float, noise: float = 0.0, seed: int = 0) -> list[float]:
+    """BASE moved by ``delta`` on every image (plus optional per-image noise): paired comparisons are exact."""
+    rng = np.random.default_rng(seed)
+    return [max(0.0, v + delta + noise * rng.standard_normal()) if v > 0 else 0.0 for v in BASE]
+
+
 def standard(root: Path) -> Path:
-    """sigma 0.25 at budgets 2.5% and 5% and sigma 0.5 at 2.5%: a ranked field with every kind of mark."""
-    records = [record(REFERENCE, s, None, seed, 0.50 + 0.01 * seed) for s in (0.25, 0.5) for seed in (0, 1)]
+    """sigma 0.25 at budgets 2.5% and 5% and sigma 0.5 at 2.5%: a ranked field with every kind of note."""
+    records = [record(REFERENCE, s, None, seed, values=shifted(0.1)) for s in (0.25, 0.5) for seed in (0, 1)]
     for s, budgets in ((0.25, (0.025, 0.05)), (0.5, (0.025,))):
         for b in budgets:
-            records += [record("alpha", s, b, 0, 0.40), record("alpha", s, b, 1, 0.50),  # mean 0.45
-                        record("beta", s, b, 0, 0.47), record("beta", s, b, 1, 0.47),  # mean 0.47: first
-                        record("gamma", s, b, 0, 0.30),
-                        record("gamma", s, b, 1, None, status="failed", error="CUDA out of memory | oops"),
-                        record("delta", s, b, 0, 0.99, bitops=1.2 * b, within=False),  # over budget
-                        record("eps", s, b, 0, None, status="failed", error="InfeasibleBudget: too low")]
+            records += [record("beta", s, b, 0, values=shifted(0.0)), record("beta", s, b, 1, values=shifted(0.0)),
+                        record("alpha", s, b, 0, values=shifted(-0.01, 0.2, 1)),  # ~ beta: a tie
+                        record("alpha", s, b, 1, values=shifted(-0.01, 0.2, 2)),
+                        record("gamma", s, b, 0, values=shifted(-0.2)),  # clearly below
+                        record("gamma", s, b, 1, status="failed", error="CUDA out of memory | oops"),
+                        record("delta", s, b, 0, values=shifted(0.3), fraction=1.2 * b, within=False),  # over budget
+                        record("eps", s, b, 0, status="failed", error="InfeasibleBudget: too low")]
     return write_results(root / "results", records)
 
 
@@ -79,106 +112,144 @@ def tables(markdown: str) -> dict[str, list[list[str]]]:
     for line in markdown.splitlines():
         if line.startswith("#"):
             heading = line.lstrip("# ")
-        elif line.startswith("|") and not line.startswith("|--") and not line.startswith("|:") and \
-                not re.match(r"\|\s*-*:?\|", line):
+        elif line.startswith("|") and not re.match(r"\|\s*-*:?\|", line) and not line.startswith("|:"):
             cells = [c.strip() for c in re.split(r"(?<!\\)\|", line)[1:-1]]
             if cells[0] != "Rank":
                 out.setdefault(heading, []).append(cells)
     return out
 
 
+def header_of(markdown: str) -> list[str]:
+    return [c.strip() for c in re.search(r"\n(\|\s*Rank.*)\n", markdown).group(1).split("|")[1:-1]]
+
+
 def render(results: Path, out: Path, fmt="markdown") -> list[Path]:
     return leaderboard.render(read_all(results), out, fmt, source=results)
 
 
-def test_fp32_on_top_ranked_by_mean_acr_with_mean_and_std(tmp_path):
+def test_acr_intervals_paired_ranks_and_at_most_ten_columns(tmp_path):
     results = standard(tmp_path)
     render(results, tmp_path)
     text = (tmp_path / "digits.md").read_text()
     headings = [line for line in text.splitlines() if line.startswith("#")]
     assert headings == ["# arqbench leaderboard: digits", "## sigma = 0.25", "### budget = 2.5% of float BitOPs",
                         "### budget = 5% of float BitOPs", "## sigma = 0.5", "### budget = 2.5% of float BitOPs"]
-    body = text.split("## sigma = 0.25")[1].split("### budget = 5%")[0]
-    rows = next(iter(tables(body).values()))
-    assert [(r[0], r[1]) for r in rows] == [("—", "fp32"), ("1", "beta"), ("2", "alpha"), ("3", "gamma"),
+    rows = next(iter(tables(text.split("## sigma = 0.25")[1].split("### budget = 5%")[0]).values()))
+    assert [(r[0], r[1]) for r in rows] == [("—", "fp32"), ("1=", "beta"), ("1=", "alpha"), ("3", "gamma"),
                                            ("—", "delta"), ("—", "eps")]
-    columns = [c.strip() for c in re.search(r"\n(\|\s*Rank.*)\n", text).group(1).split("|")[1:-1]]
-    assert columns == ["Rank", "Method", "BitOPs %", "Size (KiB)", "Clean acc %", "Smoothed acc %",
-                       *[f"Cert@{r} %" for r in RADII], "ACR", "Abstain %", "Search (s)", "Results", "Note"]
-    cell = dict(zip(columns, rows[2]))  # alpha: seeds 0.40 and 0.50
-    assert cell["ACR"] == "0.450 ± 0.071" and cell["Search (s)"] == "12.5 ± 0.0"
-    fp32 = dict(zip(columns, rows[0]))
-    assert fp32["ACR"] == "0.505 ± 0.007" and fp32["BitOPs %"] == "100.00 ± 0.00" and fp32["Search (s)"] == "—"
-    assert dict(zip(columns, rows[3]))["ACR"] == "0.300"  # one seed left: no ± std
-    assert "Protocol: n0 = 100, n = 200, alpha = 0.001, 20 test images" in text
+    columns = header_of(text)
+    assert len(columns) <= 10
+    assert columns == ["Rank", "Method", "BitOPs %", "Clean acc %", "Smoothed acc %", "Cert@0.25 %", "Cert@0.5 %",
+                       "Cert@0.75 %", "ACR [95% CI]", "Search (s)"]
+    beta = dict(zip(columns, rows[1]))
+    interval = DescrStatsW(np.array(shifted(0.0))).tconfint_mean(alpha=0.05)  # an independent computation
+    assert beta["ACR [95% CI]"] == f"{np.mean(shifted(0.0)):.3f} [{interval[0]:.3f}, {interval[1]:.3f}]"
+    assert beta["Search (s)"] == "20.0"  # the search's cost, cached work included
+    assert dict(zip(columns, rows[0]))["BitOPs %"] == "100.00"
+    assert "Protocol: n0 = 100, n = 10000, alpha = 0.001, 40 test images" in text
 
 
-def test_failed_and_over_budget_rows_are_marked_not_hidden(tmp_path):
+def test_the_interval_of_several_seeds_is_over_images_of_their_mean(tmp_path):
+    results = standard(tmp_path)
+    [path] = render(results, tmp_path, "csv")
+    df = pd.read_csv(path)
+    alpha = df[(df.method == "alpha") & (df.sigma == 0.25) & (df.budget == 0.025)].iloc[0]
+    per_image = (np.array(shifted(-0.01, 0.2, 1)) + np.array(shifted(-0.01, 0.2, 2))) / 2
+    low, high = DescrStatsW(per_image).tconfint_mean(alpha=0.05)
+    assert alpha.acr_low == pytest.approx(low) and alpha.acr_high == pytest.approx(high)
+    assert alpha.acr_mean == pytest.approx(per_image.mean())
+    diff = np.array(shifted(0.0)) - per_image  # beta (above) minus alpha, image by image
+    low, high = DescrStatsW(diff).tconfint_mean(alpha=0.05)
+    assert (alpha.vs_above_low, alpha.vs_above_high) == (pytest.approx(low), pytest.approx(high))
+    assert low < 0 < high and alpha["rank"] == 1 and alpha.tied
+    gamma = df[(df.method == "gamma") & (df.sigma == 0.25) & (df.budget == 0.025)].iloc[0]
+    assert gamma.vs_above_low > 0 and gamma["rank"] == 3 and not gamma.tied
+
+
+def test_no_certified_accuracy_column_above_what_n_can_certify(tmp_path):
+    results = write_results(tmp_path / "r", [
+        record(REFERENCE, 0.25, None, 0, 0.5, n=2000), record("a", 0.25, 0.05, 0, 0.4, n=2000),
+        record(REFERENCE, 0.5, None, 0, 0.5, n=2000), record("a", 0.5, 0.05, 0, 0.4, n=2000)])
+    render(results, tmp_path)
+    text = (tmp_path / "digits.md").read_text()
+    quarter, half = text.split("## sigma = 0.25")[1].split("## sigma = 0.5")
+    cap = 0.25 * 2.7009  # sigma * Phi^-1(0.001^(1/2000))
+    assert f"= {cap:.3f} (n = 2000, alpha = 0.001)" in quarter
+    assert [c for c in header_of(quarter) if c.startswith("Cert@")] == ["Cert@0.25 %", "Cert@0.5 %"]
+    # sigma 0.5 can certify up to 1.35: 5 radii, of which three spread over the range are shown
+    assert [c for c in header_of(half) if c.startswith("Cert@")] == ["Cert@0.25 %", "Cert@0.75 %", "Cert@1.25 %"]
+    df = pd.read_csv(render(results, tmp_path, "csv")[0])
+    assert {f"cert@{r}_mean" for r in RADII} <= set(df.columns)  # every radius in the export
+    assert df.radius_cap.iloc[0] == pytest.approx(cap, abs=1e-3)
+
+
+def test_failed_and_over_budget_rows_are_noted_not_hidden(tmp_path):
     render(standard(tmp_path), tmp_path)
     text = (tmp_path / "digits.md").read_text()
-    rows = {r[1]: r for r in next(iter(tables(text.split("### budget = 5%")[0]).values()))}
-    assert "over budget (seed 0 at 3.00% of float BitOPs, budget 2.5%)" in rows["delta"][-1]
-    assert rows["delta"][0] == "—" and rows["delta"][-5] == "0.990"  # its numbers shown, no rank
-    assert rows["eps"][0] == "—" and rows["eps"][-1] == "failed: InfeasibleBudget: too low"
-    assert rows["gamma"][0] == "3" and rows["gamma"][-1] == r"seed 1 failed: CUDA out of memory \| oops"
-    assert len(LINK.findall(rows["gamma"][-2])) == 2  # the failed seed's file is linked too
+    first = text.split("### budget = 5%")[0]
+    rows = {r[1]: r for r in next(iter(tables(first).values()))}
+    assert rows["delta"][0] == "—" and rows["eps"][0] == "—" and rows["gamma"][0] == "3"
+    assert "- delta: over budget (seed 0 at 3.00% of float BitOPs, budget 2.5%)" in first
+    assert "- eps: failed: InfeasibleBudget: too low" in first
+    assert "- gamma: seed 1 failed: CUDA out of memory | oops" in first
 
 
-def test_ties_share_a_rank_options_make_their_own_row_and_commands_are_shown(tmp_path):
-    command = "arqbench run --methods a,b,c --budget 0.05 --out r"
+def test_options_make_their_own_row_and_commands_are_shown(tmp_path):
+    command = "arqbench run --methods a,b --budget 0.05 --out r"
     results = write_results(tmp_path / "r", [
-        record(REFERENCE, 0.25, None, 0, 0.5), record("a", 0.25, 0.05, 0, 0.4), record("b", 0.25, 0.05, 0, 0.4),
-        {**record("c", 0.25, 0.05, 0, 0.3), "command": command},
+        record(REFERENCE, 0.25, None, 0, values=shifted(0.1)), record("a", 0.25, 0.05, 0, values=shifted(0.0)),
+        {**record("b", 0.25, 0.05, 0, values=shifted(-0.3)), "command": command},
         record("d", 0.25, 0.025, 0, 0.3, options={"d": {"warmup": 5}})])
     render(results, tmp_path)
     text = (tmp_path / "digits.md").read_text()
-    assert f"Results produced by:\n\n```\n{command}\n```" in text  # when the result files record it
+    assert f"Results produced by:\n\n```\n{command}\n```" in text
     found = tables(text)
-    assert [(r[0], r[1]) for r in found["budget = 5% of float BitOPs"]] == [
-        ("—", "fp32"), ("1", "a"), ("1", "b"), ("3", "c")]
+    assert [(r[0], r[1]) for r in found["budget = 5% of float BitOPs"]] == [("—", "fp32"), ("1", "a"), ("2", "b")]
     assert [r[1] for r in found["budget = 2.5% of float BitOPs"]] == ["fp32", "d (warmup=5)"]
 
 
-def test_links_are_relative_to_the_leaderboard_and_resolve(tmp_path, monkeypatch):
-    """The published layout: result files in leaderboards/results, rendered from the repository root."""
+def test_result_links_and_exports_resolve_in_the_published_layout(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     standard(tmp_path / "leaderboards")
     written = render(Path("leaderboards/results"), Path("leaderboards"))
     assert written[0] == Path("leaderboards/digits.md")
     text = written[0].read_text()
-    links = LINK.findall(text)
-    results = [link for link in links if link.endswith(".json")]
-    every = {p.relative_to(tmp_path / "leaderboards").as_posix() for p in (tmp_path / "leaderboards").rglob("*.json")}
-    assert set(results) == every and len(every) == 28  # every result file is linked from its row
-    assert all(link.startswith("results/digits/sigma") for link in results)
-    assert all((tmp_path / "leaderboards" / link).is_file() for link in links)
+    assert all((tmp_path / "leaderboards" / link).exists() for link in LINK.findall(text))
+    assert "[results/digits/sigma0.25/budget0.025/](results/digits/sigma0.25/budget0.025/)" in text
     assert "`arqbench leaderboard --results leaderboards/results --out leaderboards`" in text
+    df = pd.read_csv(render(Path("leaderboards/results"), Path("leaderboards"), "csv")[0])
+    linked = {p for cell in df.results.dropna() for p in cell.split()}
+    every = {p.relative_to(tmp_path / "leaderboards").as_posix()
+             for p in (tmp_path / "leaderboards/results").rglob("*.json")}
+    assert linked == every and len(every) == 28  # every result file, from its row
 
 
-def test_csv_and_json_have_one_row_per_leaderboard_row(tmp_path):
+def test_csv_and_json_have_one_row_per_leaderboard_row_with_the_bounds(tmp_path):
     results = standard(tmp_path)
     [path] = render(results, tmp_path, "csv")
     df = pd.read_csv(path)
-    # fp32 once per sigma (no budget) + 5 methods x 3 (sigma, budget) tables
-    assert len(df) == 2 + 5 * 3
+    assert len(df) == 2 + 5 * 3  # fp32 once per sigma (no budget) + 5 methods x 3 tables
     assert df[df.method == REFERENCE].budget.isna().all()
-    row = df[(df.method == "alpha") & (df.sigma == 0.25) & (df.budget == 0.025)].iloc[0]
-    assert row["rank"] == 2 and row.acr_mean == pytest.approx(0.45) and row.acr_std == pytest.approx(0.0707, abs=1e-4)
-    assert row.seeds == "0 1" and row.ok_seeds == 2
-    assert all((tmp_path / p).is_file() for p in row.results.split())
+    assert {"acr_low", "acr_high", "vs_above_low", "vs_above_high", "tied", "bitops_pct_mean", "size_pct_mean",
+            "search_s_mean"} <= set(df.columns)
     assert df[df.method == "eps"].acr_mean.isna().all() and df[df.method == "eps"]["rank"].isna().all()
-    assert {f"cert@{r}_mean" for r in RADII} <= set(df.columns)
-
     [path] = render(results, tmp_path, "json")
+    assert path.name == "digits.leaderboard.json"
     data = json.loads(path.read_text())
-    assert data["benchmark"] == "digits" and list(data["protocols"]) == [""]
-    assert data["protocols"][""]["n"] == 200 and len(data["rows"]) == len(df)
+    assert list(data["protocols"]) == [""] and data["protocols"][""]["n"] == 10000 and len(data["rows"]) == len(df)
     gamma = next(r for r in data["rows"] if r["method"] == "gamma" and r["budget"] == 0.05)
     assert [(run["seed"], run["status"]) for run in gamma["runs"]] == [(0, "ok"), (1, "failed")]
-    assert gamma["runs"][0]["acr"] == 0.30 and gamma["rank"] == 3
+    assert gamma["rank"] == 3 and gamma["acr_low"] < gamma["acr_mean"] < gamma["acr_high"]
 
 
-def test_pareto_png_per_sigma_is_valid_linked_and_deterministic(tmp_path):
+def test_latex_is_a_booktabs_table_per_cell(tmp_path):
+    [path] = render(standard(tmp_path), tmp_path, "latex")
+    text = path.read_text()
+    assert text.count(r"\begin{table}") == 3 and text.count(r"\toprule") == 3
+    assert r"1= & beta" in text and r"ACR [95\% CI]" in text.replace("ACR [95\\% CI]", r"ACR [95\% CI]")
+
+
+def test_figures_per_sigma_with_their_data_deterministic_and_pruned(tmp_path):
     results = standard(tmp_path)
     out = tmp_path / "board"
     written = render(results, out)
@@ -187,34 +258,43 @@ def test_pareto_png_per_sigma_is_valid_linked_and_deterministic(tmp_path):
     text = (out / "digits.md").read_text()
     for name in pngs:
         data = (out / name).read_bytes()
-        assert data.startswith(PNG) and len(data) > 10_000
-        assert f"]({name})" in text
-    assert text.index("(digits-sigma0.5.png)") > text.index("## sigma = 0.5")
+        assert data.startswith(PNG) and len(data) > 10_000 and f"]({name})" in text
+    frame = pd.read_csv(out / "digits-sigma0.25.csv")  # the figure's numbers, checkable against the table
+    beta = frame[(frame.method == "beta") & (frame.budget == 0.025)].iloc[0]
+    assert beta.acr == pytest.approx(np.mean(shifted(0.0))) and beta.x == pytest.approx(90 * 0.025)
     before = {name: (out / name).read_bytes() for name in pngs}
     render(results, out)
     assert {name: (out / name).read_bytes() for name in pngs} == before
-    assert not list(out.glob(".*.tmp"))
+    (out / "digits-sigma9.png").write_bytes(b"stale")  # a table that no longer exists
+    render(results, out)
+    assert not (out / "digits-sigma9.png").exists() and not list(out.glob(".*.tmp"))
+
+
+def test_the_default_output_is_the_results_dir_and_is_never_read_back(tmp_path, cli):
+    results = standard(tmp_path)
+    for fmt in ("markdown", "csv", "json", "latex"):
+        code, _, err = cli("leaderboard", "--results", results, "--format", fmt)
+        assert code == 0, err
+    assert {p.name for p in results.iterdir() if p.is_file()} >= {
+        "digits.md", "digits.csv", "digits.leaderboard.json", "digits.tex", "digits-sigma0.25.png"}
+    assert len(read_all(results)) == 28  # the exports are not results
 
 
 def test_protocols_are_never_averaged_together(tmp_path):
-    """Two result dirs (n = 200 and n = 2000) under one --results: separate protocols, each with its fp32 row."""
+    """Two result dirs (n = 2000 and n = 10000) under one --results: separate protocols, each with its fp32."""
     write_results(tmp_path / "results/small", [
-        record(REFERENCE, 0.25, None, 0, 0.5), record("a", 0.25, 0.05, 0, 0.40), record("a", 0.25, 0.05, 1, 0.42),
-        record("b", 0.25, 0.05, 0, 0.30)])
+        record(REFERENCE, 0.25, None, 0, 0.5, n=2000), record("a", 0.25, 0.05, 0, 0.40, n=2000),
+        record("b", 0.25, 0.05, 0, 0.30, n=2000)])
     write_results(tmp_path / "results/large", [
-        record(REFERENCE, 0.25, None, 0, 0.6, n=2000), record("a", 0.25, 0.05, 0, 0.10, n=2000)])
+        record(REFERENCE, 0.25, None, 0, 0.6), record("a", 0.25, 0.05, 0, 0.10)])
     written = render(tmp_path / "results", tmp_path)
     text = (tmp_path / "digits.md").read_text()
-    assert "- **A**: n0 = 100, **n = 200**" in text and "- **B**: n0 = 100, **n = 2000**" in text
+    assert "- **A**: n0 = 100, **n = 2000**" in text and "- **B**: n0 = 100, **n = 10000**" in text
     sections = text.split("## sigma = 0.25, protocol ")
     assert [s[0] for s in sections[1:]] == ["A", "B"]
     a, b = (next(iter(tables(s).values())) for s in sections[1:])
-    assert [(r[0], r[1], r[-5]) for r in a] == [
-        ("—", "fp32", "0.500"), ("1", "a", "0.410 ± 0.014"), ("2", "b", "0.300")]
-    assert [(r[0], r[1], r[-5]) for r in b] == [("—", "fp32", "0.600"), ("1", "a", "0.100")]
+    assert [r[1] for r in a] == ["fp32", "a", "b"] and [r[1] for r in b] == ["fp32", "a"]
     assert pareto_pngs(written) == ["digits-sigma0.25-A.png", "digits-sigma0.25-B.png"]
-    df = pd.read_csv(render(tmp_path / "results", tmp_path, "csv")[0])
-    assert sorted(df.protocol) == ["A", "A", "A", "B", "B"]
 
 
 def test_the_same_cell_twice_and_an_empty_dir_are_one_line_errors(tmp_path, cli):
@@ -227,22 +307,15 @@ def test_the_same_cell_twice_and_an_empty_dir_are_one_line_errors(tmp_path, cli)
     assert code == 2 and err.count("\n") == 1 and "no results to rank" in err
 
 
-def test_other_base_model_is_marked_and_unranked(tmp_path):
+def test_other_base_model_is_noted_and_unranked(tmp_path):
     results = write_results(tmp_path / "r", [
         record(REFERENCE, 0.25, None, 0, 0.5), record("a", 0.25, 0.05, 0, 0.4),
         record("b", 0.25, 0.05, 0, 0.45, base="other")])
     render(results, tmp_path)
-    rows = next(iter(tables((tmp_path / "digits.md").read_text()).values()))
+    text = (tmp_path / "digits.md").read_text()
+    rows = next(iter(tables(text).values()))
     assert [(r[0], r[1]) for r in rows] == [("—", "fp32"), ("1", "a"), ("—", "b")]
-    assert "other base model (other) than the fp32 row (base0)" in rows[-1][-1]
-
-
-def test_leaderboard_cli_writes_each_format(tmp_path, cli):
-    results = standard(tmp_path)
-    for fmt, name in (("markdown", "digits.md"), ("csv", "digits.csv"), ("json", "digits.json")):
-        code, out, err = cli("leaderboard", "--results", results, "--out", tmp_path / "board", "--format", fmt)
-        assert code == 0, err
-        assert (tmp_path / "board" / name).is_file() and f"wrote {tmp_path / 'board' / name}" in err.replace("\n", "")
+    assert "- b: other base model (other) than the fp32 row (base0)" in text
 
 
 def test_certify_reproduces_a_real_result_file(tmp_path, cli):
@@ -259,5 +332,4 @@ def test_certify_reproduces_a_real_result_file(tmp_path, cli):
     assert _changed(source, 0.25, 0, protocol) == ["n 300 vs 200"] and _changed(source, 0.5, 1, protocol)[:2] == [
         "sigma 0.5 vs 0.25", "seed 1 vs 0"]
     code, _, _ = cli("leaderboard", "--results", out, "--out", tmp_path)
-    board = (tmp_path / "digits.md").read_text()
-    assert code == 0 and "[0](results/digits/sigma0.25/budget0.05/uniform-seed0.json)" in board
+    assert code == 0 and "digits/sigma0.25/budget0.05/" in (tmp_path / "digits.md").read_text()

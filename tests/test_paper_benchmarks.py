@@ -112,7 +112,7 @@ def test_cifar_reader_gives_images_in_unit_range_with_their_labels(data_root):
     plain, (augmented, label) = splits.train_eval[5], splits.train[5]
     assert augmented.shape == (3, 32, 32) and label == plain[1] and 0 <= augmented.min() <= augmented.max() <= 1
     data = ProtocolData.from_splits(splits, test_images=2, search_images=500)
-    assert data.search.dataset is splits.train_eval and data.fit.dataset is splits.train  # search split not augmented
+    assert data.search.dataset is splits.train_eval and data.finetune.dataset is splits.train  # search split not augmented
     assert len(data.search) == 4 and len(data.certify) == 2
 
 
@@ -237,16 +237,20 @@ def test_wrong_architecture_and_truncated_checkpoints_are_one_line_errors(tmp_pa
         assert "\n" not in str(error.value)
 
 
-def test_conventional_checkpoint_path_is_found(tmp_path, weights):
+def test_conventional_checkpoint_paths_are_found(tmp_path, weights):
     cifar = benchmark("resnet20-cifar10")
-    path = cifar.checkpoint_path(0.25, tmp_path)
-    assert path == tmp_path / "checkpoints" / "resnet20-cifar10" / "noise_0.25" / "checkpoint.pth.tar"
-    assert cifar.checkpoint_path(0.5, tmp_path).parent.name == "noise_0.50"  # Cohen's folder names
-    assert cifar.checkpoint_path(0.25, None) is None
-    path.parent.mkdir(parents=True)
-    path.write_bytes(weights["resnet20-cifar10"][0].read_bytes())
+    ours, released = cifar.checkpoint_paths(0.25, tmp_path)
+    assert ours == tmp_path / "checkpoints" / "resnet20-cifar10" / "noise_0.25" / "checkpoint.pth.tar"
+    assert released == tmp_path / "models" / "cifar10" / "resnet20" / "noise_0.25" / "checkpoint.pth.tar"
+    assert cifar.checkpoint_paths(0.5, tmp_path)[0].parent.name == "noise_0.50"  # Cohen's folder names
+    assert cifar.checkpoint_paths(0.25, None) == []
+    released.parent.mkdir(parents=True)
+    released.write_bytes(weights["resnet20-cifar10"][0].read_bytes())
     model, source = base_model(cifar, 0.25, None, torch.device("cpu"), data_root=tmp_path)
-    assert source["path"] == str(path) and not model.training
+    assert source["path"] == str(released) and not model.training
+    ours.parent.mkdir(parents=True)
+    ours.write_bytes(weights["resnet20-cifar10"][0].read_bytes())
+    assert base_model(cifar, 0.25, None, torch.device("cpu"), data_root=tmp_path)[1]["path"] == str(ours)
 
 
 # --- models ---------------------------------------------------------------------------------------------

@@ -1,7 +1,6 @@
 """The plugin contract: entry points, the env var, name clashes, and an out-of-tree plugin used by a run."""
 
 import json
-import sys
 import textwrap
 
 import pytest
@@ -74,7 +73,7 @@ def write_out_of_tree_plugin(root):
         class AllFour:
             """Every free layer at 4-bit weights, then the action wall."""
             def search(self, ctx):
-                return SearchResult(ctx.fit(uniform_policy(ctx.layers, 4, 8, ctx.fixed)), {"made_by": "my-search"})
+                return SearchResult(ctx.within_budget(uniform_policy(ctx.layers, 4, 8, ctx.fixed)), {"made_by": "my-search"})
 
         @hookimpl
         def register_search(register):

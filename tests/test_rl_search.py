@@ -5,7 +5,6 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-import torch
 from conftest import TINY
 from test_quantization import HandNet
 
@@ -26,7 +25,7 @@ def context(budget=0.1, search_activations=False, seed=0):
     return SimpleNamespace(
         layers=LAYERS, fixed=fixed, search_activations=search_activations, seed=seed, budget=budget,
         cost_fraction=fraction,
-        fit=lambda p: policies.fit_to_budget(p, LAYERS, fraction, budget, fixed, search_activations))
+        within_budget=lambda p: policies.fit_to_budget(p, LAYERS, fraction, budget, fixed, search_activations))
 
 
 def test_action_to_bits_covers_every_bit_width_evenly():
@@ -40,7 +39,7 @@ def test_action_to_bits_covers_every_bit_width_evenly():
 @pytest.mark.parametrize("search_activations", [False, True])
 def test_states_are_normalised_and_episodes_step_each_free_layer(search_activations):
     ctx = context(search_activations=search_activations)
-    env = BitAllocationEnv(ctx.layers, ctx.fixed, search_activations, ctx.fit, ctx.cost_fraction,
+    env = BitAllocationEnv(ctx.layers, ctx.fixed, search_activations, ctx.within_budget, ctx.cost_fraction,
                            lambda p: (-ctx.cost_fraction(p), {}))
     rng = np.random.default_rng(0)
     for _ in range(5):
@@ -115,7 +114,7 @@ def test_a_revisited_policy_is_scored_once():
         return 0.0, {}
 
     ctx = context(budget=1.0)
-    env = BitAllocationEnv(ctx.layers, ctx.fixed, False, ctx.fit, ctx.cost_fraction, reward)
+    env = BitAllocationEnv(ctx.layers, ctx.fixed, False, ctx.within_budget, ctx.cost_fraction, reward)
     for _ in range(3):
         env.reset()
         done = False

@@ -14,13 +14,15 @@ from torch import nn
 from torch.utils.data import Subset, TensorDataset
 
 from arqbench import plugins
-from arqbench.bundled.robust_ilp import RobustILP, objective
+from arqbench.bundled.robust_ilp import RobustILP
 from arqbench.errors import ArqbenchError, InfeasibleBudget
 from arqbench.models.benchmark import Benchmark, TrainRecipe
 from arqbench.models.data import ProtocolData
+from arqbench.pipeline.config import resolve
 from arqbench.quantization.layers import profile_layers
 from arqbench.search.context import SearchContext
 from arqbench.search.ilp import CHOICES, ilp_policy
+from arqbench.search.sensitivity import policy_loss
 from arqbench.smoothing.core import SmoothingConfig
 
 SIGMA = 0.5
@@ -33,7 +35,7 @@ class Toy(Benchmark):
 
 
 TOY = Toy(name="toy4", num_classes=3, input_shape=(6,), radii=(0.25, 0.5), recipe=TrainRecipe(epochs=1),
-          finetune=TrainRecipe(epochs=1), gamma=0.99)
+          finetune=TrainRecipe(epochs=1))
 
 
 @pytest.fixture(scope="module")
@@ -54,21 +56,31 @@ def toy():
         optimiser.step()
     model.eval()
     test = TensorDataset(x[360:], labels[360:])
-    data = ProtocolData(fit=TensorDataset(x[:300], labels[:300]), search=TensorDataset(x[300:360], labels[300:360]),
-                        test=test, certify=Subset(test, range(10)))
+    data = ProtocolData(finetune=TensorDataset(x[:300], labels[:300]),
+                        search=TensorDataset(x[300:360], labels[300:360]), test=test, certify=Subset(test, range(10)))
     return model, data
 
 
-def context(toy, budget, search_activations=False, quantizer="linear", fixed=()):
+def context(toy, budget, search_activations=False, quantizer=None, fixed=(), model_key="toy4-v1"):
+    """The search context of the toy model; ``model_key`` names it in caches (a test double of a quantizer
+    needs a name of its own)."""
     model, data = toy
+    protocol = resolve(TOY, {"n0": 20, "n": 200, "alpha": 0.01, "batch_size": 400,
+                             "search_activations": search_activations, "options": {"irs": {"n_p": 0.5}}})
     return SearchContext(
         model=model, layers=profile_layers(model, TOY.input_shape), benchmark=TOY, data=data,
-        quantizer=plugins.create("quantizer", quantizer) if isinstance(quantizer, str) else quantizer,
+        quantizer=quantizer or protocol.create("quantizer", "linear"),
         cost_model=plugins.create("cost_model", "bitops"), budget=budget, sigma=SIGMA, seed=0,
         device=torch.device("cpu"), fixed=set(fixed), search_activations=search_activations,
         smoothing=SmoothingConfig(sigma=SIGMA, n0=20, n=200, alpha=0.01, batch_size=400, seed=0),
-        settings={"quantizer": quantizer if isinstance(quantizer, str) else "test-double", "np": 0.5},
-        reference_key={"benchmark": "toy4", "sigma": SIGMA, "model": "toy4-v1"})
+        protocol=protocol, reference_key={"benchmark": "toy4", "sigma": SIGMA, "model": model_key})
+
+
+def summed(policy, info) -> float:
+    """The objective of ``policy`` from a result's recorded sensitivities."""
+    table = {layer: {tuple(map(int, key.split("/"))): v for key, v in by.items()}
+             for layer, by in info["sensitivity"].items()}
+    return policy_loss(policy, table)
 
 
 def search(ctx, **options):
@@ -97,7 +109,8 @@ def test_it_picks_the_brute_force_optimum_of_its_sensitivities(toy, budget):
     assert any(v > 0 for by in table.values() for v in by.values())  # a real profile, not all zeros
     optima, value = brute_force(ctx, table)
     assert found.policy in optima
-    assert found.info["objective"] == pytest.approx(-value, abs=1e-12)
+    assert found.info["objective"] == pytest.approx(value, abs=1e-12)
+    assert RobustILP(images=20).objective(ctx, found.policy) == pytest.approx(value, abs=1e-12)
     assert found.info["cost_fraction"] <= budget
 
 
@@ -115,7 +128,7 @@ def test_the_budget_is_always_met(toy, budget, search_activations):
     assert all(2 <= w <= 8 and 2 <= a <= 8 for w, a in found.policy.values())
     if not search_activations:
         assert all(a == 8 for _, a in found.policy.values())
-    assert objective(found.policy, found.info) == pytest.approx(found.info["objective"], abs=1e-12)
+    assert summed(found.policy, found.info) == pytest.approx(found.info["objective"], abs=1e-12)
 
 
 def test_a_layer_left_at_float_has_zero_sensitivity(toy):
@@ -127,7 +140,7 @@ def test_a_layer_left_at_float_has_zero_sensitivity(toy):
             return copy.deepcopy(model)
 
     for metric in ("acr", "disagreement"):
-        ctx = context(toy, 0.03, quantizer=Float())
+        ctx = context(toy, 0.03, quantizer=Float(), model_key="toy4-float-copy")
         found = search(ctx, metric=metric)
         assert all(v == 0 for by in found.info["sensitivity"].values() for v in by.values())
         assert found.info["objective"] == 0
@@ -146,8 +159,7 @@ def test_the_profile_is_cached_and_reused(toy, capsys):
             calls.append(policy)
             return real.quantize(model, policy, calibration)
 
-    ctx = context(toy, 0.025, quantizer=Counting())
-    ctx.settings["quantizer"] = "linear"  # the same quantizer, counted: the same cache entry
+    ctx = context(toy, 0.025, quantizer=Counting())  # the same quantizer, counted: the same cache entry
     capsys.readouterr()
     again = search(ctx, metric="acr")
     assert calls == [] and again.info["profile_cache"]["computed"] == 0 and again.info["profile_cache"]["reused"] == 28
@@ -164,7 +176,7 @@ def test_fixed_and_tied_layers(toy):
 
 def test_options_are_checked():
     for options, message in (({"metric": "loss"}, "robust-ilp.metric"), ({"images": 0}, "robust-ilp.images"),
-                             ({"n_p": 2}, "robust-ilp.n_p"), ({"n": -1}, "robust-ilp.n"),
+                             ({"n": -1}, "robust-ilp.n"),
                              ({"tie": "always"}, "robust-ilp.tie"), ({"certifier": "nope"}, "unknown certifier")):
         with pytest.raises(ArqbenchError, match=message):
             RobustILP(**options)
@@ -201,5 +213,5 @@ def test_robust_ilp_on_digits_with_activations(cli, tmp_path, quick_digits_check
     assert policy["net.block2.conv1"] == policy["net.block2.shortcut.0"]
     assert len(info["profile"]) == 5 * 13 and info["profile_cache"]["computed"] == 65
     assert set(info["sensitivity"]["net.block1.conv1"]) == {f"{w}/{a}" for w in CHOICES for a in CHOICES}
-    assert objective({k: tuple(v) for k, v in policy.items()}, info) == pytest.approx(info["objective"])
+    assert summed({k: tuple(v) for k, v in policy.items()}, info) == pytest.approx(info["objective"])
     assert "robust-ilp" in plugins.names("search")

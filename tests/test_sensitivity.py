@@ -10,27 +10,28 @@ from torch.utils.data import Subset
 from arqbench import plugins
 from arqbench.errors import ArqbenchError
 from arqbench.models.data import examples
+from arqbench.pipeline.cell import CellRun
 from arqbench.pipeline.config import resolve
-from arqbench.pipeline.protocol import prepare, search_context
+from arqbench.pipeline.prepare import prepare
+from arqbench.pipeline.results import Cell
 from arqbench.search import sensitivity
-from arqbench.smoothing.certification import Reference
 from arqbench.smoothing.core import ESTIMATION, generators, sample_predictions
 from arqbench.smoothing.metrics import summarize
 
 CPU = torch.device("cpu")
-SMALL = {"n0": 20, "n": 200, "np": 0.5, "batch_size": 400}  # n_p = 100 replayed samples per image
+SMALL = {"n0": 20, "n": 200, "batch_size": 400, "options": {"irs": {"n_p": 0.5}}}  # N_p = 100 samples per image
 
 
 @pytest.fixture(scope="module")
 def digits(quick_digits_checkpoint):
     benchmark = plugins.create("benchmark", "digits")
     protocol = resolve(benchmark, SMALL)
-    return prepare(benchmark, 0.25, protocol, CPU, None, quick_digits_checkpoint), protocol
+    return prepare(benchmark, 0.25, protocol, CPU, checkpoint=quick_digits_checkpoint), protocol
 
 
 def context(digits, seed=0):
     prepared, protocol = digits
-    return search_context(prepared, protocol, 1.0, seed, CPU)
+    return CellRun(Cell("digits", 0.25, 1.0, "profile", seed), prepared, protocol, CPU).context()
 
 
 def test_an_entry_equals_a_direct_computation(digits):
@@ -38,11 +39,11 @@ def test_an_entry_equals_a_direct_computation(digits):
     certifier: the float model and the model with only that layer quantized, on the same images and noise."""
     ctx = context(digits)
     layer = "net.block1.conv2"
-    measured = sensitivity.profile(ctx, [layer], False, "acr", plugins.create("certifier", "irs"), "irs", images=6)
+    measured = sensitivity.profile(ctx, [layer], False, "acr", "irs", images=6)
     (row,) = [r for r in measured.rows if r["w_bits"] == 2]
 
-    certifier = plugins.create("certifier", "irs")
-    reference = Reference(ctx.model, {**ctx.reference_key, "data": "search"}, 0.5, ctx.benchmark.gamma)
+    certifier = plugins.create("certifier", "irs", n_p=0.5)
+    reference = ctx.reference()
     subset = Subset(ctx.data.search, range(6))
     quantized = ctx.quantizer.quantize(ctx.model, {layer: (2, 8)}, ctx.calibration()).eval()
 
@@ -62,11 +63,11 @@ def test_an_entry_equals_a_direct_computation(digits):
 def test_disagreement_equals_a_direct_count(digits):
     ctx = context(digits)
     layer = "net.block2.conv2"
-    measured = sensitivity.profile(ctx, [layer], False, "disagreement", images=5)
+    measured = sensitivity.profile(ctx, [layer], False, "disagreement", "irs", images=5)
     (row,) = [r for r in measured.rows if r["w_bits"] == 2]
     xs = torch.stack([ctx.data.search[i][0] for i in range(5)])
     quantized = ctx.quantizer.quantize(ctx.model, {layer: (2, 8)}, ctx.calibration()).eval()
-    n_p = 100  # np 0.5 of n 200
+    n_p = 100  # irs.n_p 0.5 of n 200
 
     def predictions(model):
         return sample_predictions(model, xs, n_p, 0.25, 400, generators(CPU, 0, range(5), ESTIMATION))
@@ -78,8 +79,7 @@ def test_disagreement_equals_a_direct_count(digits):
 
 def test_the_cache_is_reused_and_extended(digits, capsys):
     ctx = context(digits, seed=3)
-    irs = plugins.create("certifier", "irs")
-    first = sensitivity.profile(ctx, ["net.fc"], False, "acr", irs, "irs", images=3)
+    first = sensitivity.profile(ctx, ["net.fc"], False, "acr", "irs", images=3)
     assert first.computed == 7 and first.reused == 0 and first.path.is_file()
 
     calls, real = [], ctx.quantizer
@@ -91,20 +91,20 @@ def test_the_cache_is_reused_and_extended(digits, capsys):
 
     ctx.quantizer = Counting()
     capsys.readouterr()
-    again = sensitivity.profile(ctx, ["net.fc"], False, "acr", irs, "irs", images=3)
+    again = sensitivity.profile(ctx, ["net.fc"], False, "acr", "irs", images=3)
     assert calls == [] and again.reused == 7 and again.rows == first.rows
     assert "reused all 7 points" in capsys.readouterr().err
-    more = sensitivity.profile(ctx, ["net.fc", "net.stem"], True, "acr", irs, "irs", images=3)
+    more = sensitivity.profile(ctx, ["net.fc", "net.stem"], True, "acr", "irs", images=3)
     assert more.reused == 7 and more.computed == 13 + 6  # stem: 13 points; fc: its 6 activation points
     assert sorted(calls, key=str) == sorted([{"net.stem": p} for p in sensitivity.points(True)]
                                             + [{"net.fc": (8, a)} for a in range(2, 8)], key=str)
-    other = sensitivity.profile(ctx, ["net.fc"], False, "acr", irs, "irs", images=4)  # another setting
+    other = sensitivity.profile(ctx, ["net.fc"], False, "acr", "irs", images=4)  # another setting
     assert other.computed == 7 and other.path != first.path
 
 
 def test_a_pair_is_composed_additively_and_a_policy_sums_its_layers(digits):
     ctx = context(digits)
-    measured = sensitivity.profile(ctx, ["net.fc"], True, "disagreement", images=3)
+    measured = sensitivity.profile(ctx, ["net.fc"], True, "disagreement", "irs", images=3)
     table = measured.sensitivity(["net.fc"], True, "disagreement")["net.fc"]
     value = {(r["w_bits"], r["a_bits"]): r["disagreement"] for r in measured.rows}
     assert table[(3, 5)] == pytest.approx(value[3, 8] + value[8, 5] - value[8, 8])
@@ -118,18 +118,18 @@ def test_a_pair_is_composed_additively_and_a_policy_sums_its_layers(digits):
 def test_bad_requests_are_one_clear_line(digits):
     ctx = context(digits)
     with pytest.raises(ArqbenchError, match="metric must be one of"):
-        sensitivity.profile(ctx, ["net.fc"], False, "loss")
-    with pytest.raises(ArqbenchError, match="needs a certifier"):
-        sensitivity.profile(ctx, ["net.fc"], False, "acr")
+        sensitivity.profile(ctx, ["net.fc"], False, "loss", "irs")
+    with pytest.raises(ArqbenchError, match="unknown certifier 'nope'"):
+        sensitivity.profile(ctx, ["net.fc"], False, "acr", "nope")
     with pytest.raises(ArqbenchError, match="'net.nope' is not a quantizable layer"):
-        sensitivity.profile(ctx, ["net.nope"], False, "disagreement")
+        sensitivity.profile(ctx, ["net.nope"], False, "disagreement", "irs")
 
 
 def test_a_corrupt_cache_entry_is_rebuilt(digits, capsys):
     ctx = context(digits, seed=4)
-    first = sensitivity.profile(ctx, ["net.fc"], False, "disagreement", images=2)
+    first = sensitivity.profile(ctx, ["net.fc"], False, "disagreement", "irs", images=2)
     first.path.write_text("{not json")
-    again = sensitivity.profile(ctx, ["net.fc"], False, "disagreement", images=2)
+    again = sensitivity.profile(ctx, ["net.fc"], False, "disagreement", "irs", images=2)
     assert again.computed == 7 and "rebuilding" in capsys.readouterr().err
     assert [r["disagreement"] for r in again.rows] == [r["disagreement"] for r in first.rows]
 
@@ -170,11 +170,9 @@ def test_a_quantizer_that_leaves_the_model_float_costs_nothing(digits):
         def quantize(self, model, policy, calibration):
             return copy.deepcopy(model)
 
-    ctx.quantizer = Float()
-    ctx.settings = {**ctx.settings, "quantizer": "float-copy"}
+    ctx.quantizer = Float()  # under seed 5, which no other test profiles: a cache entry of its own
     for metric in sensitivity.METRICS:
-        certifier = plugins.create("certifier", "irs") if metric == "acr" else None
-        measured = sensitivity.profile(ctx, ["net.block1.conv1"], True, metric, certifier, "irs", images=4)
+        measured = sensitivity.profile(ctx, ["net.block1.conv1"], True, metric, "irs", images=4)
         measures = ("acr_drop", "smoothed_acc_drop") if metric == "acr" else ("disagreement",)
         assert len(measured.rows) == 13
         assert all(row[k] == 0 for row in measured.rows for k in measures + ("clean_acc_drop",))

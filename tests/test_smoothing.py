@@ -1,8 +1,6 @@
 """Randomized smoothing science: confidence bounds, radius soundness against an exact linear classifier, PREDICT."""
 
-import math
 
-import numpy as np
 import pytest
 import torch
 from scipy.stats import norm

@@ -12,6 +12,7 @@ from arqbench.errors import ArqbenchError, SkipBenchmark
 from arqbench.files import home, key_hash
 from arqbench.models import checkpoints
 from arqbench.models.benchmark import Benchmark, Splits
+from arqbench.models.normalize import choose
 from arqbench.models.training import train
 
 
@@ -53,7 +54,7 @@ def _load_cached(model: nn.Module, path: Path, benchmark: Benchmark) -> dict | N
     """Load arqbench's cached base model. A corrupt or stale one is reported; when the benchmark trains on
     first use it is deleted and None returned (so it is retrained), else it is an error saying how to re-train."""
     try:
-        return checkpoints.load_into(model, path, benchmark.architecture)
+        return load_checkpoint(benchmark, model, path)
     except ArqbenchError as exc:
         if not benchmark.train_on_first_use:
             raise ArqbenchError(f"cached base model unusable: {exc}; delete it and run "
@@ -63,23 +64,38 @@ def _load_cached(model: nn.Module, path: Path, benchmark: Benchmark) -> dict | N
         return None
 
 
+def load_checkpoint(benchmark: Benchmark, model: nn.Module, path: Path, normalization: str | None = None) -> dict:
+    """Load ``path`` into ``model`` (``Normalized``) with the input normalisation its network was trained with
+    (``arqbench.models.normalize.choose``; ``normalization``: ``--normalization``); returns where it came from."""
+    source = checkpoints.load_into(model, path, benchmark.architecture)
+    chosen, how = choose(normalization, source.pop("normalization"), source["layout"], benchmark.normalizations,
+                         benchmark.layout_normalizations, f"checkpoint {path}")
+    if chosen is not None:
+        model.normalize_with(chosen)
+    return {**source, "normalization": {**model.normalization._asdict(), "from": how}}
+
+
 def base_model(benchmark: Benchmark, sigma: float, splits: Splits, device: torch.device,
-               checkpoint: Path | None = None, data_root: Path | None = None) -> tuple[nn.Module, dict]:
-    """The base model in eval mode on ``device`` and where it came from."""
+               checkpoint: Path | None = None, data_root: Path | None = None,
+               normalization: str | None = None) -> tuple[nn.Module, dict]:
+    """The base model in eval mode on ``device`` and where it came from. ``normalization`` (a name of the
+    benchmark's or ``MEAN,.../STD,...``) overrides what a given or conventional checkpoint implies."""
     model = benchmark.build_model()
-    conventional = benchmark.checkpoint_path(sigma, data_root)
+    conventional = benchmark.checkpoint_paths(sigma, data_root)
+    found = next((path for path in conventional if path.is_file()), None)
     cached = trained_path(benchmark, sigma)
-    if checkpoint is not None:
-        source = checkpoints.load_into(model, checkpoint, benchmark.architecture)
-    elif conventional is not None and conventional.is_file():
-        source = checkpoints.load_into(model, conventional, benchmark.architecture)
+    if checkpoint is not None or found is not None:
+        source = load_checkpoint(benchmark, model, checkpoint or found, normalization)
     else:
+        if normalization is not None:
+            warn(f"--normalization {normalization} ignored: it applies to a given or conventional checkpoint, "
+                 f"and {benchmark.name}'s base model is arqbench's own, which records its normalisation")
         source = _load_cached(model, cached, benchmark) if cached.is_file() else None
         if source is None and benchmark.train_on_first_use:
             path = train_base_model(benchmark, sigma, splits, device, reuse=True)
-            source = checkpoints.load_into(model, path, benchmark.architecture)
+            source = load_checkpoint(benchmark, model, path)
         elif source is None:
-            looked = f"{conventional} or {cached}" if conventional else str(cached)
+            looked = " or ".join(map(str, [*conventional, cached]))
             raise SkipBenchmark(
                 f"{benchmark.name}: no base model for sigma={sigma:g} (looked at {looked}); pass --checkpoint FILE "
                 f"or run `arqbench train --benchmark {benchmark.name} --sigma {sigma:g}`"

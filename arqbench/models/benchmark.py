@@ -6,6 +6,8 @@ from pathlib import Path
 from torch import nn
 from torch.utils.data import Dataset
 
+from arqbench.models.normalize import Normalization
+
 
 @dataclass(frozen=True)
 class TrainRecipe:
@@ -41,11 +43,17 @@ class Benchmark:
     radii: tuple[float, ...]
     recipe: TrainRecipe
     finetune: TrainRecipe
-    defaults: dict = field(default_factory=dict)  # protocol defaults for this benchmark (n, n0, test_images, ...)
+    # protocol defaults for this benchmark (n, n0, test_images, ...) and plugin options under "options":
+    # {plugin name, or "*" for every plugin taking the key: {key: value}}
+    defaults: dict = field(default_factory=dict)
     train_on_first_use: bool = False  # small benchmarks train their base model when none is cached
     search_images: int = 500  # size of the held-out search split carved from the training data
-    gamma: float = 0.99  # IRS threshold above which a candidate is re-certified from scratch
     architecture: str = ""  # recorded with checkpoints; a checkpoint of another architecture is refused
+    # Named input normalisations a checkpoint's network may have been trained with (``--normalization NAME``),
+    # and the one each checkpoint layout ("cohen", "state_dict"; see ``arqbench.models.checkpoints``) implies
+    # for this benchmark. A checkpoint that records none and whose layout implies none is refused.
+    normalizations: dict[str, Normalization] = field(default_factory=dict)
+    layout_normalizations: dict[str, str] = field(default_factory=dict)
 
     def build_model(self) -> nn.Module:
         """A freshly initialised model with input normalisation inside (``arqbench.models.normalize.Normalized``)."""
@@ -55,9 +63,9 @@ class Benchmark:
         """Load the data (inputs in [0, 1]); raise ``SkipBenchmark`` naming the path read when it is missing."""
         raise NotImplementedError
 
-    def checkpoint_path(self, sigma: float, data_root: Path | None) -> Path | None:
-        """Where a user's checkpoint for ``sigma`` is looked for by convention (None: no convention)."""
-        return None
+    def checkpoint_paths(self, sigma: float, data_root: Path | None) -> list[Path]:
+        """Where a user's checkpoint for ``sigma`` is looked for by convention, first found first."""
+        return []
 
     def tied_layers(self, model: nn.Module) -> list[list[str]]:
         """Groups of layer names that must share one precision (e.g. a shortcut and its block's first conv)."""

@@ -8,7 +8,9 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from arqbench.models.benchmark import Splits
 
 SPLIT_SEED = 20190208  # fixed for every run, so all methods see the same images
-WORKERS = 0  # DataLoader worker processes where a caller names none; the CLI's --workers sets it
+# Certification subsets (the protocol's ``subset``): a seeded random one, or every k-th test image from the
+# first, as Cohen et al.'s certify.py --skip k (20 on CIFAR-10, 100 on ImageNet: 500 images each).
+SUBSETS = {"random": None, "cohen": 20, "cohen-imagenet": 100}
 
 
 def permutation(length: int, seed: int = SPLIT_SEED) -> list[int]:
@@ -17,29 +19,35 @@ def permutation(length: int, seed: int = SPLIT_SEED) -> list[int]:
 
 @dataclass
 class ProtocolData:
-    fit: Dataset  # fine-tuning and calibration
+    finetune: Dataset  # fine-tuning and calibration
     search: Dataset  # a search method's held-out split; never the certification subset
     test: Dataset  # the whole test split (clean accuracy)
     certify: Subset  # the fixed certification subset of ``test``
+    workers: int = 0  # DataLoader worker processes for the splits (0: load in the main process)
 
     @classmethod
-    def from_splits(cls, splits: Splits, test_images: int, search_images: int) -> "ProtocolData":
+    def from_splits(cls, splits: Splits, test_images: int, search_images: int, subset: str = "random",
+                    workers: int = 0) -> "ProtocolData":
+        """``test_images`` of the ``subset`` (a name in ``SUBSETS``) are certified, in test-set order for Cohen's."""
         test_order = permutation(len(splits.test))
-        certify = Subset(splits.test, test_order[: min(test_images, len(splits.test))])
+        skip = SUBSETS[subset]
+        chosen = test_order if skip is None else list(range(0, len(splits.test), skip))
+        certify = Subset(splits.test, chosen[:test_images])
         if splits.train is not None:
             order = permutation(len(splits.train), SPLIT_SEED + 1)
             held = min(search_images, len(order) // 5)
             plain = splits.train if splits.train_eval is None else splits.train_eval
             search = Subset(plain, order[:held])  # never augmented
-            return cls(Subset(splits.train, order[held:]), search, splits.test, certify)
-        rest = test_order[len(certify.indices):]  # no training data: use test images outside the subset
+            return cls(Subset(splits.train, order[held:]), search, splits.test, certify, workers)
+        certified = set(certify.indices)  # no training data: use test images outside the subset
+        rest = [i for i in test_order if i not in certified]
         held = max(1, len(rest) // 2)
-        return cls(Subset(splits.test, rest[held:] or rest), Subset(splits.test, rest[:held]), splits.test, certify)
+        return cls(Subset(splits.test, rest[held:] or rest), Subset(splits.test, rest[:held]), splits.test, certify,
+                   workers)
 
 
 def loader(dataset: Dataset, batch_size: int, device: torch.device, shuffle: bool = False, seed: int = 0,
-           workers: int | None = None) -> DataLoader:
-    workers = WORKERS if workers is None else workers
+           workers: int = 0) -> DataLoader:
     gen = torch.Generator().manual_seed(seed)
     return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=gen, num_workers=workers,
                       pin_memory=device.type == "cuda", persistent_workers=workers > 0)
@@ -52,10 +60,11 @@ def examples(subset: Subset):
         yield index, x, int(y)
 
 
-def noisy_batches(dataset: Dataset, sigma: float, batches: int, batch_size: int, device: torch.device, seed: int = 0):
+def noisy_batches(dataset: Dataset, sigma: float, batches: int, batch_size: int, device: torch.device, seed: int = 0,
+                  workers: int = 0):
     """A few batches of noise-augmented inputs (the distribution the smoothed model sees), e.g. for calibration."""
     gen = torch.Generator().manual_seed(seed)
-    data = loader(dataset, batch_size, device, shuffle=True, seed=seed)
+    data = loader(dataset, batch_size, device, shuffle=True, seed=seed, workers=workers)
     for i, (x, _) in enumerate(data):
         if i >= batches:
             break

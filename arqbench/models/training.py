@@ -20,12 +20,18 @@ class TrainingDiverged(ArqbenchError):
 
 def train(model: nn.Module, dataset: Dataset, recipe: TrainRecipe, sigma: float, device: torch.device, seed: int,
           epochs: int | None = None, state_path: Path | None = None, description: str = "train",
-          workers: int | None = None, amp: bool = False) -> nn.Module:
+          workers: int = 0, amp: bool = False, steps: int | None = None) -> nn.Module:
     """Train ``model`` in place on ``x + N(0, sigma^2)``: SGD, momentum, weight decay, step decay.
 
-    With ``state_path`` the run checkpoints after every epoch and resumes from the last one.
+    ``steps`` stops after that many optimizer steps (the recipe scaled down to a fixed length, e.g. the
+    short fine-tune of a search candidate); otherwise the recipe's (or ``epochs``) epochs run. With
+    ``state_path`` the run checkpoints after every epoch and resumes from the last one.
     """
     epochs = recipe.epochs if epochs is None else epochs
+    if steps is not None:
+        per_epoch = max(1, math.ceil(len(dataset) / recipe.batch_size))
+        epochs = math.ceil(steps / per_epoch)
+    taken = 0
     model.to(device).train()
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.SGD(params, lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay)
@@ -56,6 +62,9 @@ def train(model: nn.Module, dataset: Dataset, recipe: TrainRecipe, sigma: float,
                 scaler.scale(loss).backward()
                 scaler.step(optimizer)
                 scaler.update()
+                taken += 1
+                if steps is not None and taken >= steps:
+                    break
             scheduler.step()
             if state_path:
                 torch_save_atomic(state_path, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
@@ -67,12 +76,12 @@ def train(model: nn.Module, dataset: Dataset, recipe: TrainRecipe, sigma: float,
 
 @torch.inference_mode()
 def accuracy(model: nn.Module, dataset: Dataset, device: torch.device, batch_size: int = 512,
-             sigma: float = 0.0, seed: int = 0) -> float:
+             sigma: float = 0.0, seed: int = 0, workers: int = 0) -> float:
     """Top-1 accuracy of the base classifier, on clean inputs or (sigma > 0) on one noisy copy of each."""
     model.eval()
     gen = torch.Generator(device=device).manual_seed(seed)
     correct = total = 0
-    for x, y in loader(dataset, batch_size, device):
+    for x, y in loader(dataset, batch_size, device, workers=workers):
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         if sigma > 0:
             x = x + sigma * torch.randn(x.shape, generator=gen, device=device)

@@ -1,19 +1,30 @@
-"""The protocol settings of a run: global defaults < benchmark defaults < preset < command-line flags."""
+"""The protocol settings of a run: global defaults < benchmark defaults < preset < command-line flags.
+
+``Protocol`` holds only what every cell shares (certification, quantizer, cost model, fine-tune). What a
+single plugin needs is that plugin's own option, ``options = {plugin name: {key: value}}``, checked against
+the plugin's signature (``arqbench.plugins.resolve_options``); the key ``"*"`` holds options shared by
+every plugin that takes them (what the alias flags ``--np`` and ``--episodes`` set).
+"""
 
 import math
 from dataclasses import asdict, dataclass, field, fields
 
+from arqbench import plugins
 from arqbench.errors import ArqbenchError
 from arqbench.models.benchmark import Benchmark
+from arqbench.models.data import SUBSETS
+from arqbench.runtime import PRECISIONS
 
+SHARED = "*"
 DEFAULTS = {
-    "n0": 100, "n": 100_000, "alpha": 0.001, "test_images": 500, "batch_size": 1000,
+    "n0": 100, "n": 100_000, "alpha": 0.001, "test_images": 500, "batch_size": 1000, "subset": "random",
+    "precision": "fp32",
     "quantizer": "linear", "cost_model": "bitops", "certifier": "rs",
-    "search_activations": False, "keep_ends": True, "episodes": 600, "np": 0.1,
+    "search_activations": False, "keep_ends": True,
 }
 PRESETS = {
-    # Cohen et al.'s certification and HAQ's episode count: what the ARQ paper reports.
-    "paper": {"n0": 100, "n": 100_000, "alpha": 0.001, "test_images": 500, "episodes": 600},
+    # Cohen et al.'s certification, as the ARQ paper reports it. Plugin options keep their defaults.
+    "paper": {"n0": 100, "n": 100_000, "alpha": 0.001, "test_images": 500},
 }
 
 
@@ -23,42 +34,72 @@ class Protocol:
     n: int
     alpha: float
     test_images: int
+    subset: str  # which test images are certified (arqbench.models.data.SUBSETS): random, cohen, cohen-imagenet
     batch_size: int  # noisy samples per forward during certification
+    precision: str  # of the certified classifier's forward passes (arqbench.runtime.PRECISIONS)
     finetune_epochs: int
     quantizer: str
     cost_model: str
     certifier: str
     search_activations: bool
     keep_ends: bool  # first and last layer held at 8 bits
-    episodes: int  # RL search length
-    np: float  # incremental certification samples, as a fraction of n
-    options: dict = field(default_factory=dict)  # per-method options: {method: {key: value}}
+    options: dict = field(default_factory=dict)  # {plugin name or "*": {key: value}}
 
     def as_dict(self) -> dict:
         return asdict(self)
 
+    def plugin_options(self, kind: str, name: str) -> dict:
+        """The options this run gives plugin ``name`` of ``kind`` (its own over the shared ones)."""
+        return plugins.resolve_options(kind, name, self.options.get(name), self.options.get(SHARED))
+
+    def create(self, kind: str, name: str):
+        """The plugin object, built with this run's options for it."""
+        return plugins.create(kind, name, **self.plugin_options(kind, name))
+
+
+def create_benchmark(name: str, options: dict | None = None):
+    """The benchmark plugin ``name`` built with its options from ``options`` (``{plugin or "*": {...}}``)."""
+    options = options or {}
+    return plugins.create("benchmark", name, **plugins.resolve_options("benchmark", name, options.get(name),
+                                                                        options.get(SHARED)))
+
+
+def merge_options(*layers: dict | None) -> dict:
+    """Per-plugin option dicts merged key by key, later layers winning."""
+    out: dict = {}
+    for layer in layers:
+        for name, values in (layer or {}).items():
+            out[name] = {**out.get(name, {}), **values}
+    return out
+
 
 def resolve(benchmark: Benchmark, overrides: dict, preset: str | None = None) -> Protocol:
     values = dict(DEFAULTS, finetune_epochs=benchmark.finetune.epochs)
-    values.update(benchmark.defaults)
+    values.update({k: v for k, v in benchmark.defaults.items() if k != "options"})
     if preset:
         if preset not in PRESETS:
             raise ArqbenchError(f"unknown preset '{preset}'; available: {', '.join(PRESETS)}")
         values.update(PRESETS[preset])
-    values.update({k: v for k, v in overrides.items() if v is not None})
+    values.update({k: v for k, v in overrides.items() if v is not None and k != "options"})
+    values["options"] = merge_options(benchmark.defaults.get("options"), overrides.get("options"))
     names = {f.name for f in fields(Protocol)}
-    protocol = Protocol(**{k: v for k, v in values.items() if k in names})
+    unknown = sorted(set(values) - names)
+    if unknown:
+        raise ArqbenchError(f"unknown protocol setting(s) {', '.join(unknown)}; known: {', '.join(sorted(names))}")
+    protocol = Protocol(**values)
     check(protocol)
     return protocol
 
 
 def check(p: Protocol) -> None:
-    for name in ("n0", "n", "test_images", "batch_size", "episodes"):
+    for name in ("n0", "n", "test_images", "batch_size"):
         if getattr(p, name) < 1:
             raise ArqbenchError(f"--{name.replace('_', '-')} must be a positive integer, got {getattr(p, name)}")
     if not (0 < p.alpha < 0.5) or math.isnan(p.alpha):
         raise ArqbenchError(f"--alpha must be in (0, 0.5), got {p.alpha}")
-    if not (0 < p.np <= 1) or math.isnan(p.np):
-        raise ArqbenchError(f"--np must be a fraction of n in (0, 1], got {p.np}")
+    if p.precision not in PRECISIONS:
+        raise ArqbenchError(f"--precision must be one of {', '.join(PRECISIONS)}, got '{p.precision}'")
+    if p.subset not in SUBSETS:
+        raise ArqbenchError(f"--subset must be one of {', '.join(SUBSETS)}, got '{p.subset}'")
     if p.finetune_epochs < 0:
         raise ArqbenchError(f"--finetune-epochs must be >= 0, got {p.finetune_epochs}")

@@ -1,10 +1,10 @@
 """Where a sweep's cells run: ``local`` (this process, one after another) or ``ray`` (tasks on a Ray cluster).
 
 An executor takes ``Task``s and yields ``(task, result record or exception)`` as cells finish; the
-sweep (``arqbench.pipeline.sweep``) claims cells, writes every result and counts failures. A cell runs in two
-stages: ``train_cell`` (search + fine-tune) once, then the certification of ``certify_shards``
-contiguous slices of the certification subset, merged in subset order. Certificates are seeded
-per example, so the merged record equals an unsharded run's (timings aside).
+sweep (``arqbench.pipeline.sweep``) claims cells, writes every result and counts failures. Both run a cell
+through ``arqbench.pipeline.cell.CellRun``: ``train`` (search + fine-tune) once, then ``certify`` on
+``certify_shards`` contiguous slices of the certification subset, merged in subset order by ``record``.
+Certificates are seeded per example, so the merged record equals an unsharded run's (timings aside).
 
 Ray is an optional extra, imported only when ``--executor ray`` is asked for. Under Ray a worker
 prepares its (benchmark, sigma) itself, memoised per worker process, from the same cache home
@@ -22,13 +22,12 @@ from typing import Iterable, Iterator
 
 import torch
 
-from arqbench import plugins
 from arqbench.console import console, info
 from arqbench.errors import ArqbenchError
 from arqbench.files import home
-from arqbench.models import data
+from arqbench.pipeline.cell import CellRun, Trained
 from arqbench.pipeline.config import Protocol
-from arqbench.pipeline.protocol import Prepared, Trained, cell_result, certify_model, prepare, train_cell
+from arqbench.pipeline.prepare import Prepared, prepare
 from arqbench.pipeline.results import Cell
 from arqbench.runtime import keep_freed_memory
 
@@ -45,10 +44,13 @@ class Task:
     number: int = 0  # position in the sweep, for progress lines
     total: int = 0
 
+    def runner(self, device) -> CellRun:
+        return CellRun(self.cell, self.prepared, self.protocol, torch.device(device))
+
 
 def create(name: str, device: str, certify_shards: int = 1, address: str | None = None,
            cpus_per_task: float = 1, gpus_per_task: float = 0, data_root: Path | None = None,
-           checkpoint: Path | None = None):
+           checkpoint: Path | None = None, normalization: str | None = None):
     """The executor for ``--executor NAME``; every setting is checked here, before any work is done."""
     if certify_shards < 1:
         raise ArqbenchError(f"--certify-shards must be a positive integer, got {certify_shards}")
@@ -67,20 +69,14 @@ def create(name: str, device: str, certify_shards: int = 1, address: str | None 
             import ray  # noqa: F401
         except ImportError:
             raise ArqbenchError(f"--executor ray needs Ray, which is not installed; {RAY_INSTALL}") from None
-        return RayExecutor(device, certify_shards, address, cpus_per_task, gpus_per_task, data_root, checkpoint)
+        return RayExecutor(device, certify_shards, address, cpus_per_task, gpus_per_task, data_root, checkpoint,
+                           normalization)
     raise ArqbenchError(f"unknown executor '{name}'; available: local, ray")
 
 
-def shards(task: Task, certify_shards: int) -> list[tuple[int, int]]:
-    """The (k, K) slices a cell's certification is split into: at most one per certified image."""
-    parts = max(1, min(certify_shards, len(task.prepared.data.certify.indices)))
-    return [(k, parts) for k in range(parts)]
-
-
-def merge(task: Task, trained: Trained, parts: list[tuple[list, float]]) -> dict:
-    """The cell's record from its trained stage and its shards' (certificates, seconds), in shard order."""
-    certs = [cert for part, _ in parts for cert in part]
-    return cell_result(task.cell, task.prepared, task.protocol, trained, certs, sum(s for _, s in parts))
+def shards(task: Task, certify_shards: int) -> int:
+    """How many slices a cell's certification is split into: at most one per certified image."""
+    return max(1, min(certify_shards, len(task.prepared.data.certify.indices)))
 
 
 def attempt(fn, *args):
@@ -113,11 +109,7 @@ class LocalExecutor:
             yield task, attempt(self.run_one, task)
 
     def run_one(self, task: Task) -> dict:
-        cell = task.cell
-        trained = train_cell(cell, task.prepared, task.protocol, self.device)
-        parts = [certify_model(task.prepared, trained.model, task.protocol, cell.seed, f"certify {cell.method}",
-                               shard) for shard in shards(task, self.certify_shards)]
-        return merge(task, trained, parts)
+        return task.runner(self.device).run(shards=shards(task, self.certify_shards))
 
 
 @dataclass(frozen=True)
@@ -129,6 +121,7 @@ class Job:
     device: str
     data_root: Path | None
     checkpoint: Path | None
+    normalization: str | None  # --normalization
     fingerprint: str  # the driver's base model: the worker's must be the same
     workers: int
 
@@ -137,15 +130,15 @@ _PREPARED: dict[tuple, Prepared] = {}  # per worker process: the last few (bench
 
 
 def _prepared(job: Job) -> Prepared:
-    key = (job.cell.benchmark, job.cell.sigma, job.protocol.test_images, job.device, job.data_root, job.checkpoint)
+    key = (job.cell.benchmark, job.cell.sigma, job.protocol.test_images, job.protocol.subset, job.device,
+           job.data_root, job.checkpoint, job.normalization)
     if key not in _PREPARED:
         keep_freed_memory()  # as the CLI does: without it certification in a worker is 2x slower
         if len(_PREPARED) >= 2:
             _PREPARED.pop(next(iter(_PREPARED)))
-        data.WORKERS = job.workers
-        benchmark = plugins.create("benchmark", job.cell.benchmark)
-        _PREPARED[key] = prepare(benchmark, job.cell.sigma, job.protocol, torch.device(job.device), job.data_root,
-                                 job.checkpoint)
+        benchmark = job.protocol.create("benchmark", job.cell.benchmark)
+        _PREPARED[key] = prepare(benchmark, job.cell.sigma, job.protocol, torch.device(job.device), data_root=job.data_root,
+                                 checkpoint=job.checkpoint, normalization=job.normalization, workers=job.workers)
     prepared = _PREPARED[key]
     if prepared.fingerprint != job.fingerprint:
         raise ArqbenchError(
@@ -175,7 +168,7 @@ def _console_lines(fn):
 def _train_remote(job: Job) -> tuple[Trained, torch.nn.Module | None]:
     """Ray task: search + fine-tune; the model travels apart (None for the fp32 row: workers have it)."""
     prepared = _prepared(job)
-    trained = train_cell(job.cell, prepared, job.protocol, torch.device(job.device))
+    trained = CellRun(job.cell, prepared, job.protocol, torch.device(job.device)).train()
     model = None if trained.model is prepared.model else trained.model.cpu()
     return replace(trained, model=None), model
 
@@ -185,7 +178,7 @@ def _certify_remote(job: Job, model: torch.nn.Module | None, shard: tuple[int, i
     """Ray task: certify one slice of the certification subset."""
     prepared = _prepared(job)
     model = prepared.model if model is None else model.to(torch.device(job.device)).eval()
-    return certify_model(prepared, model, job.protocol, job.cell.seed, f"certify {job.cell.method} {shard}", shard)
+    return CellRun(job.cell, prepared, job.protocol, torch.device(job.device)).certify(model, shard)
 
 
 class RayExecutor:
@@ -198,11 +191,12 @@ class RayExecutor:
     """
 
     def __init__(self, device: str, certify_shards: int, address: str | None, cpus_per_task: float,
-                 gpus_per_task: float, data_root: Path | None = None, checkpoint: Path | None = None):
+                 gpus_per_task: float, data_root: Path | None = None, checkpoint: Path | None = None,
+                 normalization: str | None = None):
         import ray
 
         self.ray, self.device, self.certify_shards, self.address = ray, device, certify_shards, address
-        self.data_root, self.checkpoint = data_root, checkpoint
+        self.data_root, self.checkpoint, self.normalization = data_root, checkpoint, normalization
         self.resources = {"num_cpus": cpus_per_task, "num_gpus": gpus_per_task}
         self.started = False
 
@@ -259,9 +253,10 @@ class RayExecutor:
                     exhausted = True
                     break
                 job = Job(task.cell, task.protocol, self.device, self.data_root, self.checkpoint,
-                          task.prepared.fingerprint, data.WORKERS)
+                          self.normalization, task.prepared.fingerprint, task.prepared.data.workers)
                 trained_ref, model_ref = train.remote(job)
-                shard_refs = [certify.remote(job, model_ref, shard) for shard in shards(task, self.certify_shards)]
+                parts = shards(task, self.certify_shards)
+                shard_refs = [certify.remote(job, model_ref, (k, parts)) for k in range(parts)]
                 running[id(task)] = (task, trained_ref, shard_refs)
                 for ref in [trained_ref, *shard_refs]:
                     owner[ref] = id(task)
@@ -280,7 +275,7 @@ class RayExecutor:
     def collect(self, task: Task, trained_ref, shard_refs) -> dict:
         """The cell's record; a task's exception is re-raised as itself, not as Ray's wrapper."""
         try:
-            return merge(task, self.ray.get(trained_ref), self.ray.get(shard_refs))
+            return task.runner("cpu").record(self.ray.get(trained_ref), self.ray.get(shard_refs))
         except self.ray.exceptions.RayTaskError as exc:
             cause = getattr(exc, "cause", None)
             raise (cause if isinstance(cause, Exception) else exc) from None

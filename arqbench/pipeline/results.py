@@ -15,6 +15,9 @@ from arqbench.errors import ArqbenchError
 from arqbench.files import read_json, write_json_atomic
 
 REFERENCE = "fp32"  # the float model's row, one per (benchmark, sigma, seed)
+# Protocol settings added after result files were first written, with the value older files were made under:
+# filled in on reading, so older results stay reusable and rank with newer ones made the same way.
+ADDED_SETTINGS = {"subset": "random", "precision": "fp32"}
 
 
 @dataclass(frozen=True)
@@ -61,11 +64,18 @@ def read(path: Path) -> dict:
     data = read_json(path, "result file")
     if not isinstance(data, dict) or not {"benchmark", "method", "sigma", "status"} <= set(data):
         raise ArqbenchError(f"result file {path} is not an arqbench result; delete it or move it out of the results dir")
+    protocol = (data.get("config") or {}).get("protocol")
+    if isinstance(protocol, dict) and "test_images" in protocol:
+        for key, value in ADDED_SETTINGS.items():
+            protocol.setdefault(key, value)
     return data
 
 
 def read_all(root: Path) -> list[dict]:
-    """Every result under ``root`` (each with its ``path``); a corrupt file is an error naming it."""
+    """Every result under ``root`` (each with its ``path``): the JSON files in the result layout of
+    ``Cell.path``, ``.../sigma<s>/[budget<b>/]<method>-seed<n>.json``, at any depth (several runs' folders
+    may sit under one root); other files (a leaderboard's exports) are not results. A corrupt result file
+    is an error naming it."""
     root = Path(root)
     if root.exists() and not root.is_dir():
         raise ArqbenchError(f"results directory {root} is not a directory; pass the --out of `arqbench run`")
@@ -73,10 +83,18 @@ def read_all(root: Path) -> list[dict]:
         raise ArqbenchError(f"results directory {root} does not exist; run `arqbench run --out {root}` first")
     results = []
     for path in sorted(root.rglob("*.json")):
+        if not is_result_path(path):
+            continue
         result = read(path)
         result["path"] = str(path)
         results.append(result)
     return results
+
+
+def is_result_path(path: Path) -> bool:
+    parent, grandparent = path.parent.name, path.parent.parent.name
+    return "-seed" in path.stem and (parent.startswith("sigma") or
+                                     (parent.startswith("budget") and grandparent.startswith("sigma")))
 
 
 def versions(device: torch.device) -> dict:

@@ -12,8 +12,9 @@ from arqbench.console import console, info, warn
 from arqbench.errors import ArqbenchError, SkipBenchmark
 from arqbench.files import remove_stale_temps
 from arqbench.pipeline import executors
-from arqbench.pipeline.config import Protocol, resolve
-from arqbench.pipeline.protocol import Prepared, config_record, failed_result, prepare
+from arqbench.pipeline.cell import config_record, failed_result
+from arqbench.pipeline.config import SHARED, Protocol, create_benchmark, resolve
+from arqbench.pipeline.prepare import Prepared, prepare
 from arqbench.pipeline.results import REFERENCE, Cell, claim, read, write
 from arqbench.quantization import policy as policies
 from arqbench.quantization.layers import profile_layers
@@ -32,6 +33,7 @@ class SweepSpec:
     device: str = "cpu"
     data_root: Path | None = None
     checkpoint: Path | None = None
+    normalization: str | None = None  # --normalization: what the checkpoint's network was trained with
     force: bool = False
     command: str | None = None  # the command line, recorded in every result
     executor: str = "local"  # "local" or "ray" (arqbench.pipeline.executors)
@@ -39,6 +41,7 @@ class SweepSpec:
     cpus_per_task: float = 1
     gpus_per_task: float = 0
     certify_shards: int = 1  # Ray tasks (local: slices) one cell's final certification is split into
+    workers: int = 0  # DataLoader worker processes
 
 
 @dataclass
@@ -99,25 +102,40 @@ def plan(spec: SweepSpec) -> list[Cell]:
 
 
 def check_plugins(protocol: Protocol, methods: list[str]) -> None:
-    """Refuse unknown plugin names and options the methods reject, before any work is done."""
-    for kind in ("quantizer", "certifier", "cost_model"):
-        plugins.get(kind, getattr(protocol, kind))
-    for method in protocol.options:
-        plugins.get("search", method)
-    for method in methods:
-        if method != REFERENCE:
-            try:
-                plugins.create("search", method, **protocol.options.get(method, {}))
-            except ArqbenchError:
-                raise
-            except Exception:  # a method that cannot even be built fails its cells, with the reason, later
-                pass
+    """Refuse unknown plugin names, options no plugin of that name takes, and options a plugin rejects,
+    before any work is done. Shared options (``"*"``, set by alias flags) are checked with every plugin
+    that takes them: a search may build other plugins (``arq`` its certifier) with the run's options."""
+    used = [(kind, getattr(protocol, kind)) for kind in ("quantizer", "certifier", "cost_model")]
+    used += [("search", m) for m in methods if m != REFERENCE]
+    for kind, name in used:
+        plugins.get(kind, name)
+    for name, options in protocol.options.items():
+        if name == SHARED:
+            continue
+        kinds = plugins.kinds_of(name)
+        if not kinds:
+            raise ArqbenchError(f"--option {name}.KEY=VALUE names no registered plugin; see `arqbench list`")
+        accepted = {key for kind in kinds for key in plugins.option_signature(kind, name)}
+        if not set(options) <= accepted:
+            plugins.resolve_options(kinds[0], name, options)  # raises, listing the valid keys
+    shared = set(protocol.options.get(SHARED, {}))
+    takers = [(kind, name) for kind, entries in plugins.registries().items() for name in entries
+              if kind != "benchmark" and shared & set(plugins.option_signature(kind, name))]
+    named = [(kind, name) for name in protocol.options if name != SHARED for kind in plugins.kinds_of(name)
+             if kind != "benchmark"]
+    for kind, name in dict.fromkeys(used + takers + named):
+        try:
+            protocol.create(kind, name)
+        except ArqbenchError:
+            raise
+        except Exception:  # a plugin that cannot even be built fails its cells, with the reason, later
+            pass
 
 
 def check_budgets(benchmark, protocol: Protocol, budgets: list[float]) -> None:
     """Refuse a budget below the cheapest policy the protocol allows, before any work is done."""
     layers = profile_layers(benchmark.build_model(), benchmark.input_shape)
-    cost_model = plugins.create("cost_model", protocol.cost_model)
+    cost_model = protocol.create("cost_model", protocol.cost_model)
     fixed = policies.fixed_layers(layers, protocol.keep_ends)
     cheapest = cost_model.cost(layers, policies.cheapest_policy(layers, fixed, protocol.search_activations))
     floor = cheapest / cost_model.cost(layers, policies.float_policy(layers))
@@ -142,8 +160,9 @@ def run_sweep(spec: SweepSpec) -> Outcome:
     check_values(spec.benchmarks, spec.methods, spec.sigmas, spec.budgets, spec.device, spec.executor,
                  spec.checkpoint, spec.data_root)
     executor = executors.create(spec.executor, spec.device, spec.certify_shards, spec.address, spec.cpus_per_task,
-                                spec.gpus_per_task, spec.data_root, spec.checkpoint)
-    benchmarks = {name: plugins.create("benchmark", name) for name in spec.benchmarks}
+                                spec.gpus_per_task, spec.data_root, spec.checkpoint,
+                                spec.normalization)
+    benchmarks = {name: create_benchmark(name, spec.overrides.get("options")) for name in spec.benchmarks}
     protocols = {name: resolve(b, spec.overrides, spec.preset) for name, b in benchmarks.items()}
     for name, b in benchmarks.items():
         check_plugins(protocols[name], spec.methods)
@@ -205,7 +224,8 @@ def prepare_all(spec: SweepSpec, benchmarks: dict, protocols: dict, cells: list[
             continue
         try:
             prepared[key] = prepare(benchmarks[cell.benchmark], cell.sigma, protocols[cell.benchmark], device,
-                                    spec.data_root, spec.checkpoint)
+                                    data_root=spec.data_root, checkpoint=spec.checkpoint,
+                                    normalization=spec.normalization, workers=spec.workers)
         except SkipBenchmark as exc:
             prepared[key] = str(exc)
             outcome.skipped.append(str(exc))

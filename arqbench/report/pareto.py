@@ -1,4 +1,4 @@
-"""Pareto plots: ACR and smoothed accuracy against BitOPs % of float, one line per method across budgets.
+"""Pareto plots: ACR and smoothed accuracy against cost (% of float), one line per method across budgets.
 
 Drawn on a bare matplotlib ``Figure`` (no pyplot, no display, no global backend) with matplotlib's default
 style, and saved without the "Software" metadata, so the same numbers give the same PNG bytes.
@@ -17,38 +17,48 @@ MARKERS = "osD^vP*Xh<>"
 @dataclass
 class Point:
     budget: float | None
-    x: float  # BitOPs % of float
+    x: float  # cost, % of float
     x_err: float | None
     acr: float
-    acr_err: float | None
+    acr_err: tuple[float, float] | None  # (below, above): the 95% interval over images
+
     acc: float  # smoothed accuracy, %
     acc_err: float | None
     flagged: bool  # over budget or another base model: drawn hollow
 
 
+def _spread(error) -> tuple[float, float]:
+    """(below, above) of an error: a symmetric std or an interval's two arms."""
+    if error is None:
+        return 0.0, 0.0
+    return (error, error) if isinstance(error, (int, float)) else tuple(error)
+
+
 def png(title: str, series: list[tuple[str, int, list[Point]]], reference: Point | None,
-        budgets: list[float]) -> bytes:
-    """``series``: (method, colour index, its points); ``reference``: the fp32 row; ``budgets`` in % of float."""
+        budgets: list[float], cost: str = "BitOPs") -> bytes:
+    """``series``: (method, colour index, its points); ``reference``: the fp32 row; ``budgets`` in % of float;
+    ``cost``: the cost model's name for the x axis."""
     with matplotlib.style.context("default"):
         fig = Figure(figsize=(11, 4.2), dpi=100, layout="constrained")
         axes = fig.subplots(1, 2)
-        panels = (("acr", "acr_err", "ACR (average certified radius)"),
-                  ("acc", "acc_err", "smoothed accuracy (%)"))
+        panels = (("acr", "acr_err", "ACR (95% interval over images)"),
+                  ("acc", "acc_err", "smoothed accuracy (%, ± std over seeds)"))
         for ax, (value, error, ylabel) in zip(axes, panels):
             for budget in budgets:
                 ax.axvline(budget, color="0.85", linewidth=0.8, linestyle=":", zorder=0)
             if reference is not None:
                 ax.axhline(getattr(reference, value), color="black", linestyle="--", linewidth=1, label="fp32")
-                spread = getattr(reference, error)
-                if spread:
-                    ax.axhspan(getattr(reference, value) - spread, getattr(reference, value) + spread,
+                below, above = _spread(getattr(reference, error))
+                if below or above:
+                    ax.axhspan(getattr(reference, value) - below, getattr(reference, value) + above,
                                color="black", alpha=0.08, linewidth=0)
             for method, index, points in series:
                 points = sorted(points, key=lambda p: p.x)
                 colour = f"C{index % 10}"
                 marker = MARKERS[index % len(MARKERS)]
+                yerr = list(zip(*[_spread(getattr(p, error)) for p in points]))
                 ax.errorbar([p.x for p in points], [getattr(p, value) for p in points],
-                            xerr=[p.x_err or 0 for p in points], yerr=[getattr(p, error) or 0 for p in points],
+                            xerr=[p.x_err or 0 for p in points], yerr=yerr,
                             color=colour, marker=marker, markersize=6, linewidth=1.2, capsize=3, label=method)
                 hollow = [p for p in points if p.flagged]
                 if hollow:
@@ -58,12 +68,12 @@ def png(title: str, series: list[tuple[str, int, list[Point]]], reference: Point
             ax.xaxis.set_major_locator(FixedLocator(budgets or [1, 10, 100]))
             ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}%"))
             ax.xaxis.set_minor_locator(NullLocator())
-            ax.set_xlabel("BitOPs (% of float); dotted: budgets")
+            ax.set_xlabel(f"{cost} (% of float); dotted: budgets")
             ax.set_ylabel(ylabel)
             ax.grid(True, axis="y", color="0.9")
         handles, labels = axes[0].get_legend_handles_labels()
         fig.legend(handles, labels, loc="outside right upper", frameon=False)
-        fig.suptitle(title + "  (mean ± std over seeds; hollow: over budget or other base model)", fontsize=10)
+        fig.suptitle(title + "  (means over seeds; hollow: over budget or other base model)", fontsize=10)
         buffer = io.BytesIO()
         fig.savefig(buffer, format="png", metadata={"Software": None})
     return buffer.getvalue()

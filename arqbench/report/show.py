@@ -109,8 +109,8 @@ def _numbers(result: dict, order: list[str]) -> dict:
            "acr": None, "acr_low": None, "acr_high": None, "clean_acc": None, "smoothed_acc": None}
     if result["status"] == "ok":
         cost, metrics = result.get("cost") or {}, result.get("metrics") or {}
-        out.update(cost_fraction=cost.get("fraction", cost.get("bitops_fraction")),
-                   bitops_fraction=cost.get("bitops_fraction"), acr=metrics.get("acr"),
+        bitops = ((cost.get("models") or {}).get("bitops") or {}).get("fraction", cost.get("bitops_fraction"))
+        out.update(cost_fraction=cost.get("fraction", bitops), bitops_fraction=bitops, acr=metrics.get("acr"),
                    clean_acc=metrics.get("clean_acc"), smoothed_acc=metrics.get("smoothed_acc"))
         if result.get("certificates"):
             interval = mean_interval(per_image(result["certificates"]).values())

@@ -8,7 +8,7 @@ What HAQ changes on top of plain DDPG, each in one small override:
 - separate actor and critic learning rates; gamma 1, tau 0.01, batch 64, 300-300 networks.
 """
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 
 import numpy as np
 from scipy.stats import truncnorm
@@ -34,6 +34,17 @@ class AgentSettings:
     hidden: int = 300
     memory_per_step: int = 128  # replay memory = 128 x steps per episode, as HAQ
     baseline_alpha: float = 0.5  # moving-average reward baseline: b += alpha * (batch mean - b)
+
+    def __post_init__(self):
+        for name in ("episodes", "batch_size", "hidden", "memory_per_step"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
+        if not isinstance(self.warmup, int) or self.warmup < 0:
+            raise ValueError(f"warmup must be a non-negative integer, got {self.warmup!r}")
+
+    def agent_settings(self) -> dict:
+        """The agent's settings alone (a search plugin subclassing this adds its own options)."""
+        return {f.name: getattr(self, f.name) for f in fields(AgentSettings)}
 
 
 class EpisodeCreditBuffer(ReplayBuffer):
@@ -104,9 +115,9 @@ class _EpisodeProgress(BaseCallback):
 
 def rl_search(ctx: SearchContext, reward, settings: AgentSettings, description: str = "search") -> SearchResult:
     """Run ``settings.episodes`` episodes; the result is the best-rewarded (within-budget) policy seen."""
-    env = BitAllocationEnv(ctx.layers, ctx.fixed, ctx.search_activations, ctx.fit, ctx.cost_fraction, reward)
+    env = BitAllocationEnv(ctx.layers, ctx.fixed, ctx.search_activations, ctx.within_budget, ctx.cost_fraction, reward)
     if not env.steps:  # every layer is fixed: nothing to search
-        policy = ctx.fit(env.policy())
+        policy = ctx.within_budget(env.policy())
         return SearchResult(policy, {"episodes": 0, "history": []})
     agent = HAQAgent(env, settings, ctx.seed)
     with progress() as bar:
@@ -115,4 +126,5 @@ def rl_search(ctx: SearchContext, reward, settings: AgentSettings, description: 
     best = max(env.history, key=lambda record: record["reward"])
     policy = {name: (bits[0], bits[1]) for name, bits in best["policy"].items()}
     return SearchResult(policy, {"episodes": len(env.history), "best_episode": best["episode"],
-                                 "best_reward": best["reward"], "agent": asdict(settings), "history": env.history})
+                                 "best_reward": best["reward"], "agent": settings.agent_settings(),
+                                 "history": env.history})

@@ -35,12 +35,12 @@ class BitAllocationEnv(gym.Env):
     metadata: dict = {}
 
     def __init__(self, layers: list[LayerInfo], fixed: set[str], search_activations: bool,
-                 fit: Callable[[Policy], Policy], cost_fraction: Callable[[Policy], float],
+                 within_budget: Callable[[Policy], Policy], cost_fraction: Callable[[Policy], float],
                  reward: Callable[[Policy], tuple[float, dict]]):
         super().__init__()
         self.layers = layers
         self.fixed = fixed
-        self.fit, self.cost_fraction, self.reward = fit, cost_fraction, reward
+        self.within_budget, self.cost_fraction, self.reward = within_budget, cost_fraction, reward
         free = [l for l in layers if l.name not in fixed]
         self.steps = [(l, which) for l in free for which in (("w", "a") if search_activations else ("w",))]
         self.table = self._features()
@@ -83,7 +83,7 @@ class BitAllocationEnv(gym.Env):
         self._t += 1
         if self._t < len(self.steps):
             return self._observation(), 0.0, False, False, {}
-        policy = self.fit(self.policy())
+        policy = self.within_budget(self.policy())
         key = tuple(sorted(policy.items()))
         revisit = key in self._scores
         if not revisit:

@@ -1,24 +1,23 @@
 """What a search method gets (``SearchContext``) and returns (``SearchResult``).
 
-A search plugin's object has ``search(ctx) -> SearchResult``. Everything a method may use
-(the float model, its layers, the run's quantizer and cost model, the budget, a held-out
-search split of the training data, caches) comes through the context, so every method runs
-under the same protocol and differs only by the policy it returns.
+A search plugin's object has ``search(ctx) -> SearchResult``. Everything a method may use (the float
+model, its layers, the run's quantizer and cost model, the budget, a held-out search split of the
+training data, the run's other plugins with their options) comes through the context, so every method
+runs under the same protocol and differs only by the policy it returns.
 """
 
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from arqbench.files import home
 from arqbench.models.benchmark import Benchmark
 from arqbench.models.data import ProtocolData, noisy_batches
 from arqbench.models.training import accuracy, train
 from arqbench.quantization import policy as policies
 from arqbench.quantization.layers import LayerInfo
+from arqbench.smoothing.certification import Reference
 from arqbench.smoothing.core import SmoothingConfig
 
 
@@ -43,7 +42,7 @@ class SearchContext:
     fixed: set[str]  # layers held at 8/8 bits
     search_activations: bool
     smoothing: SmoothingConfig  # the final certification's settings (searches may scale n down)
-    settings: dict = field(default_factory=dict)  # run-wide search settings: episodes, np, certifier, ...
+    protocol: Any  # the run's Protocol: ``protocol.create(kind, name)`` builds a plugin with the run's options
     reference_key: dict = field(default_factory=dict)  # identifies the base model for caches
     float_cost: float = 0.0
 
@@ -54,7 +53,7 @@ class SearchContext:
     def cost_fraction(self, policy: policies.Policy) -> float:
         return self.cost_model.cost(self.layers, policy) / self.float_cost
 
-    def fit(self, policy: policies.Policy) -> policies.Policy:
+    def within_budget(self, policy: policies.Policy) -> policies.Policy:
         """The action wall: lower bits (last layer first) until the policy meets the budget."""
         return policies.fit_to_budget(policy, self.layers, self.cost_fraction, self.budget, self.fixed,
                                       self.search_activations)
@@ -70,19 +69,26 @@ class SearchContext:
 
     def accuracy(self, model: nn.Module) -> float:
         """Clean top-1 accuracy on the search split."""
-        return accuracy(model, self.data.search, self.device)
+        return accuracy(model, self.data.search, self.device, workers=self.data.workers)
 
-    def finetune(self, model: nn.Module, epochs: int) -> nn.Module:
-        """A short noise-augmented fine-tune on the fine-tune split (the benchmark's fine-tune recipe)."""
-        if epochs > 0:
-            train(model, self.data.fit, self.benchmark.finetune, self.sigma, self.device, self.seed, epochs=epochs,
-                  description="search fine-tune")
+    def finetune(self, model: nn.Module, steps: int) -> nn.Module:
+        """The protocol's noise-augmented fine-tune (the benchmark's recipe, same seed), cut to ``steps``
+        SGD steps: the short fine-tune a candidate gets before it is scored, so a search rates the kind of
+        model that ships. Deterministic for a given policy, so a revisited policy scores the same."""
+        if steps > 0:
+            train(model, self.data.finetune, self.benchmark.finetune, self.sigma, self.device, self.seed,
+                  description="candidate fine-tune", workers=self.data.workers, steps=steps)
         return model.eval()
 
-    def cache_dir(self, kind: str) -> Path:
-        return home() / kind
+    def candidate(self, policy: policies.Policy, finetune_steps: int) -> nn.Module:
+        """The model a search scores for ``policy``: quantized with the run's quantizer, then fine-tuned."""
+        return self.finetune(self.quantize(policy), finetune_steps)
+
+    def reference(self) -> Reference:
+        """The float model as the reference of incremental certification on the search split."""
+        return Reference(self.model, {**self.reference_key, "data": "search"})
 
 
 def calibration_batches(data: ProtocolData, sigma: float, device: torch.device, seed: int,
                         batches: int = 4, batch_size: int = 128) -> list[torch.Tensor]:
-    return list(noisy_batches(data.fit, sigma, batches, batch_size, device, seed))
+    return list(noisy_batches(data.finetune, sigma, batches, batch_size, device, seed, data.workers))

@@ -6,12 +6,12 @@ batches); every other layer stays float (the quantizer gets a policy naming laye
 search split (held out of the training data, never the certification subset):
 
 - metric ``acr``: ACR and smoothed accuracy of the smoothed f_{i,w,a} on the first ``images`` search images,
-  by the given certifier with f as the reference (``irs``: n_p replayed noisy samples per image against f's
-  cached certification); f itself is measured by the same certifier with the same settings (with ``irs``: f
-  against itself, zero disagreements), so both sides share one estimator and a layer left at float loses
-  exactly 0;
-- metric ``disagreement``: the fraction of the same n_p noisy samples per image (the noise IRS replays) on
-  which f_{i,w,a} and f predict differently (no certifier);
+  by the given certifier with f as the reference (``irs``: N_p = n_p x n replayed noisy samples per image
+  against f's cached certification, or N_p fresh ones where it re-certifies from scratch); f itself is
+  measured by the same certifier with the same settings and seeds (with ``irs``: f against itself, zero
+  disagreements), so both sides share one estimator and its noise, and a layer left at float loses exactly 0;
+- metric ``disagreement``: the fraction of N_p noisy samples per image (the noise IRS replays) on which
+  f_{i,w,a} and f predict differently (the certifier only sets N_p);
 - always ``clean_acc``: top-1 of the base classifier on the whole search split;
 
 with ``X_drop = X(f) - X(f_{i,w,a})`` for each (disagreement is a loss already: 0 for f).
@@ -22,16 +22,17 @@ single-layer losses, and a layer's loss at (w, a) is s(w, 8) + s(8, a) - s(8, 8)
 different layers interact (they compound, or cancel), so this is an assumption whose quality (how well the
 prediction ranks policies as their certified ACR does) has to be measured, not taken for granted.
 
-Cost: (layers x points) quantize-and-calibrate passes, each followed by images x n_p noisy forwards and one
+Cost: (layers x points) quantize-and-calibrate passes, each followed by images x N_p noisy forwards and one
 clean pass over the search split, plus f's own certification (images x n, cached by the certifier). Digits
 defaults (100 images, n_p = 0.1 x 2000): every layer's weights, 7 x 7 points, about 1M forwards, took 20 s on
-2 CPU cores, f's certification included; the 5 free layers with activations, 65 points, 21-29 s. Measured points are cached under ``$ARQBENCH_HOME/sensitivity/<key>.json``, keyed by everything
-that changes them (base model, sigma, seed, quantizer, certifier, certification settings, images, n_p,
-metric); a request computes only the points the cache lacks.
+2 CPU cores, f's certification included; the 5 free layers with activations, 65 points, 21-29 s.
+
+Measured points are cached under ``$ARQBENCH_HOME/sensitivity/<key>.json``, keyed by everything that changes
+them (base model, sigma, seed, the quantizer and the certifier with their options, the certification
+settings, images, metric); a request computes only the points the cache lacks.
 """
 
 import json
-import math
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -46,7 +47,6 @@ from arqbench.errors import ArqbenchError
 from arqbench.models.data import examples
 from arqbench.quantization.policy import MAX_BITS, MIN_BITS, Policy
 from arqbench.search.context import SearchContext
-from arqbench.smoothing.certification import Reference
 from arqbench.smoothing.core import ESTIMATION, generators, sample_predictions
 from arqbench.smoothing.metrics import summarize
 
@@ -73,7 +73,8 @@ class Profile:
     rows: list[dict]  # one per (layer, w_bits, a_bits), in layer order
     reused: int = 0  # points read from the cache by this request
     computed: int = 0
-    seconds: float = 0.0
+    seconds: float = 0.0  # spent by this request
+    reused_s: float = 0.0  # what the reused points (and f's numbers, if reused) took when they were measured
 
     def frame(self) -> pd.DataFrame:
         """The tidy table: one row per measured point, with the base model, sigma and seed it belongs to."""
@@ -113,19 +114,17 @@ def policy_loss(policy: Policy, sensitivity: dict[str, dict[tuple, float]]) -> f
     return total
 
 
-def profile(ctx: SearchContext, layers: list[str], activations: bool, metric: str = "acr", certifier=None,
-            certifier_name: str | None = None, images: int = IMAGES, n: int | None = None,
-            n_p: float | None = None, who: str = "sensitivity profile") -> Profile:
+def profile(ctx: SearchContext, layers: list[str], activations: bool, metric: str, certifier: str,
+            images: int = IMAGES, n: int | None = None, who: str = "sensitivity profile") -> Profile:
     """Measure (or read from the cache) the points of ``layers`` (module docstring); logs what it reused.
 
-    ``certifier``: the certifier object for metric ``acr`` (``certifier_name`` names it, with any options, in
-    the cache key); ``n``: its n (default the run's); ``n_p``: the incremental samples as a fraction of n
-    (default the run's ``np``); ``images``: search images per point.
+    ``certifier``: the name of the certifier plugin that measures the ACR, built with the run's options for
+    it (``ctx.protocol``), f being its reference on the search split (``ctx.reference()``); for metric
+    ``disagreement`` it only sets the samples per image (its ``samples(config)``, as ``irs``'s N_p; n for a
+    certifier without one). ``images``: search images per point; ``n``: the certifier's n (default the run's).
     """
     if metric not in METRICS:
         raise ArqbenchError(f"{who}: metric must be one of {', '.join(METRICS)}, got {metric!r}")
-    if metric == "acr" and (certifier is None or not certifier_name):
-        raise ArqbenchError(f"{who}: metric 'acr' needs a certifier")
     if not isinstance(images, int) or images < 1:
         raise ArqbenchError(f"{who}: images must be a positive integer, got {images!r}")
     unknown = sorted(set(layers) - {l.name for l in ctx.layers})
@@ -133,19 +132,15 @@ def profile(ctx: SearchContext, layers: list[str], activations: bool, metric: st
         raise ArqbenchError(f"{who}: '{unknown[0]}' is not a quantizable layer of this model")
 
     config = replace(ctx.smoothing, n=n or ctx.smoothing.n)
-    # the one place where the incremental certifier's n_p and gamma are read: from the caller, else the run
-    fraction = ctx.settings.get("np", 0.1) if n_p is None else n_p
-    if not 0 < fraction <= 1:
-        raise ArqbenchError(f"{who}: n_p must be a fraction of n in (0, 1], got {fraction!r}")
-    reference = Reference(ctx.model, {**ctx.reference_key, "data": "search"}, fraction, ctx.benchmark.gamma)
+    measurer = ctx.protocol.create("certifier", certifier)
     subset = Subset(ctx.data.search, list(range(min(images, len(ctx.data.search)))))
-    quantizer = ctx.settings.get("quantizer", type(ctx.quantizer).__name__)
+    quantizer = ctx.protocol.quantizer
     key = {"what": "sensitivity", "version": VERSION, "reference": ctx.reference_key, "sigma": ctx.sigma,
            "seed": ctx.seed, "quantizer": quantizer,
-           "quantizer_options": (ctx.settings.get("options") or {}).get(quantizer),
-           "metric": metric, "certifier": certifier_name if metric == "acr" else None,
-           "smoothing": {"n0": config.n0, "n": config.n, "alpha": config.alpha}, "n_p": fraction,
-           "gamma": ctx.benchmark.gamma, "images": len(subset), "search_split": len(ctx.data.search)}
+           "quantizer_options": ctx.protocol.plugin_options("quantizer", quantizer), "metric": metric,
+           "certifier": certifier, "certifier_options": ctx.protocol.plugin_options("certifier", certifier),
+           "smoothing": {"n0": config.n0, "n": config.n, "alpha": config.alpha, "precision": config.precision},
+           "images": len(subset), "search_split": len(ctx.data.search)}
     path = files.cache_path("sensitivity", key, ".json")
     cached = _read(path, key)
     have = {(r["layer"], r["w_bits"], r["a_bits"]): r for r in cached.get("rows", [])}
@@ -154,25 +149,28 @@ def profile(ctx: SearchContext, layers: list[str], activations: bool, metric: st
     missing = [p for p in wanted if p not in have]
 
     start = time.perf_counter()
+    ref = cached.get("reference")
+    reused_s = sum(have[p].get("seconds", 0.0) for p in wanted if p in have) + (ref or {}).get("seconds", 0.0)
     if missing:
-        measure = _Measure(ctx, metric, certifier, reference, config, subset)
-        ref = cached.get("reference") or measure(ctx.model)
+        measure = _Measure(ctx, metric, measurer, config, subset)
+        if ref is None:
+            ref = {**measure(ctx.model), "seconds": time.perf_counter() - start}
         with progress() as bar:
             task = bar.add_task(who, total=len(missing))
             for name, w, a in missing:
-                layer = by_name[name]
+                layer, begun = by_name[name], time.perf_counter()
                 numbers = measure(ctx.quantize({name: (w, a)}))
                 have[name, w, a] = {"layer": name, "index": layer.index, "kind": layer.kind, "w_bits": w,
-                                    "a_bits": a, **numbers, **_drops(ref, numbers)}
+                                    "a_bits": a, **numbers, **_drops(ref, numbers),
+                                    "seconds": time.perf_counter() - begun}
                 bar.advance(task)
         order = {l.name: l.index for l in ctx.layers}
         rows = sorted(have.values(), key=lambda r: (order.get(r["layer"], -1), r["a_bits"] != MAX_BITS, -r["w_bits"],
                                                     -r["a_bits"]))
         files.write_json_atomic(path, {"key": key, "reference": ref, "rows": rows})
-    else:
-        ref = cached["reference"]
     seconds = time.perf_counter() - start
-    result = Profile(key, path, ref, [have[p] for p in wanted], len(wanted) - len(missing), len(missing), seconds)
+    result = Profile(key, path, ref, [have[p] for p in wanted], len(wanted) - len(missing), len(missing), seconds,
+                     reused_s)
     if missing:
         info(f"{who}: measured {len(missing)} points ({len(set(layers))} layers) in {seconds:.1f}s"
              + (f", reused {result.reused} from the cache" if result.reused else "") + f"; cached in {path}")
@@ -184,10 +182,10 @@ def profile(ctx: SearchContext, layers: list[str], activations: bool, metric: st
 class _Measure:
     """One model's numbers on the search split, as the module docstring defines them."""
 
-    def __init__(self, ctx: SearchContext, metric: str, certifier, reference: Reference, config, subset: Subset):
-        self.ctx, self.metric, self.certifier, self.reference = ctx, metric, certifier, reference
-        self.config, self.subset = config, subset
-        self.n_p = max(1, math.ceil(reference.np * config.n))
+    def __init__(self, ctx: SearchContext, metric: str, certifier, config, subset: Subset):
+        self.ctx, self.metric, self.certifier, self.config, self.subset = ctx, metric, certifier, config, subset
+        self.reference = ctx.reference()
+        self.samples = certifier.samples(config) if hasattr(certifier, "samples") else config.n
         self._float: torch.Tensor | None = None
 
     def __call__(self, model) -> dict:
@@ -210,7 +208,8 @@ class _Measure:
         device = self.ctx.device
         xs = torch.stack([x for _, x, _ in examples(self.subset)]).to(device)
         gens = generators(device, self.config.seed, range(len(xs)), ESTIMATION)
-        return sample_predictions(model, xs, self.n_p, self.config.sigma, self.config.batch_size, gens)
+        return sample_predictions(model, xs, self.samples, self.config.sigma, self.config.batch_size, gens,
+                                  self.config.precision)
 
 
 def _drops(reference: dict, numbers: dict) -> dict:

@@ -13,15 +13,12 @@ from arqbench.smoothing.core import Certificate, SmoothingConfig
 class Reference:
     """The unmodified (float) model a certified model derives from, for incremental certifiers.
 
-    ``key`` names it and the data its examples come from (a cache key); ``np`` is the fraction
-    of n an incremental certifier may spend per example, ``gamma`` the pA above which it
-    re-certifies from scratch (IRS).
+    ``key`` names it and the data its examples come from: certifiers cache what they compute about it
+    under that key.
     """
 
     model: nn.Module
     key: dict = field(default_factory=dict)
-    np: float = 0.1
-    gamma: float = 0.99
 
 
 def certify_subset(certifier, model: nn.Module, subset, config: SmoothingConfig, num_classes: int,

@@ -12,8 +12,12 @@ from dataclasses import asdict, dataclass, field
 import torch
 from scipy.stats import beta, binomtest, norm
 
+from arqbench import runtime
+
 ABSTAIN = -1
-SELECTION, ESTIMATION, PREDICTION = 0, 1, 2
+# Noise phases: each estimate draws from its own stream, so no estimate reuses another's samples.
+SELECTION, ESTIMATION, PREDICTION = 0, 1, 2  # Cohen's CERTIFY and PREDICT
+RESELECTION, REESTIMATION = 3, 4  # a second, independent CERTIFY of the same example (IRS's fallback)
 NOISE_CHUNK = 100  # noise is drawn per example in whole chunks of this many samples
 
 
@@ -25,6 +29,7 @@ class SmoothingConfig:
     alpha: float = 0.001
     batch_size: int = 1000
     seed: int = 0
+    precision: str = "fp32"  # of the base classifier's forward passes (arqbench.runtime.PRECISIONS)
 
 
 @dataclass
@@ -63,8 +68,14 @@ def certified_radius(sigma: float, p_lower: float) -> float:
 
 
 def generator(device: torch.device, seed: int, index: int, phase: int) -> torch.Generator:
+    """Example ``index``'s noise stream for ``phase``. Phases 0-2 keep their original seeds (published
+    results replay sample for sample); later phases are seeded from 2^62 up, apart from every earlier seed."""
     gen = torch.Generator(device=device)
-    gen.manual_seed((seed * 1_000_003 + index * 3 + phase) % (2**63 - 1))
+    if phase < RESELECTION:
+        value = (seed * 1_000_003 + index * 3 + phase) % (2**63 - 1)
+    else:
+        value = 2**62 + ((seed * 1_000_003 + index) * 16 + phase) % 2**61
+    gen.manual_seed(value)
     return gen
 
 
@@ -72,34 +83,48 @@ def generators(device: torch.device, seed: int, indices, phase: int) -> list[tor
     return [generator(device, seed, index, phase) for index in indices]
 
 
+def noise_chunk(device: torch.device) -> int:
+    """Samples drawn per generator call: NOISE_CHUNK on the CPU; ten times more on a GPU, where each call is
+    a kernel launch (GPU certificates are their own: a CUDA generator's numbers are not the CPU's anyway)."""
+    return NOISE_CHUNK * (10 if torch.device(device).type == "cuda" else 1)
+
+
 @torch.inference_mode()
 def sample_predictions(model: torch.nn.Module, xs: torch.Tensor, num: int, sigma: float, batch_size: int,
-                       gens: list[torch.Generator]) -> torch.Tensor:
+                       gens: list[torch.Generator], precision: str = "fp32") -> torch.Tensor:
     """The base classifier's class for ``num`` noisy copies of each input in ``xs``: a (len(xs), num) tensor.
 
-    Example e's noise is drawn from ``gens[e]`` in chunks of NOISE_CHUNK samples, always whole
+    Example e's noise is drawn from ``gens[e]`` in chunks of ``noise_chunk`` samples, always whole
     chunks, so its k-th sample is the same whatever ``num``, ``batch_size`` or the other examples
     are: certifications are independent of batching and can be replayed sample for sample.
-    Forward batches pack the chunks of several examples, up to ``batch_size`` rows.
+    Forward batches pack the chunks of several examples, up to ``batch_size`` rows, and run at
+    ``precision`` (``arqbench.runtime.precision``).
     """
-    out = torch.empty((len(xs), num), dtype=torch.long, device=xs.device)
-    jobs = [(e, start, min(NOISE_CHUNK, num - start)) for e in range(len(xs)) for start in range(0, num, NOISE_CHUNK)]
-    rows = min(max(batch_size, NOISE_CHUNK), len(xs) * num)
-    buffer = torch.empty((rows + NOISE_CHUNK, *xs.shape[1:]), device=xs.device, dtype=xs.dtype)
+    device = xs.device
+    chunk = noise_chunk(device)
+    out = torch.empty((len(xs), num), dtype=torch.long, device=device)
+    jobs = [(e, start, min(chunk, num - start)) for e in range(len(xs)) for start in range(0, num, chunk)]
+    rows = min(max(batch_size, chunk), len(xs) * num)
+    buffer = torch.empty((rows + chunk, *xs.shape[1:]), device=device, dtype=xs.dtype)
+    nhwc = device.type == "cuda" and precision != "fp32" and xs.dim() == 4
     i = 0
-    while i < len(jobs):
-        filled, packed = 0, []
-        while i < len(jobs) and (not packed or filled + jobs[i][2] <= batch_size):
-            e, start, size = jobs[i]
-            buffer[filled:filled + NOISE_CHUNK].normal_(0.0, sigma, generator=gens[e])
-            packed.append((e, start, size, filled))
-            filled += size
-            i += 1
-        owners = torch.repeat_interleave(torch.tensor([p[0] for p in packed]), torch.tensor([p[2] for p in packed]))
-        noisy = buffer[:filled].add_(xs[owners.to(xs.device)])  # one add for the whole forward batch
-        predictions = torch.cat([model(noisy[lo:lo + batch_size]).argmax(dim=1) for lo in range(0, filled, batch_size)])
-        for e, start, size, offset in packed:
-            out[e, start:start + size] = predictions[offset:offset + size]
+    with runtime.precision(device, precision):
+        while i < len(jobs):
+            filled, packed = 0, []
+            while i < len(jobs) and (not packed or filled + jobs[i][2] <= batch_size):
+                e, start, size = jobs[i]
+                buffer[filled:filled + chunk].normal_(0.0, sigma, generator=gens[e])
+                packed.append((e, start, size))
+                filled += size
+                i += 1
+            owners = torch.repeat_interleave(torch.tensor([p[0] for p in packed]), torch.tensor([p[2] for p in packed]))
+            columns = torch.cat([torch.arange(start, start + size) for _, start, size in packed])
+            noisy = buffer[:filled].add_(xs[owners.to(device)])  # one add for the whole forward batch
+            if nhwc:
+                noisy = noisy.contiguous(memory_format=torch.channels_last)
+            predictions = torch.cat([model(noisy[lo:lo + batch_size]).argmax(dim=1)
+                                     for lo in range(0, filled, batch_size)])
+            out[owners.to(device), columns.to(device)] = predictions  # one scatter for the whole batch
     return out
 
 
@@ -111,11 +136,13 @@ def class_counts(predictions: torch.Tensor, num_classes: int) -> torch.Tensor:
 
 def certify_many(model: torch.nn.Module, batch: list[tuple[int, torch.Tensor, int]], config: SmoothingConfig,
                  num_classes: int, estimation: torch.Tensor | None = None,
-                 candidates: torch.Tensor | None = None) -> list[Certificate]:
+                 candidates: torch.Tensor | None = None,
+                 phases: tuple[int, int] = (SELECTION, ESTIMATION)) -> list[Certificate]:
     """Cohen's CERTIFY for each (index, x, label): n0 samples pick cA, n fresh samples bound pA from below.
 
     ``estimation`` may pass the (examples, n) estimation-phase predictions when the caller already drew them;
-    ``candidates`` may give each example's cA when it was chosen independently of the estimation samples.
+    ``candidates`` may give each example's cA when it was chosen independently of the estimation samples;
+    ``phases`` names the noise streams of selection and estimation.
     """
     start = time.perf_counter()
     device = next(model.parameters()).device
@@ -123,19 +150,20 @@ def certify_many(model: torch.nn.Module, batch: list[tuple[int, torch.Tensor, in
     xs = torch.stack([x for _, x, _ in batch]).to(device)
     if candidates is None:
         selection = sample_predictions(model, xs, config.n0, config.sigma, config.batch_size,
-                                       generators(device, config.seed, indices, SELECTION))
+                                       generators(device, config.seed, indices, phases[0]), config.precision)
         candidates = class_counts(selection, num_classes).argmax(dim=1)
     c_a = candidates
     if estimation is None:
         estimation = sample_predictions(model, xs, config.n, config.sigma, config.batch_size,
-                                        generators(device, config.seed, indices, ESTIMATION))
+                                        generators(device, config.seed, indices, phases[1]), config.precision)
     n_a = (estimation == c_a[:, None]).sum(dim=1).tolist()
     seconds = (time.perf_counter() - start) / len(batch)
     certificates = []
     for (index, _, label), c, k in zip(batch, c_a.tolist(), n_a):
         p_lower = lower_confidence_bound(k, config.n, config.alpha)
-        if p_lower < 0.5:
-            certificates.append(Certificate(index, int(label), ABSTAIN, 0.0, p_lower, k, config.n, seconds))
+        if p_lower < 0.5:  # the class it abstained on stays in the details
+            certificates.append(Certificate(index, int(label), ABSTAIN, 0.0, p_lower, k, config.n, seconds,
+                                            {"c_a": c}))
         else:
             certificates.append(Certificate(index, int(label), c, certified_radius(config.sigma, p_lower), p_lower, k,
                                             config.n, seconds))
@@ -170,7 +198,7 @@ def predict(model: torch.nn.Module, x: torch.Tensor, index: int, config: Smoothi
     top two counts has p-value above alpha."""
     device = next(model.parameters()).device
     predictions = sample_predictions(model, x.to(device)[None], config.n, config.sigma, config.batch_size,
-                                     [generator(device, config.seed, index, PREDICTION)])
+                                     [generator(device, config.seed, index, PREDICTION)], config.precision)
     top2 = torch.topk(class_counts(predictions, num_classes)[0], 2)
     n_top, n_second = int(top2.values[0]), int(top2.values[1])
     if binomtest(n_top, n_top + n_second, 0.5).pvalue > config.alpha:

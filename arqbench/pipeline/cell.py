@@ -1,0 +1,179 @@
+"""One leaderboard cell (DESIGN §4): search -> the same fine-tune -> the same certification -> its record.
+
+``CellRun`` is the only place a cell is run. The local executor calls ``run``; the Ray executor calls
+``train`` in one task and ``certify`` once per shard in others, then ``record``; ``arqbench certify``
+replays a result file's policy through ``run``. Certificates are seeded per example, so a cell
+certified in shards and merged in order is the cell certified at once.
+"""
+
+import time
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.utils.data import Subset
+
+from arqbench import plugins, runtime
+from arqbench.errors import ArqbenchError
+from arqbench.models.training import accuracy, train
+from arqbench.pipeline.config import Protocol
+from arqbench.pipeline.prepare import Prepared
+from arqbench.pipeline.results import REFERENCE, Cell, now, versions
+from arqbench.quantization import policy as policies
+from arqbench.quantization.costs import cost_summary
+from arqbench.search.context import SearchContext, calibration_batches
+from arqbench.smoothing.certification import certify_subset
+from arqbench.smoothing.core import Certificate, SmoothingConfig
+from arqbench.smoothing.metrics import summarize
+
+CERTIFICATION_SETTINGS = ("n0", "n", "alpha", "test_images", "subset", "batch_size", "precision", "certifier")
+
+
+@dataclass
+class Trained:
+    """A cell after search and fine-tune: the model to certify and what the result record needs from that stage."""
+
+    model: nn.Module | None  # None once shipped apart from the rest (sharded certification)
+    policy: policies.Policy | None  # None for the fp32 row
+    search: dict
+    timing: dict
+    clean_acc: float
+    versions: dict
+
+
+@dataclass
+class CellRun:
+    cell: Cell
+    prepared: Prepared
+    protocol: Protocol
+    device: torch.device
+
+    def run(self, policy: policies.Policy | None = None, shards: int = 1) -> dict:
+        """The whole cell: its record. ``policy`` replays a given policy instead of searching."""
+        trained = self.train(policy)
+        return self.record(trained, [self.certify(trained.model, (k, shards)) for k in range(shards)])
+
+    def train(self, policy: policies.Policy | None = None) -> Trained:
+        """Search (unless ``policy`` is given, or the cell is the fp32 row) and fine-tune the cell's model."""
+        timing = {"search_s": 0.0, "search_cost_s": 0.0, "finetune_s": 0.0, "certify_s": 0.0}
+        search: dict = {}
+        model = self.prepared.model
+        if self.cell.method != REFERENCE:
+            start = time.perf_counter()
+            if policy is None:
+                policy, search = self.search()
+            policy = policies.validate(policy, self.prepared.layers, f"policy from {self.cell.method}")
+            timing["search_s"] = time.perf_counter() - start
+            timing["search_cost_s"] = timing["search_s"] + float(search.get("reused_s", 0.0))
+            start = time.perf_counter()
+            model = self.quantized_model(policy)
+            timing["finetune_s"] = time.perf_counter() - start
+        clean = accuracy(model, self.prepared.data.test, self.device, workers=self.prepared.data.workers)
+        return Trained(model, policy, search, timing, clean, versions(self.device))
+
+    def search(self) -> tuple[policies.Policy, dict]:
+        """The cell's method, with the run's options for it, on the cell's search context."""
+        torch.manual_seed(self.cell.seed)
+        found = self.protocol.create("search", self.cell.method).search(self.context())
+        return found.policy, found.info
+
+    def context(self) -> SearchContext:
+        """What the cell's search method gets (``arqbench.search.context``)."""
+        cell, prepared, protocol = self.cell, self.prepared, self.protocol
+        return SearchContext(
+            model=prepared.model, layers=prepared.layers, benchmark=prepared.benchmark, data=prepared.data,
+            quantizer=protocol.create("quantizer", protocol.quantizer),
+            cost_model=protocol.create("cost_model", protocol.cost_model), budget=cell.budget, sigma=cell.sigma,
+            seed=cell.seed, device=self.device, fixed=prepared.fixed_layers(protocol),
+            search_activations=protocol.search_activations, smoothing=self.smoothing(), protocol=protocol,
+            reference_key=prepared.reference_key,
+        )
+
+    def quantized_model(self, policy: policies.Policy) -> nn.Module:
+        """The protocol's quantized model: the run's quantizer, calibrated, then the common noisy fine-tune."""
+        prepared, protocol = self.prepared, self.protocol
+        quantizer = protocol.create("quantizer", protocol.quantizer)
+        calibration = calibration_batches(prepared.data, prepared.sigma, self.device, self.cell.seed)
+        model = quantizer.quantize(prepared.model, policy, calibration)
+        if protocol.finetune_epochs > 0:
+            train(model, prepared.data.finetune, prepared.benchmark.finetune, prepared.sigma, self.device,
+                  self.cell.seed, epochs=protocol.finetune_epochs, description=f"fine-tune {self.cell.method}",
+                  workers=prepared.data.workers)
+        return model.eval()
+
+    def smoothing(self) -> SmoothingConfig:
+        p = self.protocol
+        return SmoothingConfig(sigma=self.cell.sigma, n0=p.n0, n=p.n, alpha=p.alpha, batch_size=p.batch_size,
+                               seed=self.cell.seed, precision=p.precision)
+
+    def certify(self, model: nn.Module, shard: tuple[int, int] = (0, 1)) -> tuple[list[Certificate], float]:
+        """Certify ``model`` on the certification subset, or on its ``shard = (k, K)``: the k-th of K
+        contiguous slices. Returns the certificates in subset order and the seconds it took."""
+        protocol, prepared = self.protocol, self.prepared
+        certifier = protocol.create("certifier", protocol.certifier)
+        subset = prepared.data.certify
+        k, parts = shard
+        if parts > 1:
+            indices = subset.indices
+            subset = Subset(subset.dataset, indices[k * len(indices) // parts:(k + 1) * len(indices) // parts])
+        start = time.perf_counter()
+        runtime.channels_last(model, self.device, protocol.precision)
+        certs = certify_subset(certifier, model, subset, self.smoothing(), prepared.benchmark.num_classes,
+                               prepared.reference("test"), f"certify {self.cell.method}")
+        return certs, time.perf_counter() - start
+
+    def record(self, trained: Trained, parts: list[tuple[list[Certificate], float]]) -> dict:
+        """The result record from the trained stage and the certification shards' (certificates, seconds)."""
+        cell, prepared, protocol = self.cell, self.prepared, self.protocol
+        certs = [cert for part, _ in parts for cert in part]
+        cost = cost_summary(prepared.layers, trained.policy, protocol)
+        if cell.budget is not None:
+            cost["within_budget"] = cost["fraction"] <= cell.budget + 1e-12
+        policy = trained.policy
+        return {
+            "benchmark": cell.benchmark, "method": cell.method, "sigma": cell.sigma, "budget": cell.budget,
+            "seed": cell.seed, "status": "ok", "error": None,
+            "policy": None if policy is None else {k: list(v) for k, v in policy.items()},
+            "metrics": {"clean_acc": trained.clean_acc, **summarize(certs, prepared.benchmark.radii)},
+            "cost": cost, "timing": {**trained.timing, "certify_s": sum(s for _, s in parts)},
+            "search": trained.search, "layers": [layer.as_dict() for layer in prepared.layers],
+            "certificates": [c.as_dict() for c in certs],
+            "base_model": {**prepared.source, "fingerprint": prepared.fingerprint},
+            "config": config_record(cell, protocol), "plugins": plugin_record(cell, protocol),
+            "versions": trained.versions, "created": now(),
+        }
+
+
+def plugin_record(cell: Cell, protocol: Protocol) -> dict:
+    """Each plugin the cell used, by kind, with every option it ran with (its defaults included)."""
+    used = {"benchmark": cell.benchmark, "quantizer": protocol.quantizer, "cost_model": protocol.cost_model,
+            "certifier": protocol.certifier}
+    if cell.method != REFERENCE:
+        used["search"] = cell.method
+    return {kind: {"name": name, "options": {**plugins.defaults(kind, name), **protocol.plugin_options(kind, name)}}
+            for kind, name in used.items()}
+
+
+def config_record(cell: Cell, protocol: Protocol) -> dict:
+    """What a re-run must match for a finished cell to be reused: the cell's identity and its protocol,
+    with the options of the plugins the cell runs (other search methods' options are not the cell's); for
+    the fp32 row, only the certification settings and the certifier's options."""
+    settings = protocol.as_dict()
+    searches = set(plugins.names("search")) - {cell.method}
+    options = {name: o for name, o in protocol.options.items() if name not in searches}
+    if cell.method == REFERENCE:
+        settings = {k: settings[k] for k in CERTIFICATION_SETTINGS}
+        options = {name: o for name, o in options.items() if name == protocol.certifier}
+        if options:
+            settings["options"] = options
+    else:
+        settings["options"] = options
+    return {"cell": {"benchmark": cell.benchmark, "sigma": cell.sigma, "budget": cell.budget,
+                     "method": cell.method, "seed": cell.seed}, "protocol": settings}
+
+
+def failed_result(cell: Cell, protocol: Protocol, error: BaseException) -> dict:
+    message = str(error) if isinstance(error, ArqbenchError) else f"{type(error).__name__}: {error}"
+    return {"benchmark": cell.benchmark, "method": cell.method, "sigma": cell.sigma, "budget": cell.budget,
+            "seed": cell.seed, "status": "failed", "error": message.splitlines()[0] if message else repr(error),
+            "config": config_record(cell, protocol), "created": now()}
