@@ -102,30 +102,30 @@ def sample_predictions(model: torch.nn.Module, xs: torch.Tensor, num: int, sigma
     """
     device = xs.device
     chunk = noise_chunk(device)
-    out = torch.empty((len(xs), num), dtype=torch.long, device=device)
+    out = torch.empty(len(xs) * num, dtype=torch.long, device=device)  # example-major: (len(xs), num) flat
     jobs = [(e, start, min(chunk, num - start)) for e in range(len(xs)) for start in range(0, num, chunk)]
     rows = min(max(batch_size, chunk), len(xs) * num)
     buffer = torch.empty((rows + chunk, *xs.shape[1:]), device=device, dtype=xs.dtype)
     nhwc = device.type == "cuda" and precision != "fp32" and xs.dim() == 4
-    i = 0
+    i = done = 0
     with runtime.precision(device, precision):
         while i < len(jobs):
-            filled, packed = 0, []
-            while i < len(jobs) and (not packed or filled + jobs[i][2] <= batch_size):
+            filled = 0
+            while i < len(jobs) and (not filled or filled + jobs[i][2] <= batch_size):
                 e, start, size = jobs[i]
                 buffer[filled:filled + chunk].normal_(0.0, sigma, generator=gens[e])
-                packed.append((e, start, size))
                 filled += size
                 i += 1
-            owners = torch.repeat_interleave(torch.tensor([p[0] for p in packed]), torch.tensor([p[2] for p in packed]))
-            columns = torch.cat([torch.arange(start, start + size) for _, start, size in packed])
-            noisy = buffer[:filled].add_(xs[owners.to(device)])  # one add for the whole forward batch
+            # jobs run in example-major order, so this batch is rows [done, done + filled) of the flat output;
+            # its owners are computed on the device: no host-device copy, no synchronisation per batch
+            owners = torch.arange(done, done + filled, device=device) // num
+            noisy = buffer[:filled].add_(xs[owners])  # one add for the whole forward batch
             if nhwc:
                 noisy = noisy.contiguous(memory_format=torch.channels_last)
-            predictions = torch.cat([model(noisy[lo:lo + batch_size]).argmax(dim=1)
-                                     for lo in range(0, filled, batch_size)])
-            out[owners.to(device), columns.to(device)] = predictions  # one scatter for the whole batch
-    return out
+            for lo in range(0, filled, batch_size):
+                out[done + lo:done + min(lo + batch_size, filled)] = model(noisy[lo:lo + batch_size]).argmax(dim=1)
+            done += filled
+    return out.view(len(xs), num)
 
 
 def class_counts(predictions: torch.Tensor, num_classes: int) -> torch.Tensor:
