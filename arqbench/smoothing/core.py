@@ -18,7 +18,8 @@ ABSTAIN = -1
 # Noise phases: each estimate draws from its own stream, so no estimate reuses another's samples.
 SELECTION, ESTIMATION, PREDICTION = 0, 1, 2  # Cohen's CERTIFY and PREDICT
 RESELECTION, REESTIMATION = 3, 4  # a second, independent CERTIFY of the same example (IRS's fallback)
-NOISE_CHUNK = 100  # noise is drawn per example in whole chunks of this many samples
+NOISE_CHUNK = 100  # noise is drawn per example in whole chunks of this many samples (on the CPU; see noise_chunk)
+NOISE_SCHEME = 2  # bumped whenever the samples an example's seed gives change (caches of predictions key on it)
 
 
 @dataclass(frozen=True)
@@ -83,10 +84,13 @@ def generators(device: torch.device, seed: int, indices, phase: int) -> list[tor
     return [generator(device, seed, index, phase) for index in indices]
 
 
-def noise_chunk(device: torch.device) -> int:
-    """Samples drawn per generator call: NOISE_CHUNK on the CPU; ten times more on a GPU, where each call is
-    a kernel launch (GPU certificates are their own: a CUDA generator's numbers are not the CPU's anyway)."""
-    return NOISE_CHUNK * (10 if torch.device(device).type == "cuda" else 1)
+def noise_chunk(device: torch.device, example_numel: int = 0) -> int:
+    """Samples drawn per generator call. NOISE_CHUNK on the CPU. On a GPU each call is a kernel launch, so
+    at least 1000, and enough that a call draws about 2^20 numbers for small inputs (digits: 16384); GPU
+    certificates are their own anyway (a CUDA generator's numbers are not the CPU's)."""
+    if torch.device(device).type != "cuda":
+        return NOISE_CHUNK
+    return max(10 * NOISE_CHUNK, 2**20 // max(1, example_numel))
 
 
 @torch.inference_mode()
@@ -101,7 +105,7 @@ def sample_predictions(model: torch.nn.Module, xs: torch.Tensor, num: int, sigma
     ``precision`` (``arqbench.runtime.precision``).
     """
     device = xs.device
-    chunk = noise_chunk(device)
+    chunk = noise_chunk(device, xs[0].numel())
     out = torch.empty(len(xs) * num, dtype=torch.long, device=device)  # example-major: (len(xs), num) flat
     jobs = [(e, start, min(chunk, num - start)) for e in range(len(xs)) for start in range(0, num, chunk)]
     rows = min(max(batch_size, chunk), len(xs) * num)
