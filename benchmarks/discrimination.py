@@ -3,7 +3,7 @@
     python benchmarks/discrimination.py --benchmark digits-mobilenetv2      # 24 policies at 1.1%, activations searched
     python benchmarks/discrimination.py --benchmark digits --budget 0.0255 --no-search-activations
 
-Samples ``--policies`` random policies that meet ``--budget``: every free unit (a layer, or a group of
+Samples ``--policies`` different random policies that meet ``--budget``: every free unit (a layer, or a group of
 layers the benchmark ties; the first and last layer stay 8/8) draws weight bits uniformly from [2, 8]
 (activation bits too with --search-activations, else 8), then a random unit above 2 bits loses one bit
 at a time until the cost fits. Each policy, and the ``uniform`` method's, goes through a leaderboard
@@ -70,6 +70,19 @@ def random_policy(units: list[list[str]], held: set[str], fraction, budget: floa
     return policy()
 
 
+def distinct_policies(count: int, draw, tries: int = 50) -> list[Policy]:
+    """Up to ``count`` different policies from ``draw(0)``, ``draw(1)``, ... (at most ``tries * count`` draws):
+    a small model has few policies near a tight budget, and a repeated one tells nothing new."""
+    found: list[Policy] = []
+    for k in range(tries * count):
+        policy = draw(k)
+        if policy not in found:
+            found.append(policy)
+            if len(found) == count:
+                break
+    return found
+
+
 def describe(policy: Policy, layers) -> str:
     """Bits in layer order, ``w/a`` (or ``w`` when every activation is 8)."""
     weights_only = all(policy[l.name][1] == MAX_BITS for l in layers)
@@ -113,8 +126,8 @@ def main(argv=None) -> None:
 
         units, held = tie_units(prepared.layers, fixed_layers(prepared, protocol),
                                 benchmark.tied_layers(prepared.model))
-        policies = [random_policy(units, held, fraction, args.budget, args.search_activations,
-                                  random.Random(1000 * args.seed + k)) for k in range(args.policies)]
+        policies = distinct_policies(args.policies, lambda k: random_policy(
+            units, held, fraction, args.budget, args.search_activations, random.Random(1000 * args.seed + k)))
     except ArqbenchError as exc:
         sys.exit(f"discrimination: error: {exc}")
     rows = {REFERENCE: shipped(prepared, protocol, args.budget, args.seed, device, method=REFERENCE),

@@ -70,3 +70,9 @@ def test_wrong_values_are_one_line_errors(capsys):
         with pytest.raises(SystemExit) as exit:
             discrimination.main(argv)
         assert message in str(exit.value) and "\n" not in str(exit.value)
+
+
+def test_distinct_policies_skip_repeats_and_stop_when_the_space_runs_out():
+    draws = iter([{"a": (2, 8)}, {"a": (2, 8)}, {"a": (3, 8)}, {"a": (2, 8)}, {"a": (4, 8)}])
+    assert discrimination.distinct_policies(3, lambda k: next(draws)) == [{"a": (2, 8)}, {"a": (3, 8)}, {"a": (4, 8)}]
+    assert discrimination.distinct_policies(5, lambda k: {"a": (2 + k % 2, 8)}, tries=4) == [{"a": (2, 8)}, {"a": (3, 8)}]
