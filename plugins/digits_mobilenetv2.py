@@ -1,10 +1,12 @@
 """Benchmark ``digits-mobilenetv2``: the ``digits`` data and splits with a scaled-down MobileNetV2.
 
-MobileNetV2 (Sandler et al. 2018) is where bit allocation matters: its depthwise 3x3 convolutions cost
-few bit operations but are fragile at low bits, and its 1x1 convolutions carry most of the cost. This
-benchmark puts that structure on the embedded 8x8 digits: a stem conv, inverted residual blocks
-(1x1 expansion, depthwise 3x3, linear 1x1 bottleneck, ReLU6, identity shortcut when shapes allow), a
-1x1 head conv and a classifier; trained with noise augmentation on first use and cached, like ``digits``.
+MobileNetV2 (Sandler et al. 2018) is where bit allocation matters: its layers differ sharply in cost and
+sensitivity. This benchmark puts that structure on the embedded 8x8 digits: a stem conv, inverted
+residual blocks (1x1 expansion, depthwise 3x3, linear 1x1 bottleneck, ReLU6, identity shortcut when
+shapes allow), a 1x1 head conv and a classifier; trained with noise augmentation on first use (about 20 s
+of one CPU core) and cached, like ``digits``. Under the ``linear`` quantizer (per-channel weights) the
+depthwise convs are cheap (18% of the MACs) and the most fragile tensors are the signed linear-bottleneck
+outputs that the expansion convs read: one of them at 2 activation bits can cost most of the accuracy.
 
 Tied layers (what a residual add forces to share a precision). The ``linear`` quantizer quantizes each
 layer's *input* activation, so layers that read the same tensor must share its precision. A residual
