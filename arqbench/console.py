@@ -1,7 +1,13 @@
 """One rich console for progress, tables and warnings."""
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+)
 
 console = Console(stderr=True)  # progress, warnings, logs
 stdout = Console()  # tables a user may pipe

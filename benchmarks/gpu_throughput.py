@@ -21,7 +21,7 @@ from arqbench.runtime import channels_last, precision
 from arqbench.smoothing.core import SmoothingConfig, certify_many
 
 BATCHES = {"resnet20-cifar10": (1000, 4000, 16000), "resnet50-imagenet": (256, 512),
-           "mobilenetv2-imagenet": (256, 512, 1024), "digits": (10_000, 50_000)}
+           "mobilenetv2-imagenet": (256, 512, 1000, 2000), "digits": (10_000, 50_000, 100_000)}
 IMAGES = {"resnet20-cifar10": 10, "resnet50-imagenet": 2, "mobilenetv2-imagenet": 2, "digits": 20}
 
 

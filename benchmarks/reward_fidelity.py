@@ -28,6 +28,7 @@ import torch
 from scipy.stats import spearmanr
 
 from arqbench import plugins
+from arqbench.files import cache_path, read_json, write_json_atomic
 from arqbench.pipeline.cell import CellRun
 from arqbench.pipeline.config import resolve
 from arqbench.pipeline.prepare import prepare
@@ -45,6 +46,22 @@ def random_policy(ctx, rng: random.Random):
             policy[layer.name] = (rng.randint(MIN_BITS, MAX_BITS),
                                   rng.randint(MIN_BITS, MAX_BITS) if ctx.search_activations else MAX_BITS)
     return ctx.within_budget(policy)
+
+
+def final_acr(run: CellRun, policy) -> float:
+    """The policy's ACR under the protocol (fine-tune, full certification), cached under ARQBENCH_HOME: it is
+    a deterministic function of the policy, the protocol and the base model, whatever search settings."""
+    protocol = {k: v for k, v in run.protocol.as_dict().items() if k != "options"}  # search options don't matter
+    protocol["quantizer_options"] = run.protocol.plugin_options("quantizer", run.protocol.quantizer)
+    key = {"what": "fidelity-final-acr", "policy": sorted(policy.items()), "protocol": protocol,
+           "base": run.prepared.fingerprint, "sigma": run.cell.sigma, "seed": run.cell.seed}
+    path = cache_path("fidelity", key, ".json")
+    if path.exists():
+        return read_json(path)["acr"]
+    certs, _ = run.certify(run.train(policy).model)
+    acr = sum(c.radius for c in certs if c.correct) / len(certs)
+    write_json_atomic(path, {"acr": acr})
+    return acr
 
 
 def main() -> None:
@@ -116,8 +133,7 @@ def main() -> None:
             -sum(omega[name][bits[0]] for name, bits in policy.items() if name not in ctx.fixed))
         if robust is not None:
             scores.setdefault("robust-ilp", []).append(-robust.objective(ctx, policy))
-        certs, _ = run.certify(run.train(policy).model)
-        final.append(sum(c.radius for c in certs if c.correct) / len(certs))
+        final.append(final_acr(run, policy))
         print(f"[{k + 1}/{len(policies)}] cost {ctx.cost_fraction(policy):.4f} final ACR {final[-1]:.4f} "
               + " ".join(f"{name}={values[-1]:.3f}" for name, values in scores.items())
               + f" ({time.perf_counter() - start:.0f}s)", flush=True)

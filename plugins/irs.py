@@ -32,6 +32,7 @@ from arqbench.smoothing.certification import Reference
 from arqbench.smoothing.core import (
     ABSTAIN,
     ESTIMATION,
+    NOISE_SCHEME,
     REESTIMATION,
     RESELECTION,
     Certificate,
@@ -41,7 +42,6 @@ from arqbench.smoothing.core import (
     certify_many,
     generators,
     group_size,
-    noise_chunk,
     sample_predictions,
     upper_confidence_bound,
 )
@@ -52,7 +52,7 @@ class FloatCertificates:
 
     def __init__(self, reference: Reference, config: SmoothingConfig, num_classes: int, device: torch.device,
                  stats: Counter):
-        key = {**reference.key, "smoothing": asdict(config), "device": device.type, "chunk": noise_chunk(device)}
+        key = {**reference.key, "smoothing": asdict(config), "device": device.type, "noise": NOISE_SCHEME}
         self.dir = home() / "irs" / key_hash(key)
         self.reference, self.config, self.num_classes, self.device = reference, config, num_classes, device
         self.stats = stats

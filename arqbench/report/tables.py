@@ -26,7 +26,13 @@ from scipy.stats import norm
 
 from arqbench.errors import ArqbenchError
 from arqbench.pipeline.results import REFERENCE
-from arqbench.smoothing.intervals import Interval, mean_interval, paired_difference, per_image, seed_mean
+from arqbench.smoothing.intervals import (
+    Interval,
+    mean_interval,
+    paired_difference,
+    per_image,
+    seed_mean,
+)
 
 MAX_RADII = 3  # certified-accuracy columns per markdown table (every radius is in the csv/json)
 

@@ -18,7 +18,8 @@ ABSTAIN = -1
 # Noise phases: each estimate draws from its own stream, so no estimate reuses another's samples.
 SELECTION, ESTIMATION, PREDICTION = 0, 1, 2  # Cohen's CERTIFY and PREDICT
 RESELECTION, REESTIMATION = 3, 4  # a second, independent CERTIFY of the same example (IRS's fallback)
-NOISE_CHUNK = 100  # noise is drawn per example in whole chunks of this many samples
+NOISE_CHUNK = 100  # noise is drawn per example in whole chunks of this many samples (on the CPU; see noise_chunk)
+NOISE_SCHEME = 2  # bumped whenever the samples an example's seed gives change (caches of predictions key on it)
 
 
 @dataclass(frozen=True)
@@ -83,10 +84,13 @@ def generators(device: torch.device, seed: int, indices, phase: int) -> list[tor
     return [generator(device, seed, index, phase) for index in indices]
 
 
-def noise_chunk(device: torch.device) -> int:
-    """Samples drawn per generator call: NOISE_CHUNK on the CPU; ten times more on a GPU, where each call is
-    a kernel launch (GPU certificates are their own: a CUDA generator's numbers are not the CPU's anyway)."""
-    return NOISE_CHUNK * (10 if torch.device(device).type == "cuda" else 1)
+def noise_chunk(device: torch.device, example_numel: int = 0) -> int:
+    """Samples drawn per generator call. NOISE_CHUNK on the CPU. On a GPU each call is a kernel launch, so
+    at least 1000, and enough that a call draws about 2^20 numbers for small inputs (digits: 16384); GPU
+    certificates are their own anyway (a CUDA generator's numbers are not the CPU's)."""
+    if torch.device(device).type != "cuda":
+        return NOISE_CHUNK
+    return max(10 * NOISE_CHUNK, 2**20 // max(1, example_numel))
 
 
 @torch.inference_mode()
@@ -101,31 +105,31 @@ def sample_predictions(model: torch.nn.Module, xs: torch.Tensor, num: int, sigma
     ``precision`` (``arqbench.runtime.precision``).
     """
     device = xs.device
-    chunk = noise_chunk(device)
-    out = torch.empty((len(xs), num), dtype=torch.long, device=device)
+    chunk = noise_chunk(device, xs[0].numel())
+    out = torch.empty(len(xs) * num, dtype=torch.long, device=device)  # example-major: (len(xs), num) flat
     jobs = [(e, start, min(chunk, num - start)) for e in range(len(xs)) for start in range(0, num, chunk)]
     rows = min(max(batch_size, chunk), len(xs) * num)
     buffer = torch.empty((rows + chunk, *xs.shape[1:]), device=device, dtype=xs.dtype)
     nhwc = device.type == "cuda" and precision != "fp32" and xs.dim() == 4
-    i = 0
+    i = done = 0
     with runtime.precision(device, precision):
         while i < len(jobs):
-            filled, packed = 0, []
-            while i < len(jobs) and (not packed or filled + jobs[i][2] <= batch_size):
+            filled = 0
+            while i < len(jobs) and (not filled or filled + jobs[i][2] <= batch_size):
                 e, start, size = jobs[i]
                 buffer[filled:filled + chunk].normal_(0.0, sigma, generator=gens[e])
-                packed.append((e, start, size))
                 filled += size
                 i += 1
-            owners = torch.repeat_interleave(torch.tensor([p[0] for p in packed]), torch.tensor([p[2] for p in packed]))
-            columns = torch.cat([torch.arange(start, start + size) for _, start, size in packed])
-            noisy = buffer[:filled].add_(xs[owners.to(device)])  # one add for the whole forward batch
+            # jobs run in example-major order, so this batch is rows [done, done + filled) of the flat output;
+            # its owners are computed on the device: no host-device copy, no synchronisation per batch
+            owners = torch.arange(done, done + filled, device=device) // num
+            noisy = buffer[:filled].add_(xs[owners])  # one add for the whole forward batch
             if nhwc:
                 noisy = noisy.contiguous(memory_format=torch.channels_last)
-            predictions = torch.cat([model(noisy[lo:lo + batch_size]).argmax(dim=1)
-                                     for lo in range(0, filled, batch_size)])
-            out[owners.to(device), columns.to(device)] = predictions  # one scatter for the whole batch
-    return out
+            for lo in range(0, filled, batch_size):
+                out[done + lo:done + min(lo + batch_size, filled)] = model(noisy[lo:lo + batch_size]).argmax(dim=1)
+            done += filled
+    return out.view(len(xs), num)
 
 
 def class_counts(predictions: torch.Tensor, num_classes: int) -> torch.Tensor:
