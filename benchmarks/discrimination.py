@@ -27,15 +27,15 @@ from rich.console import Console
 from rich.table import Table
 
 from arqbench import plugins
-from arqbench.baselines.hawq import tie_units
 from arqbench.errors import ArqbenchError, InfeasibleBudget
-from arqbench.pipeline.config import resolve
 from arqbench.pipeline.cell import CellRun
+from arqbench.pipeline.config import resolve
 from arqbench.pipeline.prepare import Prepared, prepare
 from arqbench.pipeline.results import REFERENCE, Cell
 from arqbench.pipeline.sweep import check_budgets
 from arqbench.quantization.policy import MAX_BITS, MIN_BITS, Policy, float_policy
 from arqbench.runtime import keep_freed_memory
+from arqbench.search.ilp import tie_units
 from arqbench.smoothing.intervals import mean_interval, paired_difference, per_image
 
 

@@ -103,7 +103,7 @@ def pareto_pngs(written: list[Path]) -> list[str]:
     return sorted(p.name for p in written if p.suffix == ".png" and not p.stem.endswith(INSIDE))
 
 
-INSIDE = ("-bits", "-learning", "-sensitivity")
+INSIDE = ("-bits", "-learning", "-sensitivity", "-curve")
 
 
 def tables(markdown: str) -> dict[str, list[list[str]]]:
@@ -247,6 +247,22 @@ def test_latex_is_a_booktabs_table_per_cell(tmp_path):
     text = path.read_text()
     assert text.count(r"\begin{table}") == 3 and text.count(r"\toprule") == 3
     assert r"1= & beta" in text and r"ACR [95\% CI]" in text.replace("ACR [95\\% CI]", r"ACR [95\% CI]")
+
+
+def test_a_certified_accuracy_curve_per_table_with_its_data(tmp_path):
+    results = standard(tmp_path)
+    written = render(results, tmp_path)
+    curves = sorted(p.name for p in written if p.name.endswith("-curve.png"))
+    assert curves == ["digits-sigma0.25-budget0.025-curve.png", "digits-sigma0.25-budget0.05-curve.png",
+                      "digits-sigma0.5-budget0.025-curve.png"]
+    text = (tmp_path / "digits.md").read_text()
+    assert all(f"]({name})" in text and (tmp_path / name).read_bytes().startswith(PNG) for name in curves)
+    data = pd.read_csv(tmp_path / "digits-sigma0.25-budget0.025-curve.csv")
+    assert data.radius.iloc[-1] <= 0.25 * 3.1946 + 1e-9  # up to what n = 10000 can certify
+    for r in (0.0, 0.25, 0.5):  # certified accuracy = share of images correct with radius >= r, seeds averaged
+        row = data[np.isclose(data.radius, r)].iloc[0]
+        assert row["beta"] == pytest.approx(np.mean(np.array(shifted(0.0)) >= max(r, 1e-12)))
+        assert row["gamma"] == pytest.approx(np.mean(np.array(shifted(-0.2)) >= max(r, 1e-12)))
 
 
 def test_figures_per_sigma_with_their_data_deterministic_and_pruned(tmp_path):

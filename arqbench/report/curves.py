@@ -29,8 +29,9 @@ class Curve:
 
 
 def grid(max_radius: float, step: float = RADIUS_STEP) -> np.ndarray:
-    """0, step, 2 step, ... up to ``max_radius`` inclusive (rounded, so 0.25 is exactly on it)."""
-    return np.round(np.arange(0, max_radius + step / 2, step), 10)
+    """0, step, 2 step, ... up to ``max_radius`` inclusive, never beyond (rounded, so 0.25 is exactly on it)."""
+    last = np.floor(max_radius / step + 1e-9) * step
+    return np.round(np.arange(0, last + step / 2, step), 10)
 
 
 def certifiable(sigma: float, n: int, alpha: float) -> float:

@@ -18,7 +18,6 @@ read only from ``<benchmark>/sigma*/`` below it, so nothing written here is read
 
 import json
 import os
-import re
 from pathlib import Path
 from urllib.parse import quote
 
@@ -56,7 +55,8 @@ def render(results: list[dict], out_dir: Path, fmt: str = "markdown", source: Pa
         elif fmt == "latex":
             write_text_atomic(path, latex(b))
         else:
-            from arqbench.report import inside  # bits, learning curves, sensitivity (report/inside.py)
+            # bits per layer, learning curves, sensitivity (matplotlib: only when plotting)
+            from arqbench.report import inside
 
             figures = write_figures(b, out_dir)
             more = inside.render(b, results, out_dir)
@@ -95,6 +95,8 @@ def markdown(b: Board, out_dir: Path, source: Path | None = None) -> str:
         for t in tables:
             if t.budget is not None:
                 lines += [f"### budget = {100 * t.budget:g}% of float {cost_name(b.cost_model(protocol))}", ""]
+                if any(row.ok for row in t.rows):
+                    lines += [f"Certified accuracy against radius: [{curve_name(b, t)}]({quote(curve_name(b, t))})", ""]
             lines += [markdown_table(b, t), ""]
             notes = [f"- {row.method}: {'; '.join(row.notes)}" for row in t.rows if row.notes]
             where = sorted({str(Path(link(r["path"], out_dir)).parent) for row in t.rows for r in row.runs
@@ -248,29 +250,57 @@ def latex(b: Board) -> str:
 
 def figure_names(b: Board, protocol: str, sigma: float) -> dict[str, str]:
     """File name -> what it shows, for the figures of one (protocol, sigma) section."""
-    stem = f"{b.benchmark}-sigma{sigma:g}" + (f"-{protocol}" if protocol else "")
     tables = [t for t in b.tables if (t.protocol, t.sigma) == (protocol, sigma) and t.budget is not None]
-    return {f"{stem}.png": "ACR and smoothed accuracy against cost"} if tables else {}
+    return {f"{_stem(b, protocol, sigma)}.png": "ACR and smoothed accuracy against cost"} if tables else {}
+
+
+def curve_name(b: Board, t: Table) -> str:
+    """The certified-accuracy curve of one table (Cohen et al.'s standard figure)."""
+    return f"{_stem(b, t.protocol, t.sigma)}-budget{t.budget:g}-curve.png"
+
+
+def _stem(b: Board, protocol: str, sigma: float) -> str:
+    return f"{b.benchmark}-sigma{sigma:g}" + (f"-{protocol}" if protocol else "")
 
 
 def write_figures(b: Board, out_dir: Path) -> list[Path]:
     """Every figure of the board and the CSV of its data; returns the paths written."""
     written = []
+
+    def write(name: str, png: bytes, data: str) -> None:
+        write_bytes_atomic(out_dir / name, png)
+        write_text_atomic(out_dir / name.replace(".png", ".csv"), data)
+        written.extend([out_dir / name, out_dir / name.replace(".png", ".csv")])
+
     for protocol, sigma, tables in b.sigmas():
         for name in figure_names(b, protocol, sigma):
             png, data = pareto_figure(b, protocol, sigma, tables)
-            write_bytes_atomic(out_dir / name, png)
-            write_text_atomic(out_dir / name.replace(".png", ".csv"), data.to_csv(index=False))
-            written += [out_dir / name, out_dir / name.replace(".png", ".csv")]
+            write(name, png, data.to_csv(index=False))
+        for t in tables:
+            if t.budget is not None and any(row.ok for row in t.rows):
+                write(curve_name(b, t), *curve_figure(b, t))
     return written
+
+
+def curve_figure(b: Board, t: Table) -> tuple[bytes, str]:
+    """Certified accuracy against radius for every row of a table, up to the radius the protocol can certify."""
+    from arqbench.report import curves  # matplotlib: only when plotting
+
+    radii = curves.grid(min(b.radius_cap(t.protocol, t.sigma), 4 * t.sigma))
+    methods = sorted({row.method for tb in b.tables for row in tb.rows if row.method != REFERENCE})
+    lines = [curves.Curve(row.method, None if row.method == REFERENCE else methods.index(row.method),
+                          *curves.over_seeds([r["certificates"] for r in row.ok], radii))
+             for row in t.rows if row.ok and all(r["certificates"] for r in row.ok)]
+    title = (f"{b.benchmark}, sigma = {t.sigma:g}, budget {100 * t.budget:g}% of float "
+             f"{cost_name(b.cost_model(t.protocol))}" + (f", protocol {t.protocol}" if t.protocol else ""))
+    return curves.png(title, radii, lines), curves.csv(radii, lines)
 
 
 def prune(b: Board, out_dir: Path, keep: list[Path]) -> None:
     """Remove this benchmark's figures (and their CSVs) that no table produced this time."""
-    pattern = re.compile(rf"{re.escape(b.benchmark)}-sigma[0-9.e+-]+(-[A-Z]+[0-9]*)?(-[a-z-]+)?\.(png|csv)")
     keep = {p.name for p in keep}
     for path in Path(out_dir).glob(f"{b.benchmark}-sigma*"):
-        if pattern.fullmatch(path.name) and path.name not in keep:
+        if path.suffix in (".png", ".csv") and path.name not in keep:
             path.unlink()
 
 

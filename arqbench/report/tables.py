@@ -127,7 +127,7 @@ def flatten(result: dict) -> dict:
            "base": (result.get("base_model") or {}).get("fingerprint"),
            "command": " ".join(map(str, command)) if isinstance(command, list) else command,
            "software": ", ".join(f"{k} {versions[k]}" for k in ("arqbench", "torch", "device") if versions.get(k)),
-           "values": {}, "images": {}}
+           "values": {}, "images": {}, "certificates": []}
     if result["status"] == "ok":
         try:
             m, c, timing = result["metrics"], result["cost"], result.get("timing") or {}
@@ -142,7 +142,8 @@ def flatten(result: dict) -> dict:
                 **{f"cert@{radius}": value for radius, value in m["certified_acc"].items()},
                 "acr": m["acr"], "abstain_rate": m["abstain_rate"], "search_s": search,
             }
-            run["images"] = per_image(result.get("certificates") or [])
+            run["certificates"] = result.get("certificates") or []
+            run["images"] = per_image(run["certificates"])
             run["cost_pct"] = 100 * c["fraction"]
             run["cost_model"] = c.get("cost_model", "bitops")
             run["within_budget"] = c.get("within_budget", True)
