@@ -163,7 +163,7 @@ def board(benchmark: str, runs: list[dict]) -> Board:
     placed = []  # (protocol label, run); an fp32 run once per protocol it joins
     for run in runs:
         placed += [(label, run) for label in labels[run["protocol"]]]
-    _refuse_duplicates(placed)
+    placed = _refuse_duplicates(placed)
     radii = sorted({k[5:] for r in runs for k in r["values"] if k.startswith("cert@")}, key=float)
     tables = []
     for protocol, sigma in sorted({(label, run["sigma"]) for label, run in placed}):
@@ -212,16 +212,24 @@ def protocol_labels(runs: list[dict]) -> dict[str, list[str]]:
     return labels
 
 
-def _refuse_duplicates(placed: list[tuple[str, dict]]) -> None:
-    seen = {}
+def _refuse_duplicates(placed: list[tuple[str, dict]]) -> list[tuple[str, dict]]:
+    """``placed`` without repeats; two result files of one cell under one protocol are an error, except the
+    fp32 row found identical in several runs' folders (runs that differ only in what the fp32 row does not
+    record, e.g. their quantizer, each certify the float model)."""
+    seen, kept = {}, []
     for label, run in placed:
         key = (label, run["sigma"], run["budget"], run["method"], run["seed"])
-        if key in seen and seen[key]["path"] != run["path"]:
+        other = seen.get(key)
+        if other is not None and other["path"] != run["path"]:
+            if run["method"] == REFERENCE and (other["values"], other["images"]) == (run["values"], run["images"]):
+                continue
             raise ArqbenchError(
-                f"{seen[key]['path']} and {run['path']} are the same cell ({run['method']} sigma={run['sigma']:g} "
+                f"{other['path']} and {run['path']} are the same cell ({run['method']} sigma={run['sigma']:g} "
                 f"budget={run['budget']} seed={run['seed']}) under the same protocol; "
                 f"keep one of them out of --results")
         seen[key] = run
+        kept.append((label, run))
+    return kept
 
 
 def _expected_base(runs: list[dict]) -> set:
