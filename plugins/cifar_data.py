@@ -56,7 +56,8 @@ class ArraysOnly(pickle.Unpickler):
     """Unpickles plain data and numpy arrays only: a batch file cannot run code when it is read."""
 
     ALLOWED = {("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "_reconstruct"),
-               ("numpy._core.multiarray", "_reconstruct"), ("_codecs", "encode")}
+               ("numpy._core.multiarray", "_reconstruct"), ("_codecs", "encode"),
+               ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer")}  # pickle protocol 5
 
     def find_class(self, module: str, name: str):
         if (module, name) not in self.ALLOWED:
