@@ -14,6 +14,7 @@ import json
 import math
 import pickle
 import random
+import re
 import shutil
 import sys
 
@@ -128,6 +129,7 @@ CASES = {
     "ray cpus per task zero": (RUN + ["--executor", "ray", "--cpus-per-task", "0"], "--cpus-per-task must be > 0"),
     "an address without ray": (RUN + ["--address", "127.0.0.1:6379"], "--address names a Ray cluster; add --executor ray"),
     "an unknown device": (RUN + ["--device", "gpu0"], "--device expects cpu, cuda or cuda:N, got 'gpu0'"),
+    "a device arqbench does not run on": (RUN + ["--device", "meta"], "--device expects cpu, cuda or cuda:N, got 'meta'"),
     # limits the data cannot meet
     "more test images than the split holds": (RUN + ["--test-images", "100000000"],
                                               "--test-images 100000000 is more than digits has: its test split "
@@ -321,7 +323,8 @@ def digits_facts():
 # numeric and list flags: (kind of value, how the oracle judges it)
 FLAGS = {"--n0": "count", "--n": "count", "--test-images": "test images", "--batch-size": "count",
          "--episodes": "count", "--certify-shards": "count", "--finetune-epochs": "natural", "--workers": "natural",
-         "--alpha": "alpha", "--np": "fraction", "--sigma": "sigmas", "--budget": "budgets", "--seed": "seeds"}
+         "--alpha": "alpha", "--np": "fraction", "--sigma": "sigmas", "--budget": "budgets", "--seed": "seeds",
+         "--device": "device"}
 NUMBER_TEXT = st.one_of(st.integers(-3, 400).map(str), st.integers().map(str),
                         st.floats(allow_nan=True, allow_infinity=True).map(str), st.floats(0, 1).map(str),
                         st.sampled_from(["", " ", "1e400", "-0", "0x10", "1_000", " 7 ", "٣", "½", "2.5%", "1,5"]),
@@ -335,8 +338,16 @@ def as_number(text: str, kind: type):
         return None
 
 
+DEVICES = st.sampled_from(["cpu", "cpu:0", "cpu:1", "cuda", "cuda:0", "cuda:7", "cuda:-1", "meta", "mps", "xpu", "gpu0",
+                           "CPU", " cpu", "cpu:x", ""]) | TEXT
+
+
 def should_accept(kind: str, text: str, facts: dict) -> bool:
     """The oracle: is this value a valid setting (what the documentation promises to take)?"""
+    if kind == "device":  # cpu, cuda or cuda:N, and CUDA only where there is that device
+        cuda = re.fullmatch(r"cuda(:(\d))?", text)
+        return bool(re.fullmatch(r"cpu(:\d)?", text) or cuda and torch.cuda.is_available()
+                    and int(cuda.group(2) or 0) < torch.cuda.device_count())
     if kind in ("sigmas", "budgets", "seeds"):
         items = [v for v in text.split(",") if v.strip()]
         values = [as_number(v, int if kind == "seeds" else float) for v in items]
@@ -356,10 +367,11 @@ def should_accept(kind: str, text: str, facts: dict) -> bool:
 
 
 @settings(HOSTILE, max_examples=60)
-@given(flag=st.sampled_from(sorted(FLAGS)), text=st.one_of(NUMBER_TEXT, st.lists(NUMBER_TEXT, max_size=4).map(",".join)))
-def test_generated_flag_values_are_taken_exactly_or_refused_in_one_line(flag, text, capsys, no_model_work, digits_facts,
+@given(flag=st.sampled_from(sorted(FLAGS)), data=st.data())
+def test_generated_flag_values_are_taken_exactly_or_refused_in_one_line(flag, data, capsys, no_model_work, digits_facts,
                                                                         tmp_path_factory):
     Tried.one("flag values")
+    text = data.draw(DEVICES if flag == "--device" else NUMBER_TEXT | st.lists(NUMBER_TEXT, max_size=4).map(",".join))
     out = tmp_path_factory.mktemp("flags") / "results"
     code, err = attempt(capsys, *RUN_FRESH, "--out", out, f"{flag}={text}")
     assert (code == "accepted") == should_accept(FLAGS[flag], text, digits_facts), (code, err)
@@ -483,7 +495,8 @@ def test_generated_result_files_are_used_or_refused_in_one_line(data, consumer, 
     if consumer == "run reuses it":
         code, err = attempt(capsys, *RUN_FRESH, "--out", out)
     elif consumer == "leaderboard ranks it":
-        code, err = attempt(capsys, "leaderboard", "--results", out, "--out", root / "boards", "--format", "json")
+        code, err = attempt(capsys, "leaderboard", "--results", out, "--out", root / "boards", "--format",
+                            data.draw(st.sampled_from(["json", "csv", "markdown"])))
     else:
         code, err = attempt(capsys, "certify", "--policy", victim, *TINY)
     if code not in ("accepted", 0):

@@ -78,11 +78,18 @@ def check_values(benchmarks=(), methods=(), sigmas=(), budgets=(), device="cpu",
                 continue
             plugins.get(kind, name)
     try:
-        torch.device(device)
+        kind = torch.device(device).type
     except RuntimeError:
-        raise ArqbenchError(f"--device expects cpu, cuda or cuda:N, got '{device}'") from None
-    if device.startswith("cuda") and executor == "local" and not torch.cuda.is_available():
-        raise ArqbenchError(f"--device {device} requested but CUDA is not available here; use --device cpu")
+        kind = None
+    if kind not in ("cpu", "cuda"):  # torch also names devices arqbench does not run on (meta, mps, xpu, ...)
+        raise ArqbenchError(f"--device expects cpu, cuda or cuda:N, got '{device}'")
+    if kind == "cuda" and executor == "local":
+        if not torch.cuda.is_available():
+            raise ArqbenchError(f"--device {device} requested but CUDA is not available here; use --device cpu")
+        index = torch.device(device).index
+        if index is not None and index >= torch.cuda.device_count():
+            raise ArqbenchError(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s), "
+                                f"cuda:0 to cuda:{torch.cuda.device_count() - 1}")
     if checkpoint is not None and not Path(checkpoint).is_file():
         what = "is not a file" if Path(checkpoint).exists() else "does not exist"
         raise ArqbenchError(f"--checkpoint {checkpoint} {what}; pass a checkpoint file")
