@@ -22,14 +22,18 @@ ALIASES = {
 
 
 class HelpFormatter(argparse.HelpFormatter):
-    """Every flag's help ends with its default: a plain one, or for a protocol setting each benchmark's."""
+    """Every flag's help ends with its default: a plain one, or for a protocol setting (or an alias of a shared
+    plugin option) each benchmark's."""
 
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
         if "default" in text or not action.option_strings or action.nargs == 0:  # boolean flags: off unless given
             return text
         if action.dest in protocol_settings():
-            shown = benchmark_defaults(action.dest)
+            shown = benchmark_defaults(lambda protocol: protocol.as_dict()[action.dest])
+        elif action.dest.startswith("alias_"):
+            key = action.dest.removeprefix("alias_")
+            shown = benchmark_defaults(lambda protocol: protocol.options.get(SHARED, {}).get(key, "each plugin's own"))
         elif action.default is None:
             return text
         else:
@@ -43,15 +47,16 @@ def protocol_settings() -> set[str]:
     return {f.name for f in dataclasses.fields(Protocol)}
 
 
-def benchmark_defaults(setting: str) -> str:
-    """A protocol setting's default per registered benchmark, e.g. "2000 (digits); 100000 (cifar, imagenet)"."""
+def benchmark_defaults(value_of) -> str:
+    """A default per registered benchmark, ``value_of(its resolved Protocol)``, e.g. "the benchmark's: 10000
+    (digits); 100000 (resnet20-cifar10, ...)"; just the value when every benchmark has the same."""
     from arqbench import plugins
     from arqbench.pipeline.config import resolve
 
     users: dict[str, list[str]] = {}
     for name in plugins.names("benchmark"):
         try:
-            value = resolve(plugins.create("benchmark", name), {}).as_dict()[setting]
+            value = value_of(resolve(plugins.create("benchmark", name), {}))
         except Exception:  # a broken third-party benchmark must not break --help
             continue
         users.setdefault(str(value), []).append(name)
@@ -246,7 +251,8 @@ def build_parser() -> Parser:
     cert.add_argument("--certifiers", type=names("--certifiers"),
                       help="certifiers to compare on the same model, e.g. irs,rs (default: --certifier)")
     cert.add_argument("--cohen-out", type=Path, metavar="FILE",
-                      help="also write the certificates as Cohen et al.'s certify.py output (for their analyze.py)")
+                      help="also write the certificates as Cohen et al.'s certify.py output (for their analyze.py; "
+                           "default: none)")
     add_protocol_flags(cert)
     add_place_flags(cert)
 

@@ -75,8 +75,9 @@ def list_options(name: str) -> int:
 
 def render_leaderboard(args, flags: dict) -> int:
     out = args.results if args.out is None else args.out
+    results = read_all(args.results)
     check_output_dir(out, "--out")
-    for path in leaderboard.render(read_all(args.results), out, args.format, source=args.results):
+    for path in leaderboard.render(results, out, args.format, source=args.results):
         info(f"wrote {path}")
     return 0
 

@@ -174,6 +174,8 @@ def check_json(data: Any, schema: dict, what: str, expected: str) -> None:
     elif error.validator == "type":
         wanted = error.validator_value if isinstance(error.validator_value, list) else [error.validator_value]
         problem = f"is {JSON_TYPES.get(type(error.instance), type(error.instance).__name__)}, not {' or '.join(wanted)}"
+    elif error.validator in ("anyOf", "oneOf"):
+        problem = "has none of the accepted forms"
     else:
         problem = f"is {reprlib.repr(error.instance)}, which fails {error.validator} {reprlib.repr(error.validator_value)}"
     raise ArqbenchError(f"{what}: {where} {problem}; expected {expected}")

@@ -81,7 +81,7 @@ CASES = {
     "unknown preset": (RUN + ["--preset", "nope"], "invalid choice: 'nope'"),
     "unknown command": (["nope"], "invalid choice: 'nope'"),
     "no command": ([], "the following arguments are required"),
-    "unknown flag": (RUN + ["--sigmas", "0.25"], "unrecognized arguments: --sigmas (see arqbench run --help)"),
+    "unknown flag": (RUN + ["--sigmas", "0.25"], "unrecognized arguments: --sigmas 0.25 (see arqbench run --help)"),
     "option for an unknown plugin": (RUN + ["--option", "nope.warmup=5"],
                                      "--option nope.KEY=VALUE names no registered plugin"),
     "option a plugin does not take": (RUN + ["--option", "uniform.warmup=5"],
@@ -131,7 +131,7 @@ CASES = {
     "an unknown device": (RUN + ["--device", "gpu0"], "--device expects cpu, cuda or cuda:N, got 'gpu0'"),
     "a device arqbench does not run on": (RUN + ["--device", "meta"], "--device expects cpu, cuda or cuda:N, got 'meta'"),
     # limits the data cannot meet
-    "more test images than the split holds": (RUN + ["--test-images", "100000000"],
+    "more test images than the split holds": (RUN + ["--test-images", "100000000", "--out", MISSING],
                                               "--test-images 100000000 is more than digits has: its test split "
                                               "holds 360 images; pass --test-images 360 or fewer"),
     # paths and files
@@ -162,7 +162,7 @@ CASES = {
                                       "must be in [2, 8]"),
     "truncated policy": (["certify", "--policy", "{tmp}/broken.json", *TINY], "broken.json"),
     "policy with infinite bits": (["certify", "--policy", "{tmp}/infinite-bits.json", *TINY],
-                                  "infinite-bits.json is not a policy: $.net.stem[0] is number, not integer"),
+                                  "infinite-bits.json is not a policy: $['net.stem'][0] is number, not integer"),
     "damaged result file as policy": (["certify", "--policy", "{tmp}/damaged-result.json", *TINY],
                                       "damaged-result.json is damaged: $.sigma is string, not number"),
     "certify a truncated checkpoint": (["certify", "--checkpoint", "{tmp}/truncated.pt", *TINY], "is corrupt"),
@@ -172,8 +172,8 @@ CASES = {
 }
 
 # A representative subset also runs as a user would (a real process: a traceback would show).
-IN_A_PROCESS = ["unknown method", "a word in a number list", "sigma nan", "budget infeasible", "truncated checkpoint",
-                "policy for another model", "unknown flag", "out is a file", "checkpoint with code in it"]
+IN_A_PROCESS = ["unknown method", "sigma nan", "budget infeasible", "truncated checkpoint", "policy for another model",
+                "unknown flag", "out is a file"]
 
 
 def snapshot(root) -> dict:
@@ -254,18 +254,15 @@ class Accepted(Exception):
 
 @pytest.fixture
 def no_model_work(monkeypatch, populated):
-    """Stop at the first step of real work: running cells, fine-tuning, evaluating, training."""
-    from arqbench import commands
-    from arqbench.models import base_model, data
-    from arqbench.pipeline import executors
+    """Stop at the first step of real work: running cells, a certify's fine-tune or evaluation, training."""
+    from arqbench.models import base_model
+    from arqbench.pipeline import cell, executors
 
     def stop(*args, **kwargs):
         raise Accepted
 
-    monkeypatch.setattr(data, "WORKERS", data.WORKERS)  # a generated --workers must not outlive its case
-    monkeypatch.setattr(executors.LocalExecutor, "run", stop)
-    for module, name in ((commands, "quantized_model"), (commands, "accuracy"), (base_model, "train")):
-        monkeypatch.setattr(module, name, stop)
+    for owner, name in ((executors.LocalExecutor, "run"), (cell.CellRun, "train"), (base_model, "train")):
+        monkeypatch.setattr(owner, name, stop)
 
 
 class Tried:
@@ -496,7 +493,7 @@ def test_generated_result_files_are_used_or_refused_in_one_line(data, consumer, 
         code, err = attempt(capsys, *RUN_FRESH, "--out", out)
     elif consumer == "leaderboard ranks it":
         code, err = attempt(capsys, "leaderboard", "--results", out, "--out", root / "boards", "--format",
-                            data.draw(st.sampled_from(["json", "csv", "markdown"])))
+                            data.draw(st.sampled_from(["json", "csv", "markdown", "latex"])))
     else:
         code, err = attempt(capsys, "certify", "--policy", victim, *TINY)
     if code not in ("accepted", 0):
@@ -517,20 +514,32 @@ def digits_weights(populated):
     return cached, torch.load(cached, weights_only=True)["state_dict"]
 
 
-LAYOUTS = {"bare": lambda s: s, "arqbench": lambda s: {"state_dict": s, "arch": "x"},
-           "cohen": lambda s: {"arch": "r", "state_dict": {f"1.{k}": v for k, v in s.items()}},
-           "timm": lambda s: {"model": s}, "data parallel": lambda s: {f"module.{k}": v for k, v in s.items()}}
+LAYOUTS = {"arqbench": lambda s: {"state_dict": s, "arqbench": "0.1", "normalization": {"mean": [0.3], "std": [0.4]}},
+           "bare": lambda s: s, "timm": lambda s: {"model": s}, "data parallel": lambda s: {f"module.{k}": v for k, v in
+                                                                                           s.items()},
+           "cohen": lambda s: {"arch": "r", "state_dict": {f"1.{k}": v for k, v in s.items()}}}
 TENSORS = st.lists(st.integers(0, 3), max_size=3).map(lambda shape: torch.zeros(shape))
+NUMBERS = st.lists(st.floats() | st.integers(-2, 2) | st.booleans() | TEXT, min_size=0, max_size=2)
+
+
+def recorded_normalization_fits(record) -> bool:
+    """The oracle for arqbench's record: absent (then the model's own), or one finite mean and one positive std."""
+    if not (isinstance(record, dict) and {"mean", "std"} <= set(record)):
+        return True
+    real = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+    mean, std = record["mean"], record["std"]
+    return (isinstance(mean, list) and isinstance(std, list) and len(mean) == len(std) == 1 and real(mean[0])
+            and real(std[0]) and std[0] > 0)
 
 
 @st.composite
-def checkpoint_objects(draw, state: dict) -> tuple[object, bool]:
-    """(what to torch.save, whether it must load): the real weights in a known layout, possibly mutated."""
+def checkpoint_objects(draw, state: dict) -> tuple[object, str, bool]:
+    """(what to torch.save, its layout, whether it must load): the real weights in a known layout, possibly mutated."""
     state = dict(state)
     key = draw(st.sampled_from(sorted(state)))
     change = draw(st.sampled_from(["none", "none", "none", "dtype", "dtype", "drop", "add", "rename", "shape",
-                                   "not a tensor", "objects"]))
-    fits = change in ("none", "dtype")
+                                   "not a tensor", "objects", "normalization"]))
+    fits = change in ("none", "dtype", "normalization")
     if change == "drop":
         del state[key]
     elif change == "add":
@@ -544,9 +553,14 @@ def checkpoint_objects(draw, state: dict) -> tuple[object, bool]:
         state[key] = state[key].to(draw(st.sampled_from([torch.float64, torch.float16, torch.int32])))
     elif change == "not a tensor":
         state[key] = draw(JSON)
-    else:
-        return draw(st.one_of(JSON, st.dictionaries(TEXT, TENSORS | JSON, max_size=3), TENSORS)), False
-    return LAYOUTS[draw(st.sampled_from(sorted(LAYOUTS)))](state), fits
+    elif change == "objects":
+        return draw(st.one_of(JSON, st.dictionaries(TEXT, TENSORS | JSON, max_size=3), TENSORS)), "none", False
+    layout = "arqbench" if change == "normalization" else draw(st.sampled_from(sorted(LAYOUTS)))
+    obj = LAYOUTS[layout](state)
+    if change == "normalization":
+        obj["normalization"] = draw(JSON | st.fixed_dictionaries({"mean": NUMBERS, "std": NUMBERS}))
+        fits = recorded_normalization_fits(obj["normalization"])
+    return obj, layout, fits
 
 
 @HOSTILE
@@ -558,8 +572,9 @@ def test_generated_checkpoints_load_or_are_refused_in_one_line(data, legacy, cap
     path = tmp_path_factory.mktemp("checkpoint") / "model.pt"
     how = data.draw(st.sampled_from(["saved", "saved", "saved", "saved", "garbage", "truncated", "code"]))
     fits = False
+    layout = "arqbench"
     if how == "saved":
-        obj, fits = data.draw(checkpoint_objects(state))
+        obj, layout, fits = data.draw(checkpoint_objects(state))
         torch.save(obj, path, _use_new_zipfile_serialization=not legacy)
     elif how == "code":
         torch.save({"state_dict": state, "hook": RunsCode()}, path, _use_new_zipfile_serialization=not legacy)
@@ -569,7 +584,8 @@ def test_generated_checkpoints_load_or_are_refused_in_one_line(data, legacy, cap
                          else good[:data.draw(st.integers(0, len(good) - 1))])
     out = path.parent / "results"
     event(f"checkpoint: {how}, {'fits' if fits else 'does not fit'}")
-    code, err = attempt(capsys, *RUN_FRESH, "--checkpoint", path, "--out", out)
+    given = [] if layout == "arqbench" else ["--normalization", "digits"]  # a plain state_dict does not record it
+    code, err = attempt(capsys, *RUN_FRESH, "--checkpoint", path, "--out", out, *given)
     assert (code == "accepted") == fits, (code, err)
     if not fits:
         line = assert_refused(code, err, path)

@@ -14,6 +14,7 @@ checkpoint's state_dict does hold normalisation buffers (``mean``/``std`` of a s
 ``0.means``/``0.sds`` of a NormalizeLayer with buffers) they are read as its recorded normalisation.
 """
 
+import math
 import pickletools
 import reprlib
 import warnings
@@ -61,14 +62,20 @@ def _pop_normalization(state: dict) -> Normalization | None:
 
 
 def _recorded(obj: dict, path: Path) -> Normalization | None:
+    """The normalisation an arqbench checkpoint records (``{"mean": [...], "std": [...]}``), if it records one."""
     record = obj.get("normalization") if isinstance(obj, dict) else None
-    if isinstance(record, dict) and {"mean", "std"} <= set(record):
-        try:
-            return Normalization(tuple(map(float, record["mean"])), tuple(map(float, record["std"])))
-        except (TypeError, ValueError):
-            raise ArqbenchError(f"checkpoint {path} is damaged: its recorded normalization is not two lists of "
-                                f"numbers (mean, std); re-save it with arqbench or pass --normalization") from None
-    return None
+    if not (isinstance(record, dict) and {"mean", "std"} <= set(record)):
+        return None
+    mean, std = record["mean"], record["std"]
+    if not (_numbers(mean) and _numbers(std) and len(mean) == len(std) and all(s > 0 for s in std)):
+        raise ArqbenchError(f"checkpoint {path} is damaged: its recorded normalization is not a mean and a positive "
+                            f"std per channel; re-save it with arqbench, or pass --normalization") from None
+    return Normalization(tuple(map(float, mean)), tuple(map(float, std)))
+
+
+def _numbers(values) -> bool:
+    return isinstance(values, (list, tuple)) and len(values) > 0 and all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in values)
 
 
 def _layout(obj, state: dict) -> str:

@@ -62,7 +62,8 @@ def write(path: Path, result: dict) -> None:
 
 
 IDENTITY = {"benchmark", "method", "sigma", "status"}  # the keys that make a JSON file a result record
-NUMBER = {"type": "number"}
+NUMBER, INTEGER = {"type": "number"}, {"type": "integer"}
+OLD_COSTS = ["bitops", "bitops_fraction", "size_bits", "size_fraction"]
 JSON_TYPE = {int: "integer", float: "number", str: "string", bool: "boolean"}
 
 
@@ -96,10 +97,17 @@ def _schema() -> dict:
                                            "abstain_rate": NUMBER, "certified_acc": {
                                                "type": "object", "additionalProperties": NUMBER,
                                                "propertyNames": {"pattern": r"^[0-9]*\.?[0-9]+([eE][-+]?[0-9]+)?$"}}}},
-                "cost": {"type": "object", "required": ["bitops_fraction", "size_bits"],
-                         "properties": {"bitops_fraction": NUMBER, "size_bits": NUMBER, "fraction": NUMBER,
-                                        "cost_model": {"type": "string"}, "within_budget": {"type": "boolean"}}},
-                "certificates": {"type": "array", "items": {"type": "object"}},
+                "cost": {"type": "object", "required": ["fraction"],
+                         "properties": {"fraction": NUMBER, "cost_model": {"type": "string"},
+                                        "within_budget": {"type": "boolean"},
+                                        "models": {"type": "object", "additionalProperties": {
+                                            "type": "object", "required": ["cost", "fraction"],
+                                            "properties": {"cost": NUMBER, "fraction": NUMBER}}}},
+                         "anyOf": [{"required": ["models"]},  # else arqbench 0.1's flat costs
+                                   {"required": OLD_COSTS, "properties": {k: NUMBER for k in OLD_COSTS}}]},
+                "certificates": {"type": "array", "items": {
+                    "type": "object", "required": ["index", "label", "prediction", "radius"],
+                    "properties": {"index": INTEGER, "label": INTEGER, "prediction": INTEGER, "radius": NUMBER}}},
             },
         },
     }
