@@ -223,7 +223,7 @@ def build_parser() -> Parser:
     show = sub.add_parser("show", help="one cell, or every method's cell of a budget folder, layer by layer")
     show.add_argument("path", type=Path, help="a result file, or a budget folder of `arqbench run --out`")
     show.add_argument("--seed", type=int, help="which seed's cells (default: the lowest in the folder)")
-    show.add_argument("--format", choices=["table", "csv", "json"], default="table")
+    show.add_argument("--format", choices=["table", "csv", "json"], default="table", help="output format")
 
     prof = sub.add_parser("profile", help="per-layer robustness sensitivity of a base model (CSV + heatmap)",
                           description="Every layer quantized alone at each bit-width: what the smoothed classifier "
@@ -231,7 +231,7 @@ def build_parser() -> Parser:
                                       "for `arqbench run`, so `run --methods robust-ilp` with the same settings "
                                       "reuses the cached profile; --certifier measures the ACR (default irs), "
                                       "--search-activations profiles activation bits too.")
-    prof.add_argument("--benchmark", default="digits")
+    prof.add_argument("--benchmark", default="digits", help="benchmark whose base model is profiled")
     prof.add_argument("--sigma", type=floats("--sigma"), default=[0.25], help="noise level(s), comma list")
     prof.add_argument("--seed", type=int, default=0, help="seed of the calibration and the noise (a run's --seed)")
     prof.add_argument("--metric", choices=["acr", "disagreement"], default="acr",

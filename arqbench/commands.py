@@ -166,7 +166,7 @@ def profile(args, flags: dict) -> int:
     from arqbench.search import sensitivity
 
     check_values([args.benchmark], sigmas=args.sigma, device=args.device, checkpoint=args.checkpoint,
-                 data_root=args.data_root)
+                 data_root=args.data_root, seeds=[args.seed], out=args.out)
     if args.images is not None and args.images < 1:
         raise ArqbenchError(f"--images must be a positive integer, got {args.images}")
     device = torch.device(args.device)

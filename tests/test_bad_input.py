@@ -151,6 +151,8 @@ CASES = {
     "out is a file": (RUN + ["--out", "{tmp}/a-file"], "--out {tmp}/a-file is a file; pass a directory"),
     "out under a file": (RUN + ["--out", "{tmp}/a-file/results"], "lies under {tmp}/a-file, which is a file"),
     "leaderboard out is a file": (["leaderboard", "--results", OUT, "--out", "{tmp}/a-file"], "is a file"),
+    "profile out is a file": (["profile", "--out", "{tmp}/a-file"], "--out {tmp}/a-file is a file"),
+    "cohen out is a directory": (["certify", "--cohen-out", "{tmp}/a-directory", *TINY], "is a directory"),
     "a paper benchmark without its data": (RUN + ["--benchmarks", "resnet20-cifar10", "--data-root",
                                                   "{tmp}/a-directory"], "nothing to run: resnet20-cifar10: CIFAR-10 not "
                                                                         "found: {tmp}/a-directory/cifar-10-batches-py"),
