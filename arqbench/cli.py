@@ -2,6 +2,7 @@
 
 import argparse
 import ast
+import dataclasses
 import os
 import sys
 from pathlib import Path
@@ -20,9 +21,66 @@ ALIASES = {
 }
 
 
+class HelpFormatter(argparse.HelpFormatter):
+    """Every flag's help ends with its default: a plain one, or for a protocol setting (or an alias of a shared
+    plugin option) each benchmark's."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if "default" in text or not action.option_strings or action.nargs == 0:  # boolean flags: off unless given
+            return text
+        if action.dest in protocol_settings():
+            shown = benchmark_defaults(lambda protocol: protocol.as_dict()[action.dest])
+        elif action.dest.startswith("alias_"):
+            key = action.dest.removeprefix("alias_")
+            shown = benchmark_defaults(lambda protocol: protocol.options.get(SHARED, {}).get(key, "each plugin's own"))
+        elif action.default is None:
+            return text
+        else:
+            shown = ",".join(map(str, action.default)) if isinstance(action.default, list) else str(action.default)
+        return f"{text} (default: {shown.replace('%', '%%')})"
+
+
+def protocol_settings() -> set[str]:
+    from arqbench.pipeline.config import Protocol
+
+    return {f.name for f in dataclasses.fields(Protocol)}
+
+
+def benchmark_defaults(value_of) -> str:
+    """A default per registered benchmark, ``value_of(its resolved Protocol)``, e.g. "the benchmark's: 10000
+    (digits); 100000 (resnet20-cifar10, ...)"; just the value when every benchmark has the same."""
+    from arqbench import plugins
+    from arqbench.pipeline.config import resolve
+
+    users: dict[str, list[str]] = {}
+    for name in plugins.names("benchmark"):
+        try:
+            value = value_of(resolve(plugins.create("benchmark", name), {}))
+        except Exception:  # a broken third-party benchmark must not break --help
+            continue
+        users.setdefault(str(value), []).append(name)
+    if len(users) == 1:
+        return next(iter(users))
+    return "the benchmark's: " + "; ".join(f"{value} ({', '.join(names)})" for value, names in users.items())
+
+
 class Parser(argparse.ArgumentParser):
-    def error(self, message):  # one line, no usage dump
-        raise ArqbenchError(f"{self.prog}: {message} (see --help)")
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        super().__init__(*args, **kwargs)
+
+    def error(self, message):  # one line, no usage dump; main() adds the "arqbench: error:" prefix
+        raise ArqbenchError(f"{message} (see {self.prog} --help)")
+
+    def parse_args(self, args=None, namespace=None):
+        """As argparse's, but an unknown argument points at the help of the subcommand it was given to."""
+        parsed, extras = self.parse_known_args(args, namespace)
+        if extras:
+            command = getattr(parsed, "command", None)
+            where = f"{self.prog} {command}" if command else self.prog
+            raise ArqbenchError(f"unrecognized arguments: {' '.join(extras)} (see {where} --help)")
+        return parsed
 
 
 def floats(flag: str):
@@ -70,7 +128,7 @@ def option(text: str) -> tuple[str, str, object]:
 
 
 def add_protocol_flags(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("protocol (defaults: the benchmark's, then paper scale)")
+    g = p.add_argument_group("protocol (each default is the benchmark's; --preset paper sets the paper's scale)")
     g.add_argument("--n0", type=int, help="selection samples of CERTIFY (paper: 100)")
     g.add_argument("--n", type=int, help="estimation samples of CERTIFY (paper: 100000)")
     g.add_argument("--alpha", type=float, help="failure probability of a certificate (paper: 0.001)")
@@ -82,29 +140,33 @@ def add_protocol_flags(p: argparse.ArgumentParser) -> None:
                         "faster, and the certificate is of the classifier so run; recorded in every result)")
     g.add_argument("--batch-size", type=int, help="noisy samples per forward when certifying")
     g.add_argument("--finetune-epochs", type=int, help="quantization-aware fine-tune epochs, same for every method")
-    g.add_argument("--certifier", help="certifier plugin for the final certification (default rs)")
-    g.add_argument("--quantizer", help="quantizer plugin (default linear)")
-    g.add_argument("--cost-model", help="cost model the budget is measured in (default bitops)")
+    g.add_argument("--certifier", help="certifier plugin for the final certification (see `arqbench list`)")
+    g.add_argument("--quantizer", help="quantizer plugin (see `arqbench list`)")
+    g.add_argument("--cost-model", help="cost model the budget is measured in (see `arqbench list`)")
     for flag, (key, kind, text) in ALIASES.items():
         g.add_argument(flag, type=kind, dest=f"alias_{key}", help=text)
     g.add_argument("--search-activations", action="store_true", default=None,
-                   help="search activation bits too (needed below ~1.56%% BitOPs)")
+                   help="search activation bits too (needed below ~1.56%% BitOPs; default: weights only)")
     g.add_argument("--quantize-ends", dest="keep_ends", action="store_false", default=None,
-                   help="let searches quantize the first and last layer below 8 bits")
-    g.add_argument("--preset", choices=["paper"], help="paper: n0=100, n=100000, alpha=0.001, 500 images, 600 episodes")
+                   help="let searches quantize the first and last layer below 8 bits (default: both stay 8-bit)")
+    g.add_argument("--preset", choices=["paper"],
+                   help="paper: n0=100, n=100000, alpha=0.001, 500 images, 600 episodes (default: none)")
     g.add_argument("--option", action="append", type=option, default=[], metavar="NAME.KEY=VALUE",
-                   help="an option of plugin NAME (any kind), e.g. haq.warmup=5 or irs.n_p=0.05 (repeatable; "
-                        "`arqbench list --options NAME` lists them)")
+                   help="an option of plugin NAME (any kind), e.g. haq.warmup=5 or irs.n_p=0.05; repeatable "
+                        "(default: none; `arqbench list --options NAME` lists a plugin's options and defaults)")
 
 
-def add_place_flags(p: argparse.ArgumentParser) -> None:
+def add_place_flags(p: argparse.ArgumentParser, checkpoint: str | None = None) -> None:
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     p.add_argument("--data-root", type=Path, default=os.environ.get("ARQBENCH_DATA"),
-                   help="where CIFAR-10/ImageNet live (or $ARQBENCH_DATA)")
-    p.add_argument("--checkpoint", type=Path, help="base model checkpoint (Cohen .pth.tar, state_dict, arqbench)")
+                   help="where CIFAR-10/ImageNet live (default: $ARQBENCH_DATA)")
+    p.add_argument("--checkpoint", type=Path, help=checkpoint or (
+        "base model checkpoint: Cohen .pth.tar, state_dict or arqbench's (default: "
+        "<data-root>/checkpoints/<benchmark>/noise_<sigma>/checkpoint.pth.tar, else the model `arqbench train` made)"))
     p.add_argument("--normalization", metavar="NAME|MEAN,.../STD,...",
                    help="input normalisation the checkpoint's network was trained with, when it does not record "
-                        "it (e.g. cohen for a CIFAR-10 model trained with Cohen et al.'s code)")
+                        "it (e.g. cohen for a CIFAR-10 model trained with Cohen et al.'s code; default: the one the "
+                        "checkpoint records or its layout implies)")
     p.add_argument("--workers", type=int, default=0, help="DataLoader worker processes (0: load in the main process)")
 
 
@@ -128,8 +190,10 @@ def build_parser() -> Parser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
 
     run = sub.add_parser("run", help="run a sweep and store one result file per cell")
-    run.add_argument("--methods", type=names("--methods"), help="search methods (default: all registered)")
-    run.add_argument("--benchmarks", type=names("--benchmarks"), default=["digits"])
+    run.add_argument("--methods", type=names("--methods"),
+                     help="search methods, comma list (default: every registered search; see `arqbench list`)")
+    run.add_argument("--benchmarks", type=names("--benchmarks"), default=["digits"],
+                     help="benchmarks, comma list (see `arqbench list`)")
     run.add_argument("--sigma", type=floats("--sigma"), default=[0.25], help="noise level(s), comma list")
     run.add_argument("--budget", type=floats("--budget"), default=[0.025],
                      help="cost budget(s) as fractions of float cost, comma list (0.025 = 2.5%%)")
@@ -138,10 +202,10 @@ def build_parser() -> Parser:
     run.add_argument("--force", action="store_true", help="recompute finished cells")
     ex = run.add_argument_group("where cells run (arqbench.pipeline.executors)")
     ex.add_argument("--executor", choices=["local", "ray"], default="local",
-                    help="local: this process (default); ray: cells as Ray tasks (pip install 'arqbench[ray]')")
-    ex.add_argument("--address", help="Ray cluster to join (e.g. auto or HOST:PORT; default: a new local one)")
-    ex.add_argument("--cpus-per-task", type=float, default=1, help="CPUs per Ray task (default 1)")
-    ex.add_argument("--gpus-per-task", type=float, default=0, help="GPUs per Ray task (default 0; 1 with --device cuda)")
+                    help="local: this process; ray: cells as Ray tasks (pip install 'arqbench[ray]')")
+    ex.add_argument("--address", help="Ray cluster to join, e.g. auto or HOST:PORT (default: a new local one)")
+    ex.add_argument("--cpus-per-task", type=float, default=1, help="CPUs per Ray task")
+    ex.add_argument("--gpus-per-task", type=float, default=0, help="GPUs per Ray task (1 with --device cuda)")
     ex.add_argument("--certify-shards", type=int, default=1,
                     help="split each cell's final certification by test image into this many tasks")
     add_protocol_flags(run)
@@ -151,7 +215,7 @@ def build_parser() -> Parser:
     listing.add_argument("--options", metavar="NAME", help="list the options of plugin NAME with their defaults")
 
     board = sub.add_parser("leaderboard", help="render leaderboards from result files")
-    board.add_argument("--results", type=Path, default=DEFAULT_OUT, help="results directory")
+    board.add_argument("--results", type=Path, default=DEFAULT_OUT, help="results directory (the --out of `run`)")
     board.add_argument("--out", type=Path, help="where to write leaderboards (default: the results directory)")
     board.add_argument("--format", choices=["markdown", "csv", "json", "latex"], default="markdown",
                        help="markdown (with figures), csv, json or latex (booktabs) (default: markdown)")
@@ -159,7 +223,7 @@ def build_parser() -> Parser:
     show = sub.add_parser("show", help="one cell, or every method's cell of a budget folder, layer by layer")
     show.add_argument("path", type=Path, help="a result file, or a budget folder of `arqbench run --out`")
     show.add_argument("--seed", type=int, help="which seed's cells (default: the lowest in the folder)")
-    show.add_argument("--format", choices=["table", "csv", "json"], default="table")
+    show.add_argument("--format", choices=["table", "csv", "json"], default="table", help="output format")
 
     prof = sub.add_parser("profile", help="per-layer robustness sensitivity of a base model (CSV + heatmap)",
                           description="Every layer quantized alone at each bit-width: what the smoothed classifier "
@@ -167,7 +231,7 @@ def build_parser() -> Parser:
                                       "for `arqbench run`, so `run --methods robust-ilp` with the same settings "
                                       "reuses the cached profile; --certifier measures the ACR (default irs), "
                                       "--search-activations profiles activation bits too.")
-    prof.add_argument("--benchmark", default="digits")
+    prof.add_argument("--benchmark", default="digits", help="benchmark whose base model is profiled")
     prof.add_argument("--sigma", type=floats("--sigma"), default=[0.25], help="noise level(s), comma list")
     prof.add_argument("--seed", type=int, default=0, help="seed of the calibration and the noise (a run's --seed)")
     prof.add_argument("--metric", choices=["acr", "disagreement"], default="acr",
@@ -178,35 +242,43 @@ def build_parser() -> Parser:
     add_place_flags(prof)
 
     cert = sub.add_parser("certify", help="certify one model (float, or quantized with --policy)")
-    cert.add_argument("--benchmark", default="digits")
+    cert.add_argument("--benchmark", default="digits", help="benchmark whose model is certified (see `arqbench list`)")
     cert.add_argument("--sigma", type=float, help="noise level (default: the result file's, else 0.25)")
-    cert.add_argument("--policy", type=Path, help="a policy JSON or a result file (replays its fine-tune and seed)")
+    cert.add_argument("--policy", type=Path,
+                      help="a policy JSON or a result file, whose fine-tune and seed are replayed (default: none: "
+                           "the float model)")
     cert.add_argument("--seed", type=int, help="certification seed (default: the result file's, else 0)")
     cert.add_argument("--certifiers", type=names("--certifiers"),
                       help="certifiers to compare on the same model, e.g. irs,rs (default: --certifier)")
     cert.add_argument("--cohen-out", type=Path, metavar="FILE",
-                      help="also write the certificates as Cohen et al.'s certify.py output (for their analyze.py)")
+                      help="also write the certificates as Cohen et al.'s certify.py output (for their analyze.py; "
+                           "default: none)")
     add_protocol_flags(cert)
     add_place_flags(cert)
 
     tr = sub.add_parser("train", help="train a benchmark's base model with noise augmentation")
-    tr.add_argument("--benchmark", default="digits")
-    tr.add_argument("--sigma", type=floats("--sigma"), default=[0.25])
-    tr.add_argument("--epochs", type=int, help="override the recipe's epochs")
-    tr.add_argument("--seed", type=int, default=0)
+    tr.add_argument("--benchmark", default="digits", help="benchmark whose base model is trained (see `arqbench list`)")
+    tr.add_argument("--sigma", type=floats("--sigma"), default=[0.25], help="noise level(s) to train at, comma list")
+    tr.add_argument("--epochs", type=int, help="override the recipe's epochs (default: the benchmark's recipe)")
+    tr.add_argument("--seed", type=int, default=0, help="training seed")
     tr.add_argument("--amp", action="store_true", help="mixed precision (CUDA)")
-    add_place_flags(tr)
+    add_place_flags(tr, checkpoint="fine-tune from this checkpoint (Cohen .pth.tar, state_dict or arqbench's) "
+                                   "instead of training from scratch (default: from scratch)")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Exit status: 0 done; 1 some cells failed (each recorded with its reason); 2 a mistake in the command,
+    its files or the environment, stated as one line before any work; 130 interrupted."""
+    from arqbench.runtime import keep_caches_home, keep_freed_memory
+
+    keep_caches_home()  # before --help or a command loads the plugins (and the libraries that make caches)
     try:
         argv = sys.argv[1:] if argv is None else argv
         args = build_parser().parse_args(argv)
         args.argv = argv
         from arqbench.commands import COMMANDS
         from arqbench.models import data
-        from arqbench.runtime import keep_freed_memory
 
         keep_freed_memory()
 
@@ -216,11 +288,19 @@ def main(argv: list[str] | None = None) -> int:
         flags = overrides(args) if hasattr(args, "option") else {}
         return COMMANDS[args.command](args, flags)
     except ArqbenchError as exc:
-        print(f"arqbench: error: {exc}", file=sys.stderr)
-        return 2
+        return error(str(exc))
+    except OSError as exc:  # the system refused a path: too long, no space, read-only, ...
+        return error(f"{exc.filename}: {exc.strerror or exc}" if exc.filename else str(exc))
     except KeyboardInterrupt:
         print("arqbench: interrupted; finished cells are saved, re-run to continue", file=sys.stderr)
         return 130
+
+
+def error(message: str) -> int:
+    """Print ``message`` as ONE line (a newline inside, e.g. from a file name, is shown escaped)."""
+    one_line = message.replace("\r", "\\r").replace("\n", "\\n")
+    print(f"arqbench: error: {one_line}", file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":

@@ -2,22 +2,22 @@
 
 import shlex
 from dataclasses import fields, replace
-from pathlib import Path
 
 import torch
 from rich import box
 from rich.table import Table
 
 from arqbench import plugins
-from arqbench.console import console, info, stdout, warn
+from arqbench.console import info, say, stdout, warn
 from arqbench.errors import ArqbenchError
-from arqbench.files import write_bytes_atomic, write_text_atomic
+from arqbench.files import check_output_dir, check_output_file, write_bytes_atomic, write_text_atomic
 from arqbench.pipeline.cell import CERTIFICATION_SETTINGS, CellRun
 from arqbench.pipeline.config import Protocol, create_benchmark, resolve
 from arqbench.pipeline.prepare import prepare
-from arqbench.pipeline.results import REFERENCE, Cell, read, read_all
-from arqbench.pipeline.sweep import SweepSpec, check_values, run_sweep
+from arqbench.pipeline.results import REFERENCE, Cell, read_all, read_if_result
+from arqbench.pipeline.sweep import SweepSpec, check_values, run_sweep, warn_uncertifiable
 from arqbench.quantization import policy as policies
+from arqbench.quantization.layers import profile_layers
 from arqbench.report import cohen, leaderboard
 from arqbench.smoothing.metrics import summarize
 
@@ -39,12 +39,8 @@ def run(args, flags: dict) -> int:
     if outcome.waited:
         info(f"{len(outcome.waited)} cells were claimed by another arqbench run on {args.out} and waited for")
     for cell, error in outcome.failed:
-        console.print(f"[red]failed[/red] {cell.label()}: {error}", highlight=False)
-    if outcome.failed:
-        return 1
-    if outcome.skipped and not outcome.done and not outcome.reused:
-        return 1  # nothing could run: every benchmark was skipped
-    return 0
+        say(f"{cell.label()}: {error}", "[red]failed[/red] ")  # the summary, after each cell's "failed:" line
+    return 1 if outcome.failed else 0
 
 
 def list_plugins(args, flags: dict) -> int:
@@ -79,7 +75,9 @@ def list_options(name: str) -> int:
 
 def render_leaderboard(args, flags: dict) -> int:
     out = args.results if args.out is None else args.out
-    for path in leaderboard.render(read_all(args.results), out, args.format, source=args.results):
+    results = read_all(args.results)
+    check_output_dir(out, "--out")
+    for path in leaderboard.render(results, out, args.format, source=args.results):
         info(f"wrote {path}")
     return 0
 
@@ -87,7 +85,7 @@ def render_leaderboard(args, flags: dict) -> int:
 def certify(args, flags: dict) -> int:
     """Certify the float model, a policy, or a result file's policy (replaying its protocol and seed)."""
     benchmark_name, sigma, seed = args.benchmark, args.sigma, args.seed
-    source = _result_or_none(args.policy) if args.policy is not None else None
+    source = read_if_result(args.policy, "policy file") if args.policy is not None else None
     if source is not None:
         if source["status"] != "ok":
             raise ArqbenchError(f"{args.policy} is a failed cell ({source.get('error')}); it has no numbers to "
@@ -98,7 +96,7 @@ def certify(args, flags: dict) -> int:
     sigma = 0.25 if sigma is None else sigma
     seed = 0 if seed is None else seed
     check_values([benchmark_name], sigmas=[sigma], device=args.device, checkpoint=args.checkpoint,
-                 data_root=args.data_root)
+                 data_root=args.data_root, seeds=[seed])
     device = torch.device(args.device)
     benchmark = create_benchmark(benchmark_name, flags.get("options"))
     protocol = resolve(benchmark, flags, args.preset)
@@ -108,11 +106,15 @@ def certify(args, flags: dict) -> int:
                             f"with --certifiers")
     for name in certifiers:
         plugins.get("certifier", name)
+    if args.cohen_out is not None:
+        check_output_file(args.cohen_out, "--cohen-out")
+    policy = None  # the fp32 row, unless a policy (or a quantized row's result file) is given
+    if args.policy is not None and (source is None or source.get("policy") is not None):
+        layers = profile_layers(benchmark.build_model(), benchmark.input_shape)  # checked before any model work
+        policy = policies.validate(policies.load(args.policy), layers, f"policy {args.policy}")
     prepared = prepare(benchmark, sigma, protocol, device, data_root=args.data_root, checkpoint=args.checkpoint,
                        normalization=args.normalization, workers=args.workers)
-    policy = None
-    if args.policy is not None and not (source is not None and source.get("policy") is None):  # not an fp32 row
-        policy = policies.validate(policies.load(args.policy), prepared.layers, f"policy {args.policy}")
+    warn_uncertifiable(benchmark, sigma, protocol)
     method = REFERENCE if policy is None else (source["method"] if source is not None else "policy")
     cell = Cell(benchmark_name, sigma, None if source is None else source.get("budget"), method, seed)
     trained = CellRun(cell, prepared, protocol, device).train(policy)
@@ -164,7 +166,7 @@ def profile(args, flags: dict) -> int:
     from arqbench.search import sensitivity
 
     check_values([args.benchmark], sigmas=args.sigma, device=args.device, checkpoint=args.checkpoint,
-                 data_root=args.data_root)
+                 data_root=args.data_root, seeds=[args.seed], out=args.out)
     if args.images is not None and args.images < 1:
         raise ArqbenchError(f"--images must be a positive integer, got {args.images}")
     device = torch.device(args.device)
@@ -212,14 +214,6 @@ def _replayable(settings: dict) -> dict:
     return {k: v for k, v in settings.items() if k in known}
 
 
-def _result_or_none(path: Path) -> dict | None:
-    """The result record at ``path``, or None when it is not a result file (e.g. a plain policy file)."""
-    try:
-        return read(path)
-    except ArqbenchError:
-        return None
-
-
 def _changed(source: dict, sigma: float, seed: int, protocol) -> list[str]:
     """What the command line changed from the result file's run in what a replay reproduces (the
     fine-tune and the certification; then there is nothing to compare)."""
@@ -252,14 +246,17 @@ def train(args, flags: dict) -> int:
 
     if args.epochs is not None and args.epochs < 1:
         raise ArqbenchError(f"--epochs must be a positive integer, got {args.epochs}")
-    check_values([args.benchmark], sigmas=args.sigma, device=args.device, data_root=args.data_root)
+    check_values([args.benchmark], sigmas=args.sigma, device=args.device, data_root=args.data_root,
+                 checkpoint=args.checkpoint, seeds=[args.seed])
     benchmark = create_benchmark(args.benchmark)
     splits = benchmark.splits(args.data_root)
     for sigma in args.sigma:
         path = train_base_model(benchmark, sigma, splits, torch.device(args.device), args.seed, args.epochs,
-                                args.workers, args.amp)
-        note = " (not the full recipe: use it with --checkpoint)" if args.epochs not in (None, benchmark.recipe.epochs) else ""
-        info(f"trained {args.benchmark} sigma={sigma:g}: {path}{note}")
+                                args.workers, args.amp, init=args.checkpoint, normalization=args.normalization)
+        start = f" from {args.checkpoint}" if args.checkpoint else ""
+        note = ("" if args.epochs in (None, benchmark.recipe.epochs) and args.checkpoint is None
+                else " (not the full recipe from scratch: use it with --checkpoint)")
+        info(f"trained {args.benchmark} sigma={sigma:g}{start}: {path}{note}")
     return 0
 
 

@@ -3,6 +3,7 @@
 import hashlib
 import json
 import os
+import reprlib
 import socket
 import tempfile
 from pathlib import Path
@@ -88,6 +89,30 @@ def remove_stale_temps(root: Path) -> int:
     return sum(_remove_if_stale(tmp) for tmp in root.rglob(".*.tmp")) if root.is_dir() else 0
 
 
+def check_output_dir(path: Path, flag: str) -> None:
+    """Refuse, before any work, an output directory that cannot become one: an existing file, a path through
+    a file, or a place this process may not write (the directory itself is created when first written)."""
+    path = Path(path)
+    for existing in (path, *path.parents):
+        if existing.exists() or existing.is_symlink():
+            break
+    if not existing.is_dir():
+        what = "a file" if existing.is_file() else "not a directory"
+        where = f"is {what}" if existing == path else f"lies under {existing}, which is {what}"
+        raise ArqbenchError(f"{flag} {path} {where}; pass a directory (it is created if missing)")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ArqbenchError(f"{flag} {path}: {existing} is not writable; pass a directory you can write to")
+
+
+def check_output_file(path: Path, flag: str) -> None:
+    """Refuse, before any work, an output file that cannot be written: a directory, or a place no directory
+    can be made."""
+    path = Path(path)
+    if path.is_dir():
+        raise ArqbenchError(f"{flag} {path} is a directory; pass a file name")
+    check_output_dir(path.parent, flag)
+
+
 def write_json_atomic(path: Path, data: Any) -> None:
     _atomic(path, lambda h: h.write(json.dumps(data, indent=1, sort_keys=False, default=_jsonable).encode()))
 
@@ -127,6 +152,33 @@ def read_json(path: Path, what: str = "file") -> Any:
         raise ArqbenchError(f"{what} {path} cannot be read ({exc.strerror or exc})") from None
     except (ValueError, UnicodeDecodeError) as exc:
         raise ArqbenchError(f"{what} {path} is not valid JSON ({exc}); delete or repair it") from None
+    except RecursionError:
+        raise ArqbenchError(f"{what} {path} is nested too deeply to be one; delete or repair it") from None
+
+
+JSON_TYPES = {dict: "object", list: "array", str: "string", bool: "boolean", int: "integer", float: "number",
+              type(None): "null"}
+
+
+def check_json(data: Any, schema: dict, what: str, expected: str) -> None:
+    """Refuse JSON data that does not follow ``schema`` (a JSON Schema) with one line: ``what``, where in the
+    data the first problem is and what it is, then what was ``expected``."""
+    import jsonschema
+
+    error = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(schema).iter_errors(data))
+    if error is None:
+        return
+    where = "the top level" if not error.absolute_path else error.json_path
+    if error.validator == "required":
+        problem = f"lacks {next(k for k in error.validator_value if k not in error.instance)!r}"
+    elif error.validator == "type":
+        wanted = error.validator_value if isinstance(error.validator_value, list) else [error.validator_value]
+        problem = f"is {JSON_TYPES.get(type(error.instance), type(error.instance).__name__)}, not {' or '.join(wanted)}"
+    elif error.validator in ("anyOf", "oneOf"):
+        problem = "has none of the accepted forms"
+    else:
+        problem = f"is {reprlib.repr(error.instance)}, which fails {error.validator} {reprlib.repr(error.validator_value)}"
+    raise ArqbenchError(f"{what}: {where} {problem}; expected {expected}")
 
 
 def _jsonable(value: Any) -> Any:

@@ -1,8 +1,10 @@
-"""Process settings for fast inference: glibc's allocator on the CPU, the arithmetic precision on the GPU."""
+"""Process settings: fast inference (glibc's allocator on the CPU, the arithmetic precision on the GPU), and
+libraries' caches kept inside ``$ARQBENCH_HOME``."""
 
 import contextlib
 import ctypes
 import ctypes.util
+import os
 
 import torch
 
@@ -51,3 +53,16 @@ def channels_last(model: torch.nn.Module, device: torch.device, name: str = "fp3
     if device.type == "cuda" and name != "fp32":
         model.to(memory_format=torch.channels_last)
     return model
+LIBRARY_CACHES = {
+    "TORCHINDUCTOR_CACHE_DIR": "torchinductor",  # importing torch._dynamo (torchvision does) makes /tmp/torchinductor_USER
+    "MPLCONFIGDIR": "matplotlib",  # matplotlib's font cache, else under ~/.cache or a fresh temp directory
+}
+
+
+def keep_caches_home() -> None:
+    """Point the caches libraries make on their own into ``$ARQBENCH_HOME``, so a run writes nothing outside
+    it and ``--out``; a place the user set in the environment is kept. Call before those libraries load."""
+    from arqbench.files import home
+
+    for variable, folder in LIBRARY_CACHES.items():
+        os.environ.setdefault(variable, str(home().resolve() / folder))

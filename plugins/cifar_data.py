@@ -56,7 +56,8 @@ class ArraysOnly(pickle.Unpickler):
     """Unpickles plain data and numpy arrays only: a batch file cannot run code when it is read."""
 
     ALLOWED = {("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "_reconstruct"),
-               ("numpy._core.multiarray", "_reconstruct"), ("_codecs", "encode")}
+               ("numpy._core.multiarray", "_reconstruct"), ("_codecs", "encode"),
+               ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer")}  # pickle protocol 5
 
     def find_class(self, module: str, name: str):
         if (module, name) not in self.ALLOWED:
@@ -70,7 +71,7 @@ def read_batch(path: Path, name: str) -> tuple[torch.Tensor, torch.Tensor]:
         with open(path, "rb") as handle:
             entry = ArraysOnly(handle, encoding="latin1").load()
         data = np.asarray(_field(entry, "data"))
-        labels = np.asarray(_field(entry, "labels"), dtype=np.int64)
+        labels = np.asarray(_field(entry, "labels"))
     except FileNotFoundError:
         raise SkipBenchmark(f"{name}: CIFAR-10 not found: {path} does not exist (expected {EXPECTED} in "
                             f"{path.parent}); {data_hint(FOLDER + '/')}") from None
@@ -79,10 +80,11 @@ def read_batch(path: Path, name: str) -> tuple[torch.Tensor, torch.Tensor]:
                             f"{str(exc)[:80]}); expected a pickled dict with data and labels; "
                             f"re-extract cifar-10-python.tar.gz there") from None
     if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072 or labels.shape != (len(data),) \
-            or len(data) == 0 or labels.min() < 0 or labels.max() > 9:
+            or len(data) == 0 or labels.dtype.kind not in "iu" or labels.min() < 0 or labels.max() > 9:
         raise SkipBenchmark(f"{name}: {path} is not a CIFAR-10 python batch (data {data.dtype} {data.shape}, "
-                            f"{labels.size} labels); expected uint8 N x 3072 and N labels in 0..9")
-    return torch.from_numpy(data.reshape(-1, 3, 32, 32).copy()), torch.from_numpy(labels)
+                            f"{labels.size} labels of {labels.dtype}); expected uint8 N x 3072 and N integer labels "
+                            f"in 0..9; re-extract cifar-10-python.tar.gz there")
+    return torch.from_numpy(data.reshape(-1, 3, 32, 32).copy()), torch.from_numpy(labels.astype(np.int64))
 
 
 def _field(entry, key: str):

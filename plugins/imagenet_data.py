@@ -15,9 +15,11 @@ without importing timm.
 import copy
 import importlib.util
 import os
+import warnings
 from functools import lru_cache
 from pathlib import Path
 
+from PIL import Image
 from torchvision import transforms
 from torchvision.datasets import ImageFolder
 
@@ -48,8 +50,24 @@ def wnids() -> tuple[str, ...]:
     return names
 
 
+def read_image(path: str) -> Image.Image:
+    """An RGB image; a file that is not one (damaged, truncated, another kind) is one clear error naming it."""
+    try:
+        with warnings.catch_warnings():  # e.g. PIL's decompression-bomb or EXIF warnings: the error says it all
+            warnings.simplefilter("ignore")
+            with open(path, "rb") as handle:
+                image = Image.open(handle)
+                return image.convert("RGB")
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+        raise ArqbenchError(f"{path} is not a readable image ({type(exc).__name__}: {exc}); replace or remove it, "
+                            f"or sort the ImageNet tree again") from None
+
+
 class WnidFolder(ImageFolder):
     """An ImageFolder whose class indices are the true ImageNet-1k indices of its wnid folders."""
+
+    def __init__(self, root: str, transform=None):
+        super().__init__(root, transform=transform, loader=read_image)
 
     def find_classes(self, directory: str) -> tuple[list[str], dict[str, int]]:
         index = {wnid: i for i, wnid in enumerate(wnids())}

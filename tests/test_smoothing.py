@@ -15,6 +15,7 @@ from arqbench.smoothing.core import (
     certify,
     generators,
     lower_confidence_bound,
+    max_certified_radius,
     predict,
     sample_predictions,
     upper_confidence_bound,
@@ -75,6 +76,31 @@ def test_certified_radius_approaches_the_exact_radius_for_large_n():
 def test_radius_formula():
     assert certified_radius(0.5, norm.cdf(2.0)) == pytest.approx(1.0)
     assert certified_radius(0.25, 0.5) == pytest.approx(0.0)
+
+
+@pytest.mark.parametrize("sigma, n, alpha", [(0.25, 2000, 0.001), (0.5, 200, 0.001), (1.0, 100_000, 0.01), (0.25, 8, 0.001)])
+def test_the_largest_certifiable_radius_is_reached_when_every_sample_votes_for_the_top_class(sigma, n, alpha):
+    """CERTIFY's radius grows with nA; at nA = n it is sigma * Phi^-1 of statsmodels' Clopper-Pearson bound."""
+    cap = max_certified_radius(sigma, n, alpha)
+    assert cap == pytest.approx(sigma * norm.ppf(proportion_confint(n, n, 2 * alpha, "beta")[0]), rel=1e-9)
+    assert all(sigma * norm.ppf(lower_confidence_bound(k, n, alpha)) < cap for k in range(max(0, n - 50), n))
+    assert (cap > 0) == (n >= 10)  # at alpha = 0.001 no certificate below 10 samples: 0.001^(1/9) < 1/2
+
+
+def test_a_warning_names_the_radii_beyond_reach_and_the_n_the_first_needs(capsys):
+    from arqbench import plugins
+    from arqbench.pipeline.config import resolve
+    from arqbench.pipeline.sweep import warn_uncertifiable
+
+    digits = plugins.create("benchmark", "digits")  # radii 0.25 .. 1.5
+    warn_uncertifiable(digits, 0.25, resolve(digits, {"n": 200}))
+    line = " ".join(capsys.readouterr().err.split())
+    cap = max_certified_radius(0.25, 200, 0.001)
+    assert 0.25 < cap < 0.5 and "radii 0.5, 0.75, 1, 1.25, 1.5 cannot be certified with n=200 at alpha=0.001" in line
+    needed = int(line.rsplit("needs --n ", 1)[1].split()[0])
+    assert max_certified_radius(0.25, needed, 0.001) >= 0.5 > max_certified_radius(0.25, needed - 1, 0.001)
+    warn_uncertifiable(digits, 0.25, resolve(digits, {"n": 10**9}))  # 1.5 = 6 sigma needs ~7e9 samples
+    assert "radii 1.5 cannot" in " ".join(capsys.readouterr().err.split())
 
 
 def test_abstains_when_the_top_class_is_not_confident():

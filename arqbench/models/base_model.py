@@ -1,5 +1,6 @@
 """The float base model of a (benchmark, sigma): a given checkpoint, a conventional one, or arqbench's trained cache."""
 
+import hashlib
 from dataclasses import asdict
 from pathlib import Path
 
@@ -16,18 +17,26 @@ from arqbench.models.normalize import choose
 from arqbench.models.training import train
 
 
-def trained_path(benchmark: Benchmark, sigma: float, seed: int = 0, epochs: int | None = None) -> Path:
+def trained_path(benchmark: Benchmark, sigma: float, seed: int = 0, epochs: int | None = None,
+                 init: Path | None = None) -> Path:
     """Where ``arqbench train`` (or first use) stores the base model; the key changes when the recipe does
-    (a shortened ``--epochs`` run is stored apart: runs find only the full recipe's model)."""
+    (a shortened ``--epochs`` run, or one fine-tuned from the checkpoint ``init``, is stored apart: runs
+    find only the full recipe's model trained from scratch)."""
     recipe = asdict(benchmark.recipe) if epochs is None else {**asdict(benchmark.recipe), "epochs": epochs}
     key = {"benchmark": benchmark.name, "architecture": benchmark.architecture, "sigma": sigma,
            "recipe": recipe, "seed": seed}
+    if init is not None:
+        with open(init, "rb") as handle:
+            key["init"] = hashlib.file_digest(handle, "sha256").hexdigest()
     return home() / "models" / benchmark.name / f"sigma{sigma:g}-{key_hash(key)}.pt"
 
 
 def train_base_model(benchmark: Benchmark, sigma: float, splits: Splits, device: torch.device, seed: int = 0,
-                     epochs: int | None = None, workers: int = 0, amp: bool = False, reuse: bool = False) -> Path:
-    """Noise-augmented training with the benchmark's recipe, resumable, saved to ``trained_path``.
+                     epochs: int | None = None, workers: int = 0, amp: bool = False, reuse: bool = False,
+                     init: Path | None = None, normalization: str | None = None) -> Path:
+    """Noise-augmented training with the benchmark's recipe, resumable, saved to ``trained_path``; from the
+    weights of the checkpoint ``init`` (fine-tuning, with its input ``normalization`` as ``load_checkpoint``
+    determines it) when given, else from scratch.
 
     Training holds a lock beside the file (the OS drops it if the process dies), so processes
     sharing the cache train a model once: with ``reuse`` a process that waited for the lock
@@ -35,13 +44,15 @@ def train_base_model(benchmark: Benchmark, sigma: float, splits: Splits, device:
     """
     if splits.train is None:
         raise SkipBenchmark(f"{benchmark.name}: no training data found; training needs the train split")
-    path = trained_path(benchmark, sigma, seed, None if epochs == benchmark.recipe.epochs else epochs)
+    torch.manual_seed(seed)
+    model = benchmark.build_model()
+    if init is not None:
+        load_checkpoint(benchmark, model, init, normalization)
+    path = trained_path(benchmark, sigma, seed, None if epochs == benchmark.recipe.epochs else epochs, init)
     path.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(path.with_suffix(".lock")):
         if reuse and path.is_file() and _load_cached(benchmark.build_model(), path, benchmark) is not None:
             return path
-        torch.manual_seed(seed)
-        model = benchmark.build_model()
         train(model, splits.train, benchmark.recipe, sigma, device, seed, epochs=epochs,
               state_path=path.with_suffix(".state"), description=f"train {benchmark.name} sigma={sigma:g}",
               workers=workers, amp=amp)

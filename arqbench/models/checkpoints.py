@@ -14,6 +14,11 @@ checkpoint's state_dict does hold normalisation buffers (``mean``/``std`` of a s
 ``0.means``/``0.sds`` of a NormalizeLayer with buffers) they are read as its recorded normalisation.
 """
 
+import math
+import pickletools
+import reprlib
+import warnings
+import zipfile
 from pathlib import Path
 
 import torch
@@ -31,12 +36,14 @@ NORMALIZATION_KEYS = [(prefix + mean, prefix + std) for prefix in ("", "0.", "mo
 
 def _state_dict(obj) -> dict:
     if isinstance(obj, dict) and "state_dict" in obj:
-        return obj["state_dict"]
-    if isinstance(obj, dict) and "model" in obj and isinstance(obj["model"], dict):
-        return obj["model"]
-    if isinstance(obj, dict) and all(isinstance(v, torch.Tensor) for v in obj.values()):
-        return obj
-    raise ValueError("no state_dict inside")
+        obj = obj["state_dict"]
+    elif isinstance(obj, dict) and isinstance(obj.get("model"), dict):
+        obj = obj["model"]
+    if not isinstance(obj, dict) or not obj:
+        raise ValueError("no state_dict inside")
+    if not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items()):
+        raise ValueError("its state_dict maps something other than names to tensors")
+    return obj
 
 
 def _strip(state: dict) -> dict:
@@ -54,11 +61,21 @@ def _pop_normalization(state: dict) -> Normalization | None:
     return None
 
 
-def _recorded(obj: dict) -> Normalization | None:
+def _recorded(obj: dict, path: Path) -> Normalization | None:
+    """The normalisation an arqbench checkpoint records (``{"mean": [...], "std": [...]}``), if it records one."""
     record = obj.get("normalization") if isinstance(obj, dict) else None
-    if isinstance(record, dict) and {"mean", "std"} <= set(record):
-        return Normalization(tuple(map(float, record["mean"])), tuple(map(float, record["std"])))
-    return None
+    if not (isinstance(record, dict) and {"mean", "std"} <= set(record)):
+        return None
+    mean, std = record["mean"], record["std"]
+    if not (_numbers(mean) and _numbers(std) and len(mean) == len(std) and all(s > 0 for s in std)):
+        raise ArqbenchError(f"checkpoint {path} is damaged: its recorded normalization is not a mean and a positive "
+                            f"std per channel; re-save it with arqbench, or pass --normalization") from None
+    return Normalization(tuple(map(float, mean)), tuple(map(float, std)))
+
+
+def _numbers(values) -> bool:
+    return isinstance(values, (list, tuple)) and len(values) > 0 and all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in values)
 
 
 def _layout(obj, state: dict) -> str:
@@ -70,17 +87,63 @@ def _layout(obj, state: dict) -> str:
 
 
 def read(path: Path) -> dict:
-    """Load a checkpoint file safely (``weights_only``); a missing or corrupt file is one clear error."""
+    """Load a checkpoint file safely (``weights_only``: tensors and plain data, never code); a missing, corrupt
+    or unsafe file is one clear error saying what the file is, why it is refused and what to do."""
     path = Path(path)
     if not path.is_file():
         raise ArqbenchError(f"checkpoint {path} does not exist; pass an existing file with --checkpoint")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
+        with warnings.catch_warnings():  # e.g. torch's note on the pickle protocol: one line per error, nothing else
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:
+        pass
+    objects = _code_in(path)
+    if objects:
         raise ArqbenchError(
-            f"checkpoint {path} is corrupt or not a PyTorch checkpoint ({type(exc).__name__}: "
-            f"{str(exc).splitlines()[0][:120]}); re-download or re-train it"
+            f"checkpoint {path} is not a plain weights file: it holds Python objects ({', '.join(objects[:3])}), "
+            f"and loading those could run code, so it is refused; if you trust its source, load it in Python and "
+            f"keep only the weights: torch.save(model.state_dict(), 'weights.pt')"
         ) from None
+    what = ("its zip archive is damaged or truncated" if zipfile.is_zipfile(path) or _starts_as_zip(path)
+            else "it is neither a zip archive nor a pickle that torch.save writes")
+    raise ArqbenchError(f"checkpoint {path} is corrupt or not a PyTorch checkpoint ({what}); "
+                        f"re-download or re-train it") from None
+
+
+SAFE_MODULES = {"torch", "collections", "_codecs"}  # what a legacy (pre-zip) torch.save of tensors refers to
+
+
+def _code_in(path: Path) -> list[str]:
+    """The Python objects (``module.name``) a checkpoint refers to beyond tensors and plain data: for a zip
+    checkpoint as torch reports them, for a legacy one from the opcodes of its whole pickles (nothing is run)."""
+    if zipfile.is_zipfile(path):
+        try:
+            return list(torch.serialization.get_unsafe_globals_in_checkpoint(path))
+        except Exception:
+            return []
+    found: list[str] = []
+    try:
+        with open(path, "rb") as handle:
+            while handle.peek(1):
+                names, strings = [], []
+                for opcode, arg, _ in pickletools.genops(handle):
+                    if isinstance(arg, str):
+                        strings.append(arg)
+                    if opcode.name in ("GLOBAL", "INST"):
+                        names.append(arg.replace(" ", "."))
+                    elif opcode.name == "STACK_GLOBAL" and len(strings) >= 2:
+                        names.append(".".join(strings[-2:]))
+                found += names  # a pickle read to its end: what it refers to is certain
+    except Exception:
+        pass  # not (or no longer) a pickle stream, e.g. the raw tensor bytes of a legacy checkpoint
+    return [name for name in dict.fromkeys(found) if name.split(".")[0] not in SAFE_MODULES
+            and all(part.isidentifier() for part in name.split("."))]
+
+
+def _starts_as_zip(path: Path) -> bool:
+    with open(path, "rb") as handle:
+        return handle.read(4) == b"PK\x03\x04"
 
 
 def load_into(model: nn.Module, path: Path, architecture: str = "") -> dict:
@@ -91,24 +154,34 @@ def load_into(model: nn.Module, path: Path, architecture: str = "") -> dict:
     arch = obj.get("arch") if isinstance(obj, dict) else None
     try:
         raw = dict(_state_dict(obj))
-    except ValueError:
-        raise ArqbenchError(f"checkpoint {path} holds no state_dict (keys: {list(obj)[:5]})") from None
-    buffers = _pop_normalization(raw)
-    normalization = _recorded(obj) or buffers
+    except ValueError as exc:
+        holds = f"keys {reprlib.repr(list(obj))}" if isinstance(obj, dict) else f"a {type(obj).__name__}"
+        raise ArqbenchError(f"checkpoint {path} is not a weights file for a model: it holds {holds}, and {exc}; "
+                            f"pass a state_dict, a dict with one under 'state_dict', or arqbench's own") from None
+    try:
+        buffers = _pop_normalization(raw)
+    except (TypeError, ValueError, RuntimeError):  # e.g. complex or bfloat16 tensors under those names
+        raise ArqbenchError(f"checkpoint {path} is damaged: its normalization buffers are not float tensors; "
+                            f"re-save it, or pass --normalization") from None
+    normalization = _recorded(obj, path) or buffers
     layout = _layout(obj, raw)
     state = _strip(raw)
     net = model.net if hasattr(model, "net") else model
     missing, unexpected = _compare(net, state)
     if missing or unexpected:
-        hint = f" (checkpoint arch '{arch}')" if arch else ""
-        raise ArqbenchError(
-            f"checkpoint {path}{hint} does not fit {architecture or type(net).__name__}: "
-            f"{len(missing)} missing keys e.g. {missing[:2]}, {len(unexpected)} unexpected e.g. {unexpected[:2]}"
-        )
+        hint = f" (checkpoint arch {reprlib.repr(arch)})" if arch else ""
+        keys = [f"{len(names)} {what} keys (e.g. {', '.join(map(reprlib.repr, names[:2]))})"
+                for what, names in (("missing", missing), ("unexpected", unexpected)) if names]
+        raise ArqbenchError(f"checkpoint {path}{hint} does not fit {architecture or type(net).__name__}: it is "
+                            f"another architecture's weights ({', '.join(keys)}); pass a checkpoint of this "
+                            f"benchmark's model")
     try:
         net.load_state_dict(state)
-    except RuntimeError as exc:
-        raise ArqbenchError(f"checkpoint {path} does not fit {architecture}: {str(exc).splitlines()[-1].strip()}") from None
+    except (RuntimeError, TypeError, ValueError) as exc:
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+        raise ArqbenchError(f"checkpoint {path} does not fit {architecture}: it is another architecture's weights "
+                            f"({lines[-1] if lines else type(exc).__name__}); pass a checkpoint of this benchmark's "
+                            f"model") from None
     return {"path": str(path), "arch": arch, "layout": layout, "normalization": normalization}
 
 

@@ -5,6 +5,7 @@ from dataclasses import dataclass
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
+from arqbench.errors import ArqbenchError
 from arqbench.models.benchmark import Splits
 
 SPLIT_SEED = 20190208  # fixed for every run, so all methods see the same images
@@ -27,11 +28,13 @@ class ProtocolData:
 
     @classmethod
     def from_splits(cls, splits: Splits, test_images: int, search_images: int, subset: str = "random",
-                    workers: int = 0) -> "ProtocolData":
-        """``test_images`` of the ``subset`` (a name in ``SUBSETS``) are certified, in test-set order for Cohen's."""
+                    workers: int = 0, name: str = "this benchmark") -> "ProtocolData":
+        """``test_images`` of the ``subset`` (a name in ``SUBSETS``) are certified, in test-set order for Cohen's;
+        more than the data holds is an error, never clamped."""
         test_order = permutation(len(splits.test))
         skip = SUBSETS[subset]
         chosen = test_order if skip is None else list(range(0, len(splits.test), skip))
+        check_test_images(test_images, len(chosen), splits, subset, name)
         certify = Subset(splits.test, chosen[:test_images])
         if splits.train is not None:
             order = permutation(len(splits.train), SPLIT_SEED + 1)
@@ -44,6 +47,21 @@ class ProtocolData:
         held = max(1, len(rest) // 2)
         return cls(Subset(splits.test, rest[held:] or rest), Subset(splits.test, rest[:held]), splits.test, certify,
                    workers)
+
+
+def check_test_images(test_images: int, available: int, splits: Splits, subset: str, name: str) -> None:
+    """``available``: the images of the subset's order. Without a training split, a test image at least stays
+    out of the certification subset, to fine-tune and search on."""
+    total = len(splits.test)
+    most = available if splits.train is not None else min(available, total - 1)
+    if test_images <= most:
+        return
+    held = "" if available == total else f", {available} of them in the '{subset}' subset"
+    why = "" if splits.train is not None else (", and without a training split one must stay out of the "
+                                               "certification subset to fine-tune and search on")
+    fix = f"pass --test-images {most} or fewer" if most >= 1 else "provide more test images"
+    raise ArqbenchError(f"--test-images {test_images} is more than {name} has: its test split holds {total} "
+                        f"images{held}{why}; {fix}")
 
 
 def loader(dataset: Dataset, batch_size: int, device: torch.device, shuffle: bool = False, seed: int = 0,

@@ -105,7 +105,7 @@ class LocalExecutor:
 
     def run(self, tasks: Iterable[Task]) -> Iterator[tuple[Task, dict | Exception]]:
         for task in tasks:
-            info(f"[bold]\\[{task.number}/{task.total}][/bold] {task.cell.label()}")
+            info(task.cell.label(), prefix=f"[bold]\\[{task.number}/{task.total}][/bold] ")
             yield task, attempt(self.run_one, task)
 
     def run_one(self, task: Task) -> dict:
@@ -260,8 +260,8 @@ class RayExecutor:
                 running[id(task)] = (task, trained_ref, shard_refs)
                 for ref in [trained_ref, *shard_refs]:
                     owner[ref] = id(task)
-                info(f"[bold]\\[{task.number}/{task.total}][/bold] {task.cell.label()} (Ray, "
-                     f"{len(shard_refs)} certification shard{'s' * (len(shard_refs) > 1)})")
+                info(f"{task.cell.label()} (Ray, {len(shard_refs)} certification shard{'s' * (len(shard_refs) > 1)})",
+                     prefix=f"[bold]\\[{task.number}/{task.total}][/bold] ")
             if not running:
                 break
             ready, _ = ray.wait(list(owner), num_returns=1)

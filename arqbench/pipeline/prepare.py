@@ -57,7 +57,8 @@ def prepare(benchmark: Benchmark, sigma: float, protocol: Protocol, device: torc
     benchmark's conventional places under ``data_root``, or arqbench's cache (``models.base_model``), with
     the input ``normalization`` it was trained with (when the checkpoint cannot tell)."""
     splits = benchmark.splits(data_root)
-    data = ProtocolData.from_splits(splits, protocol.test_images, benchmark.search_images, protocol.subset, workers)
+    data = ProtocolData.from_splits(splits, protocol.test_images, benchmark.search_images, protocol.subset, workers,
+                                    benchmark.name)
     model, source = base_model(benchmark, sigma, splits, device, checkpoint, data_root, normalization)
     layers = profile_layers(model, benchmark.input_shape)
     return Prepared(benchmark, sigma, data, model, source, layers, fingerprint(model))

@@ -2,7 +2,7 @@
 
 import platform
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -12,7 +12,8 @@ from filelock import FileLock, Timeout
 
 from arqbench import __version__
 from arqbench.errors import ArqbenchError
-from arqbench.files import read_json, write_json_atomic
+from arqbench.files import check_json, read_json, write_json_atomic
+from arqbench.pipeline.config import Protocol
 
 REFERENCE = "fp32"  # the float model's row, one per (benchmark, sigma, seed)
 # Protocol settings added after result files were first written, with the value older files were made under:
@@ -60,15 +61,83 @@ def write(path: Path, result: dict) -> None:
     write_json_atomic(path, result)
 
 
-def read(path: Path) -> dict:
-    data = read_json(path, "result file")
-    if not isinstance(data, dict) or not {"benchmark", "method", "sigma", "status"} <= set(data):
+IDENTITY = {"benchmark", "method", "sigma", "status"}  # the keys that make a JSON file a result record
+NUMBER, INTEGER = {"type": "number"}, {"type": "integer"}
+OLD_COSTS = ["bitops", "bitops_fraction", "size_bits", "size_fraction"]
+JSON_TYPE = {int: "integer", float: "number", str: "string", bool: "boolean"}
+
+
+def _schema() -> dict:
+    """What readers of a result record (reuse, ``certify --policy``, leaderboards) rely on, as a JSON Schema;
+    other keys are free. A protocol setting has its ``Protocol`` field's type."""
+    settings = {f.name: {"type": JSON_TYPE[f.type]} for f in fields(Protocol) if f.type in JSON_TYPE}
+    settings["options"] = {"type": "object", "additionalProperties": {"type": "object"}}
+    return {
+        "type": "object",
+        "required": ["benchmark", "method", "sigma", "status", "seed", "config"],
+        "properties": {
+            "benchmark": {"type": "string"}, "method": {"type": "string"},
+            "sigma": {"type": "number", "exclusiveMinimum": 0}, "budget": {"type": ["number", "null"]},
+            "seed": {"type": "integer"}, "status": {"enum": ["ok", "failed"]}, "error": {"type": ["string", "null"]},
+            "config": {"type": "object", "required": ["protocol"],
+                       "properties": {"cell": {"type": "object"}, "protocol": {"type": "object", "properties": settings}}},
+            "base_model": {"type": ["object", "null"], "properties": {"fingerprint": {"type": ["string", "null"]}}},
+            "versions": {"type": ["object", "null"]}, "command": {"type": ["string", "array", "null"]},
+            "timing": {"type": ["object", "null"], "additionalProperties": {"type": ["number", "null"]}},
+        },
+        "if": {"properties": {"status": {"const": "ok"}}},
+        "then": {
+            "required": ["metrics", "cost"],
+            "properties": {
+                "policy": {"type": ["object", "null"], "additionalProperties": {
+                    "type": "array", "items": {"type": "integer"}, "minItems": 2, "maxItems": 2}},
+                "metrics": {"type": "object", "required": ["clean_acc", "smoothed_acc", "acr", "abstain_rate",
+                                                           "certified_acc"],
+                            "properties": {"clean_acc": NUMBER, "smoothed_acc": NUMBER, "acr": NUMBER,
+                                           "abstain_rate": NUMBER, "certified_acc": {
+                                               "type": "object", "additionalProperties": NUMBER,
+                                               "propertyNames": {"pattern": r"^[0-9]*\.?[0-9]+([eE][-+]?[0-9]+)?$"}}}},
+                "cost": {"type": "object", "required": ["fraction"],
+                         "properties": {"fraction": NUMBER, "cost_model": {"type": "string"},
+                                        "within_budget": {"type": "boolean"},
+                                        "models": {"type": "object", "additionalProperties": {
+                                            "type": "object", "required": ["cost", "fraction"],
+                                            "properties": {"cost": NUMBER, "fraction": NUMBER}}}},
+                         "anyOf": [{"required": ["models"]},  # else arqbench 0.1's flat costs
+                                   {"required": OLD_COSTS, "properties": {k: NUMBER for k in OLD_COSTS}}]},
+                "certificates": {"type": "array", "items": {
+                    "type": "object", "required": ["index", "label", "prediction", "radius"],
+                    "properties": {"index": INTEGER, "label": INTEGER, "prediction": INTEGER, "radius": NUMBER}}},
+            },
+        },
+    }
+
+
+def is_result(data) -> bool:
+    return isinstance(data, dict) and IDENTITY <= set(data)
+
+
+def check(data, path: Path) -> dict:
+    """``data`` if it is a well-formed result record, else one clear error naming ``path`` and the problem."""
+    if not is_result(data):
         raise ArqbenchError(f"result file {path} is not an arqbench result; delete it or move it out of the results dir")
-    protocol = (data.get("config") or {}).get("protocol")
-    if isinstance(protocol, dict) and "test_images" in protocol:
+    check_json(data, _schema(), f"result file {path} is damaged", "a result written by `arqbench run`; re-run that "
+               "cell with --force, or delete the file")
+    protocol = data["config"]["protocol"]
+    if "test_images" in protocol:
         for key, value in ADDED_SETTINGS.items():
             protocol.setdefault(key, value)
     return data
+
+
+def read(path: Path) -> dict:
+    return check(read_json(path, "result file"), path)
+
+
+def read_if_result(path: Path, what: str = "file") -> dict | None:
+    """The result record at ``path``, or None when the file holds other JSON (e.g. a plain policy file)."""
+    data = read_json(path, what)
+    return check(data, path) if is_result(data) else None
 
 
 def read_all(root: Path) -> list[dict]:

@@ -6,11 +6,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from scipy.stats import norm
 
 from arqbench import plugins
-from arqbench.console import console, info, warn
+from arqbench.console import failed, info, warn
 from arqbench.errors import ArqbenchError, SkipBenchmark
-from arqbench.files import remove_stale_temps
+from arqbench.files import check_output_dir, remove_stale_temps
 from arqbench.pipeline import executors
 from arqbench.pipeline.cell import config_record, failed_result
 from arqbench.pipeline.config import SHARED, Protocol, create_benchmark, resolve
@@ -18,6 +19,7 @@ from arqbench.pipeline.prepare import Prepared, prepare
 from arqbench.pipeline.results import REFERENCE, Cell, claim, read, write
 from arqbench.quantization import policy as policies
 from arqbench.quantization.layers import profile_layers
+from arqbench.smoothing.core import max_certified_radius
 
 
 @dataclass
@@ -54,9 +56,16 @@ class Outcome:
     seconds: float = 0.0
 
 
+MAX_SEED = 2**32 - 1  # numpy's legacy seeding (stable-baselines3's set_random_seed) takes no more
+
+
 def check_values(benchmarks=(), methods=(), sigmas=(), budgets=(), device="cpu", executor="local",
-                 checkpoint: Path | None = None, data_root: Path | None = None) -> None:
+                 checkpoint: Path | None = None, data_root: Path | None = None, seeds=(),
+                 out: Path | None = None) -> None:
     """Refuse a wrong name, value or path before any work, with one line each."""
+    for seed in seeds:
+        if not 0 <= seed <= MAX_SEED:
+            raise ArqbenchError(f"--seed must be an integer in [0, {MAX_SEED}], got {seed}")
     for sigma in sigmas:
         if not (sigma > 0 and math.isfinite(sigma)):
             raise ArqbenchError(f"--sigma must be a positive number, got {sigma}")
@@ -69,16 +78,38 @@ def check_values(benchmarks=(), methods=(), sigmas=(), budgets=(), device="cpu",
                 continue
             plugins.get(kind, name)
     try:
-        torch.device(device)
+        kind = torch.device(device).type
     except RuntimeError:
-        raise ArqbenchError(f"--device expects cpu, cuda or cuda:N, got '{device}'") from None
-    if device.startswith("cuda") and executor == "local" and not torch.cuda.is_available():
-        raise ArqbenchError(f"--device {device} requested but CUDA is not available here; use --device cpu")
+        kind = None
+    if kind not in ("cpu", "cuda"):  # torch also names devices arqbench does not run on (meta, mps, xpu, ...)
+        raise ArqbenchError(f"--device expects cpu, cuda or cuda:N, got '{device}'")
+    if kind == "cuda" and executor == "local":
+        if not torch.cuda.is_available():
+            raise ArqbenchError(f"--device {device} requested but CUDA is not available here; use --device cpu")
+        index = torch.device(device).index
+        if index is not None and index >= torch.cuda.device_count():
+            raise ArqbenchError(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s), "
+                                f"cuda:0 to cuda:{torch.cuda.device_count() - 1}")
     if checkpoint is not None and not Path(checkpoint).is_file():
         what = "is not a file" if Path(checkpoint).exists() else "does not exist"
         raise ArqbenchError(f"--checkpoint {checkpoint} {what}; pass a checkpoint file")
     if data_root is not None and not Path(data_root).is_dir():
         raise ArqbenchError(f"--data-root {data_root} is not a directory")
+    if out is not None:
+        check_output_dir(out, "--out")
+
+
+def warn_uncertifiable(benchmark, sigma: float, protocol: Protocol) -> None:
+    """One line naming the radii of the benchmark's grid beyond the largest radius CERTIFY can return at this n
+    (``max_certified_radius``): their certified accuracy is 0 whatever the model."""
+    cap = max_certified_radius(sigma, protocol.n, protocol.alpha)
+    beyond = [r for r in benchmark.radii if r > cap]
+    if not beyond:
+        return
+    needed = math.ceil(math.log(protocol.alpha) / norm.logcdf(beyond[0] / sigma))
+    largest = "every certificate abstains" if cap <= 0 else f"the largest certifiable radius is {cap:.3g}"
+    warn(f"{benchmark.name} sigma={sigma:g}: radii {', '.join(f'{r:g}' for r in beyond)} cannot be certified with "
+         f"n={protocol.n} at alpha={protocol.alpha:g} ({largest}); certifying {beyond[0]:g} needs --n {needed} or more")
 
 
 def plan(spec: SweepSpec) -> list[Cell]:
@@ -158,7 +189,7 @@ def run_sweep(spec: SweepSpec) -> Outcome:
     process finished it, else run here. A failing cell is recorded with its reason; the sweep goes on.
     """
     check_values(spec.benchmarks, spec.methods, spec.sigmas, spec.budgets, spec.device, spec.executor,
-                 spec.checkpoint, spec.data_root)
+                 spec.checkpoint, spec.data_root, spec.seeds, spec.out)
     executor = executors.create(spec.executor, spec.device, spec.certify_shards, spec.address, spec.cpus_per_task,
                                 spec.gpus_per_task, spec.data_root, spec.checkpoint,
                                 spec.normalization)
@@ -172,7 +203,14 @@ def run_sweep(spec: SweepSpec) -> Outcome:
     outcome = Outcome()
     start = time.perf_counter()
     prepared = prepare_all(spec, benchmarks, protocols, cells, outcome)
+    if outcome.skipped and not done and all(isinstance(p, str) for p in prepared.values()):
+        raise ArqbenchError("nothing to run: " + "; ".join(dict.fromkeys(outcome.skipped)))
+    for reason in outcome.skipped:
+        warn(f"skipped: {reason}")
     fingerprint = {cell: getattr(prepared[cell.benchmark, cell.sigma], "fingerprint", None) for cell in cells}
+    for (name, sigma), ready in prepared.items():
+        if isinstance(ready, Prepared):
+            warn_uncertifiable(benchmarks[name], sigma, protocols[name])
     for cell in done:  # a finished cell made from another base model is not this run's
         finished(cell, protocols[cell.benchmark], spec.out, fingerprint[cell])
     outcome.reused = [c for c in cells if c in done]
@@ -214,7 +252,8 @@ def run_sweep(spec: SweepSpec) -> Outcome:
 
 def prepare_all(spec: SweepSpec, benchmarks: dict, protocols: dict, cells: list[Cell],
                 outcome: Outcome) -> dict[tuple[str, float], Prepared | str]:
-    """Each (benchmark, sigma) of the sweep prepared, or the reason it is skipped (also in ``outcome``).
+    """Each (benchmark, sigma) of the sweep prepared, or the reason it is skipped (also in ``outcome``, warned
+    about by the caller; a sweep with nothing left to run is an error).
     Under Ray the driver prepares on the CPU: only to check data and base model, and train a missing one."""
     device = torch.device(spec.device if spec.executor == "local" else "cpu")
     prepared: dict[tuple[str, float], Prepared | str] = {}
@@ -229,7 +268,6 @@ def prepare_all(spec: SweepSpec, benchmarks: dict, protocols: dict, cells: list[
         except SkipBenchmark as exc:
             prepared[key] = str(exc)
             outcome.skipped.append(str(exc))
-            warn(f"skipped: {exc}")
     return prepared
 
 
@@ -239,7 +277,7 @@ def record(task: executors.Task, result: dict | Exception, spec: SweepSpec, outc
     if isinstance(result, Exception):
         result = failed_result(cell, task.protocol, result)
         outcome.failed.append((cell, result["error"]))
-        console.print(f"[red]failed:[/red] {cell.label()}: {result['error']}", highlight=False)
+        failed(f"{cell.label()}: {result['error']}")
     else:
         outcome.done.append(cell)
     if spec.command:

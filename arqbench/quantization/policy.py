@@ -1,11 +1,10 @@
 """Bit policies: ``{layer_name: (w_bits, a_bits)}``, their validation, files, and the budget "action wall"."""
 
-import json
 from pathlib import Path
 from typing import Callable, Iterable
 
 from arqbench.errors import ArqbenchError, InfeasibleBudget
-from arqbench.files import write_json_atomic
+from arqbench.files import check_json, read_json, write_json_atomic
 from arqbench.quantization.layers import LayerInfo
 
 Policy = dict[str, tuple[int, int]]
@@ -53,21 +52,19 @@ def save(policy: Policy, path: Path) -> None:
     write_json_atomic(path, {"policy": {k: list(v) for k, v in policy.items()}})
 
 
+BITS = {"type": "array", "items": {"type": "integer"}, "minItems": 2, "maxItems": 2}
+POLICY_SCHEMA = {"type": "object", "additionalProperties": BITS}  # {layer: [w_bits, a_bits]}
+
+
 def load(path: Path) -> Policy:
-    """Read a policy from a policy file or from a result file (its ``policy`` key)."""
-    path = Path(path)
-    if not path.is_file():
-        raise ArqbenchError(f"policy file {path} does not exist; pass a result JSON or a policy JSON")
-    try:
-        data = json.loads(path.read_text())
-        raw = data["policy"] if "policy" in data else data
-        if raw is None:
-            raise ArqbenchError(f"{path} holds no policy (an fp32 or failed result); choose a quantized row")
-        return {str(k): (int(v[0]), int(v[1])) for k, v in raw.items()}
-    except ArqbenchError:
-        raise
-    except (ValueError, TypeError, KeyError, IndexError, AttributeError) as exc:
-        raise ArqbenchError(f"{path} is not a policy file ({type(exc).__name__}: {exc}); expected {{layer: [w, a]}}") from None
+    """Read a policy from a policy file (``{"policy": {layer: [w, a]}}`` or the bare map) or a result file."""
+    data = read_json(path, "policy file")
+    raw = data.get("policy", data) if isinstance(data, dict) else data
+    if raw is None:
+        raise ArqbenchError(f"{path} holds no policy (an fp32 or failed result); choose a quantized row")
+    check_json(raw, POLICY_SCHEMA, f"policy file {path} is not a policy",
+               '{"policy": {layer: [w_bits, a_bits]}} or a result file of a quantized row')
+    return {str(k): (int(v[0]), int(v[1])) for k, v in raw.items()}
 
 
 def fit_to_budget(

@@ -15,6 +15,7 @@ from scipy.stats import truncnorm
 from stable_baselines3 import DDPG
 from stable_baselines3.common.buffers import ReplayBuffer
 from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.logger import Logger
 
 from arqbench.console import progress
 from arqbench.search.bit_env import BitAllocationEnv
@@ -85,6 +86,9 @@ class HAQAgent(DDPG):
             policy_kwargs={"net_arch": {"pi": [settings.hidden] * 2, "qf": [settings.hidden] * 2}},
             seed=seed, device="cpu", verbose=0,
         )
+        # SB3's default logger makes an empty SB3-<time> folder in the temp directory on every learn(); this
+        # one keeps nothing (the search records its own history) and writes nowhere.
+        self.set_logger(Logger(folder=None, output_formats=[]))
 
     def _update_learning_rate(self, optimizers):
         for optimizer, lr in zip(optimizers, (self.settings.actor_lr, self.settings.critic_lr)):

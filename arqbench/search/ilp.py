@@ -18,6 +18,7 @@ sensitivity is within ``TIE`` (relative to the largest |Omega|) of the least, th
 """
 
 import random
+import tempfile
 import warnings
 
 import pulp
@@ -130,8 +131,8 @@ def ilp_policy(layers, fixed, groups, omega, cost_fraction, budget: float, searc
 def _solve(objective: list[dict], cost: list[dict], limit: float, name: str = "ilp",
            cap: tuple[list[dict], float] | None = None) -> dict[int, object] | None:
     """argmin sum objective_u(c) x_uc s.t. sum_c x_uc = 1, sum cost_u(c) x_uc <= limit (and, with ``cap = (g,
-    bound)``, sum g_u(c) x_uc <= bound), x binary; CBC as pulp ships it, its PuLP-4.0 deprecation warnings
-    silenced. None when infeasible."""
+    bound)``, sum g_u(c) x_uc <= bound), x binary; CBC as pulp ships it, its files in a scratch directory, its
+    PuLP-4.0 deprecation warnings silenced. None when infeasible."""
     choices = list(objective[0])
     units = range(len(objective))
     with warnings.catch_warnings():
@@ -144,7 +145,10 @@ def _solve(objective: list[dict], cost: list[dict], limit: float, name: str = "i
         problem += pulp.lpSum(cost[u][choices[k]] * x[u, k] for u, k in x) <= limit
         if cap is not None:
             problem += pulp.lpSum(cap[0][u][choices[k]] * x[u, k] for u, k in x) <= cap[1]
-        status = problem.solve(pulp.PULP_CBC_CMD(msg=False))
+        solver = pulp.PULP_CBC_CMD(msg=False)
+        with tempfile.TemporaryDirectory(prefix="arqbench-ilp-") as scratch:  # gone even if CBC fails or ^C
+            solver.tmpDir = scratch  # pulp deletes its files only after a successful solve
+            status = problem.solve(solver)
     if pulp.LpStatus[status] != "Optimal":
         return None
     return {u: choices[max(range(len(choices)), key=lambda k: x[u, k].value() or 0.0)] for u in units}

@@ -68,6 +68,13 @@ def certified_radius(sigma: float, p_lower: float) -> float:
     return float(sigma * norm.ppf(p_lower))
 
 
+def max_certified_radius(sigma: float, n: int, alpha: float) -> float:
+    """The largest radius CERTIFY can return with ``n`` samples: every sample votes for cA, so
+    pA_lower = alpha^(1/n) (the Clopper-Pearson bound at n of n) and R = sigma * Phi^-1(alpha^(1/n)).
+    Not positive when n < log(alpha) / log(1/2): then every certificate abstains."""
+    return certified_radius(sigma, alpha ** (1 / n))
+
+
 def generator(device: torch.device, seed: int, index: int, phase: int) -> torch.Generator:
     """Example ``index``'s noise stream for ``phase``. Phases 0-2 keep their original seeds (published
     results replay sample for sample); later phases are seeded from 2^62 up, apart from every earlier seed."""
