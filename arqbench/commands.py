@@ -1,13 +1,12 @@
 """What each ``arqbench`` subcommand does, given parsed arguments."""
 
-import shlex
 from dataclasses import fields, replace
 from pathlib import Path
 
 import torch
 from rich.table import Table
 
-from arqbench import plugins
+from arqbench import model_commands, plugins
 from arqbench.console import console, info, stdout, warn
 from arqbench.errors import ArqbenchError
 from arqbench.pipeline.cell import CERTIFICATION_SETTINGS, CellRun
@@ -23,14 +22,11 @@ REPLAYED = (*CERTIFICATION_SETTINGS, "finetune_epochs", "quantizer")  # what `ce
 
 
 def run(args, flags: dict) -> int:
-    methods = args.methods or plugins.names("search")
-    spec = SweepSpec(benchmarks=args.benchmarks, methods=methods, sigmas=args.sigma, budgets=args.budget,
-                     seeds=args.seed, out=args.out, overrides=flags, preset=args.preset,
-                     device=args.device, data_root=args.data_root, checkpoint=args.checkpoint,
-                     normalization=args.normalization, force=args.force,
-                     executor=args.executor, address=args.address, cpus_per_task=args.cpus_per_task,
-                     gpus_per_task=args.gpus_per_task, certify_shards=args.certify_shards, workers=args.workers,
-                     command=shlex.join(["arqbench", *args.argv]))
+    spec = SweepSpec.from_args(args, flags)
+    if args.dry_run:
+        from arqbench.pipeline import dryrun
+
+        return dryrun.show(spec)
     outcome = run_sweep(spec)
     info(f"{len(outcome.done)} cells run, {len(outcome.reused)} reused, {len(outcome.failed)} failed "
          f"in {outcome.seconds:.1f}s ({args.executor} executor); results in {args.out}")
@@ -84,6 +80,8 @@ def render_leaderboard(args, flags: dict) -> int:
 
 def certify(args, flags: dict) -> int:
     """Certify the float model, a policy, or a result file's policy (replaying its protocol and seed)."""
+    if args.model is not None:
+        return model_commands.certify_model(args, flags)
     benchmark_name, sigma, seed = args.benchmark, args.sigma, args.seed
     source = _result_or_none(args.policy) if args.policy is not None else None
     if source is not None:
@@ -200,4 +198,5 @@ def train(args, flags: dict) -> int:
     return 0
 
 
-COMMANDS = {"run": run, "list": list_plugins, "leaderboard": render_leaderboard, "certify": certify, "train": train}
+COMMANDS = {"run": run, "list": list_plugins, "leaderboard": render_leaderboard, "certify": certify, "train": train,
+            "export": model_commands.export}
