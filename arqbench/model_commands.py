@@ -49,7 +49,7 @@ def certify_model(args, flags: dict) -> int:
     clean = accuracy(model, prepared.data.test, device, workers=prepared.data.workers)
     certs, seconds = runner.certify(model)
     metrics = {"clean_acc": clean, **summarize(certs, loaded.benchmark.radii)}
-    table = Table(title=f"{args.model}: {cell['benchmark']} sigma={sigma:g} {cell['method']} "
+    table = Table(title=f"{Path(args.model).name}: {cell['benchmark']} sigma={sigma:g} {cell['method']} "
                         f"(seed {seed}, n={protocol.n}, {protocol.certifier}, no fine-tune)")
     for column in ("clean acc", "smoothed acc", "ACR", "abstain", "seconds"):
         table.add_column(column)

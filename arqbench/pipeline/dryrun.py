@@ -128,8 +128,13 @@ def estimate(spec: SweepSpec) -> tuple[list[Estimate], list[str]]:
 
 
 def show(spec: SweepSpec) -> int:
-    """Print the dry run's table (noisy forwards of one input per stage, time here) and total; returns 0."""
-    estimates, notes = estimate(spec)
+    """Estimate the sweep and print it (``report``); returns the exit status, 0."""
+    report(spec, *estimate(spec))
+    return 0
+
+
+def report(spec: SweepSpec, estimates: list[Estimate], notes: list[str]) -> None:
+    """The dry run's table (noisy forwards of one input per stage, time here) and its total."""
     several = len({e.cell.benchmark for e in estimates}) > 1
     table = Table(title=f"arqbench run --dry-run: {len(estimates)} cells, results in {spec.out}", box=box.SIMPLE_HEAD, show_edge=False,
                   padding=(0, 1), collapse_padding=True,
@@ -154,7 +159,6 @@ def show(spec: SweepSpec) -> int:
          f"{count(forwards)} noisy forwards, {macs / 1e12:.3g} TMAC, about {duration(sum(e.seconds for e in todo))} "
          f"here (search {count(sum(e.search for e in todo))}, fine-tune {count(sum(e.finetune for e in todo))}, "
          f"certify {count(sum(e.certify for e in todo))} forwards); nothing was run")
-    return 0
 
 
 def count(value: float) -> str:
