@@ -100,7 +100,8 @@ def apply(parser: argparse.ArgumentParser, argv: list[str], args: argparse.Names
 
 
 def resolved(args: argparse.Namespace, parser: argparse.ArgumentParser) -> dict:
-    """The run's settings after the file and the command line, as plain values, keyed by flag name."""
+    """The run's settings after the file and the command line, as plain values, keyed by flag name (a switch
+    that turns something off, by what it turns off: ``save-models``, ``keep-ends``)."""
     out = {}
     for name, action in run_flags(parser).items():
         if name in NOT_RECORDED:
@@ -111,6 +112,8 @@ def resolved(args: argparse.Namespace, parser: argparse.ArgumentParser) -> dict:
             for plugin, key, item in value or []:
                 out["options"].setdefault(plugin, {})[key] = item
             continue
+        if isinstance(action, argparse._StoreFalseAction):  # --no-save-models: record save-models = true/false
+            name = action.dest.replace("_", "-")
         out[name] = str(value) if isinstance(value, Path) else value
     if getattr(args, "config", None) is not None:
         out["config"] = str(args.config)
