@@ -187,6 +187,8 @@ def run_sweep(spec: SweepSpec) -> Outcome:
     and waited for after the other cells: when the claim is released it is reused if the other
     process finished it, else run here. A failing cell is recorded with its reason; the sweep goes on.
     """
+    check_values(spec.benchmarks, spec.methods, spec.sigmas, spec.budgets, spec.device, spec.executor,
+                 spec.checkpoint, spec.data_root)
     executor = executors.create(spec.executor, spec.device, spec.certify_shards, spec.address, spec.cpus_per_task,
                                 spec.gpus_per_task, spec.data_root, spec.checkpoint,
                                 spec.normalization)
