@@ -182,7 +182,7 @@ def build_parser() -> Parser:
     exp.add_argument("file", type=Path, metavar="FILE", help="a saved model (the .pt beside a result)")
     exp.add_argument("--format", default="onnx", help="onnx (default)")
     exp.add_argument("--out", type=Path, help="where to write it (default: FILE with the format's suffix)")
-    exp.add_argument("--opset", type=int, default=13, help="ONNX opset (default 13)")
+    exp.add_argument("--opset", type=int, default=13, help="ONNX opset, 13 to 20 (default 13)")
 
     tr = sub.add_parser("train", help="train a benchmark's base model with noise augmentation")
     tr.add_argument("--benchmark", default="digits")

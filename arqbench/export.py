@@ -26,6 +26,7 @@ from arqbench.files import write_bytes_atomic
 from arqbench.quantization.qdq import QDQLayer, as_qdq
 
 OPSET = 13  # per-channel DequantizeLinear (axis) and integer Clip need 13; every current runtime reads it
+MAX_OPSET = 20  # the newest the TorchScript-based exporter writes
 FORMATS = ("onnx",)
 
 
@@ -42,6 +43,9 @@ def qdq_model(model: nn.Module) -> nn.Module:
 def export_onnx(model: nn.Module, path: Path, input_shape: tuple[int, ...], opset: int = OPSET) -> Path:
     """Write the quantized ``model`` (inputs of ``input_shape`` = (C, H, W), any batch size) to ``path`` as ONNX
     with QDQ nodes (module docstring); returns ``path``. The input is named ``input``, the output ``logits``."""
+    if not isinstance(opset, int) or not OPSET <= opset <= MAX_OPSET:
+        raise ArqbenchError(f"--opset must be in [{OPSET}, {MAX_OPSET}] (per-channel DequantizeLinear needs "
+                            f"{OPSET}; the exporter writes up to {MAX_OPSET}), got {opset}")
     converted = qdq_model(model)
     buffer = io.BytesIO()
     with warnings.catch_warnings():
@@ -53,5 +57,8 @@ def export_onnx(model: nn.Module, path: Path, input_shape: tuple[int, ...], opse
         except ImportError as exc:
             raise ArqbenchError(f"ONNX export needs a package that is missing ({exc}); "
                                 f"pip install 'arqbench[export]'") from None
+        except Exception as exc:  # e.g. an opset newer than this torch writes
+            line = str(exc).splitlines()[0] if str(exc) else ""
+            raise ArqbenchError(f"ONNX export failed at opset {opset}: {type(exc).__name__}: {line}") from None
     write_bytes_atomic(Path(path), buffer.getvalue())
     return Path(path)

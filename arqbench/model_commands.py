@@ -16,6 +16,7 @@ from arqbench.pipeline.config import Protocol, merge_options, resolve
 from arqbench.pipeline.prepare import prepare
 from arqbench.pipeline.results import Cell, read
 from arqbench.pipeline.sweep import check_values
+from arqbench.report import cohen
 from arqbench.smoothing.metrics import summarize
 
 COMPARED = ("clean_acc", "smoothed_acc", "acr", "abstain_rate")
@@ -26,6 +27,9 @@ def certify_model(args, flags: dict) -> int:
     beside it: exit 0 when every number is reproduced, 1 when one differs."""
     if getattr(args, "policy", None) is not None:
         raise ArqbenchError("--model and --policy both name the model to certify; pass one of them")
+    if getattr(args, "certifiers", None):
+        raise ArqbenchError("--certifiers compares certifiers on a replayed policy; with --model choose one with "
+                            "--certifier NAME")
     loaded = saved.load(args.model, "cpu")
     cell = loaded.cell
     sigma = loaded.sigma if args.sigma is None else args.sigma
@@ -49,6 +53,9 @@ def certify_model(args, flags: dict) -> int:
     clean = accuracy(model, prepared.data.test, device, workers=prepared.data.workers)
     certs, seconds = runner.certify(model)
     metrics = {"clean_acc": clean, **summarize(certs, loaded.benchmark.radii)}
+    if getattr(args, "cohen_out", None) is not None:
+        cohen.write(args.cohen_out, certs)
+        info(f"wrote {args.cohen_out} ({len(certs)} images, Cohen et al.'s certify.py format)")
     table = Table(title=f"{Path(args.model).name}: {cell['benchmark']} sigma={sigma:g} {cell['method']} "
                         f"(seed {seed}, n={protocol.n}, {protocol.certifier}, no fine-tune)")
     for column in ("clean acc", "smoothed acc", "ACR", "abstain", "seconds"):

@@ -99,3 +99,10 @@ def test_export_refuses_a_file_that_is_not_a_model(cli, tmp_path):
     (tmp_path / "x.pt").write_bytes(b"not a model")
     code, _, err = cli("export", tmp_path / "x.pt")
     assert code == 2 and "not an arqbench model file" in err and not (tmp_path / "x.onnx").exists()
+
+
+@pytest.mark.parametrize("opset", ["5", "99"])
+def test_export_refuses_an_opset_it_cannot_write(cli, model_file, tmp_path, opset):
+    code, out, err = cli("export", model_file, "--opset", opset, "--out", tmp_path / "m.onnx")
+    assert code == 2 and "--opset must be in [13, 20]" in err and len(err.strip().splitlines()) == 1
+    assert not out and not (tmp_path / "m.onnx").exists()
