@@ -9,6 +9,7 @@ from pathlib import Path
 
 from arqbench import __version__
 from arqbench.errors import ArqbenchError
+from arqbench.pipeline import sweepfile
 
 DEFAULT_OUT = Path("arqbench-results")
 SHARED = "*"  # options set for every plugin that takes the key (arqbench.pipeline.config.SHARED)
@@ -210,6 +211,13 @@ def build_parser() -> Parser:
                     help="split each cell's final certification by test image into this many tasks")
     add_protocol_flags(run)
     add_place_flags(run)
+    lib = run.add_argument_group("sweep file, dry run, saved models")
+    lib.add_argument("--config", type=Path, metavar="FILE",
+                     help="read the run's flags from a TOML sweep file (keys: flag names; flags given here override it)")
+    lib.add_argument("--dry-run", action="store_true",
+                     help="print the cells, which are finished, and an estimate of the work and time; run nothing")
+    lib.add_argument("--no-save-models", dest="save_models", action="store_false",
+                     help="do not save each cell's quantized model beside its result (<method>-seed<n>.pt)")
 
     listing = sub.add_parser("list", help="list every registered plugin, by kind")
     listing.add_argument("--options", metavar="NAME", help="list the options of plugin NAME with their defaults")
@@ -253,8 +261,17 @@ def build_parser() -> Parser:
     cert.add_argument("--cohen-out", type=Path, metavar="FILE",
                       help="also write the certificates as Cohen et al.'s certify.py output (for their analyze.py; "
                            "default: none)")
+    cert.add_argument("--model", type=Path, metavar="FILE",
+                      help="a saved model (the .pt beside a result): certify it as its cell did, without fine-tuning "
+                           "(default: none)")
     add_protocol_flags(cert)
     add_place_flags(cert)
+
+    exp = sub.add_parser("export", help="write a saved model in another format (ONNX with QDQ nodes)")
+    exp.add_argument("file", type=Path, metavar="FILE", help="a saved model (the .pt beside a result)")
+    exp.add_argument("--format", default="onnx", help="onnx (default)")
+    exp.add_argument("--out", type=Path, help="where to write it (default: FILE with the format's suffix)")
+    exp.add_argument("--opset", type=int, default=13, help="ONNX opset, 13 to 20 (default 13)")
 
     tr = sub.add_parser("train", help="train a benchmark's base model with noise augmentation")
     tr.add_argument("--benchmark", default="digits", help="benchmark whose base model is trained (see `arqbench list`)")
@@ -275,8 +292,11 @@ def main(argv: list[str] | None = None) -> int:
     keep_caches_home()  # before --help or a command loads the plugins (and the libraries that make caches)
     try:
         argv = sys.argv[1:] if argv is None else argv
-        args = build_parser().parse_args(argv)
+        parser = build_parser()
+        args = sweepfile.apply(parser, argv, parser.parse_args(argv))  # run --config FILE: the file's flags first
         args.argv = argv
+        if args.command == "run":
+            args.settings = sweepfile.resolved(args, parser)
         from arqbench.commands import COMMANDS
         from arqbench.models import data
 

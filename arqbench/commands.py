@@ -1,21 +1,30 @@
 """What each ``arqbench`` subcommand does, given parsed arguments."""
 
-import shlex
 from dataclasses import fields, replace
 
 import torch
 from rich import box
 from rich.table import Table
 
-from arqbench import plugins
+from arqbench import model_commands, plugins
 from arqbench.console import info, say, stdout, warn
 from arqbench.errors import ArqbenchError
-from arqbench.files import check_output_dir, check_output_file, write_bytes_atomic, write_text_atomic
+from arqbench.files import (
+    check_output_dir,
+    check_output_file,
+    write_bytes_atomic,
+    write_text_atomic,
+)
 from arqbench.pipeline.cell import CERTIFICATION_SETTINGS, CellRun
 from arqbench.pipeline.config import Protocol, create_benchmark, resolve
 from arqbench.pipeline.prepare import prepare
 from arqbench.pipeline.results import REFERENCE, Cell, read_all, read_if_result
-from arqbench.pipeline.sweep import SweepSpec, check_values, run_sweep, warn_uncertifiable
+from arqbench.pipeline.sweep import (
+    SweepSpec,
+    check_values,
+    run_sweep,
+    warn_uncertifiable,
+)
 from arqbench.quantization import policy as policies
 from arqbench.quantization.layers import profile_layers
 from arqbench.report import cohen, leaderboard
@@ -25,14 +34,11 @@ REPLAYED = (*CERTIFICATION_SETTINGS, "finetune_epochs", "quantizer")  # what `ce
 
 
 def run(args, flags: dict) -> int:
-    methods = args.methods or plugins.names("search")
-    spec = SweepSpec(benchmarks=args.benchmarks, methods=methods, sigmas=args.sigma, budgets=args.budget,
-                     seeds=args.seed, out=args.out, overrides=flags, preset=args.preset,
-                     device=args.device, data_root=args.data_root, checkpoint=args.checkpoint,
-                     normalization=args.normalization, force=args.force,
-                     executor=args.executor, address=args.address, cpus_per_task=args.cpus_per_task,
-                     gpus_per_task=args.gpus_per_task, certify_shards=args.certify_shards, workers=args.workers,
-                     command=shlex.join(["arqbench", *args.argv]))
+    spec = SweepSpec.from_args(args, flags)
+    if args.dry_run:
+        from arqbench.pipeline import dryrun
+
+        return dryrun.show(spec)
     outcome = run_sweep(spec)
     info(f"{len(outcome.done)} cells run, {len(outcome.reused)} reused, {len(outcome.failed)} failed "
          f"in {outcome.seconds:.1f}s ({args.executor} executor); results in {args.out}")
@@ -84,6 +90,8 @@ def render_leaderboard(args, flags: dict) -> int:
 
 def certify(args, flags: dict) -> int:
     """Certify the float model, a policy, or a result file's policy (replaying its protocol and seed)."""
+    if args.model is not None:
+        return model_commands.certify_model(args, flags)
     benchmark_name, sigma, seed = args.benchmark, args.sigma, args.seed
     source = read_if_result(args.policy, "policy file") if args.policy is not None else None
     if source is not None:
@@ -261,4 +269,4 @@ def train(args, flags: dict) -> int:
 
 
 COMMANDS = {"run": run, "list": list_plugins, "leaderboard": render_leaderboard, "show": show, "profile": profile,
-            "certify": certify, "train": train}
+            "certify": certify, "train": train, "export": model_commands.export}

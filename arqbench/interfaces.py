@@ -9,7 +9,8 @@ also check their signatures for every first-party plugin).
 
 The types these methods exchange are imported here, so a plugin can take everything it needs from this
 module: ``Policy`` (``{layer name: (weight bits, activation bits)}``), ``LayerInfo``, ``SmoothingConfig``,
-``Certificate``, ``Reference``, ``SearchContext``, ``SearchResult``, ``Splits``, ``TrainRecipe``.
+``Certificate``, ``Reference``, ``SearchContext``, ``SearchResult``, ``Splits``, ``TrainRecipe``, ``QuantParams``,
+``Workload``.
 """
 
 from pathlib import Path
@@ -21,12 +22,15 @@ from torch import nn
 from arqbench.models.benchmark import Splits, TrainRecipe
 from arqbench.quantization.layers import LayerInfo
 from arqbench.quantization.policy import Policy
+from arqbench.quantization.qdq import QuantParams
 from arqbench.search.context import SearchContext, SearchResult
+from arqbench.search.estimate import Workload
 from arqbench.smoothing.certification import Reference
 from arqbench.smoothing.core import Certificate, SmoothingConfig
 
-__all__ = ["Quantizer", "WeightQuantizer", "Certifier", "Search", "CostModel", "Benchmark", "Policy", "LayerInfo",
-           "SmoothingConfig", "Certificate", "Reference", "SearchContext", "SearchResult", "Splits", "TrainRecipe"]
+__all__ = ["Quantizer", "WeightQuantizer", "QuantizedLayer", "Certifier", "Search", "EstimatingSearch", "CostModel",
+           "Benchmark", "Policy", "LayerInfo", "QuantParams", "SmoothingConfig", "Certificate", "Reference",
+           "SearchContext", "SearchResult", "Workload", "Splits", "TrainRecipe"]
 
 
 @runtime_checkable
@@ -39,7 +43,14 @@ class Quantizer(Protocol):
         (at most 2^bits levels each). ``calibration`` is a list of noisy input batches, the same for every
         method of a run, to fix or initialise activation ranges. The copy must still train: gradients reach
         its parameters (straight-through rounding), so the protocol's fine-tune can run on it; in eval mode
-        it must compute the same function on every call (the certificate is of that function)."""
+        it must compute the same function on every call (the certificate is of that function).
+
+        Saved models (``arqbench.pipeline.saved``) are rebuilt without data: ``quantize(fresh model, policy, [])`` (an
+        empty ``calibration``) followed by ``load_state_dict`` of the saved copy must give a model that
+        computes exactly the saved one's function, bit for bit. So whatever calibration or training sets
+        must live in the state_dict (parameters, buffers), and anything derived from it and kept elsewhere
+        (a Python number cached for speed) must be recomputed on loading, e.g. by a
+        ``register_load_state_dict_post_hook``."""
 
 
 @runtime_checkable
@@ -49,6 +60,19 @@ class WeightQuantizer(Quantizer, Protocol):
     def quantize_weight(self, weight: torch.Tensor, bits: int) -> torch.Tensor:
         """``Q_b(W)``: the weight tensor as ``quantize`` would compute it at ``bits`` bits, so a search can
         measure the perturbation ``||Q_b(W) - W||^2`` without building a model."""
+
+
+@runtime_checkable
+class QuantizedLayer(Protocol):
+    """Optional: a module a quantizer puts in place of a Conv2d/Linear, describing itself as integers, so the
+    quantized model can be exported (``arqbench export --format onnx``: QuantizeLinear/DequantizeLinear at
+    the policy's bit-widths). A quantized model without such layers cannot be exported."""
+
+    layer: nn.Module  # the wrapped Conv2d/Linear (its bias, stride, padding, groups are used as they are)
+
+    def quant_params(self) -> QuantParams:
+        """The weights as integers with one scale per output channel and the input activation's grid
+        (``arqbench.quantization.qdq.QuantParams``), computing the same function as the module does."""
 
 
 @runtime_checkable
@@ -81,6 +105,17 @@ class Search(Protocol):
         policy can meet it). It may use only what ``ctx`` offers: the search split, never the
         certification subset. ``SearchResult.info`` is saved with the result; ``info["reused_s"]``, if
         set, is the seconds of cached work the search reused (counted in its reported search cost)."""
+
+
+@runtime_checkable
+class EstimatingSearch(Search, Protocol):
+    """Optional addition to a Search, for ``arqbench run --dry-run``."""
+
+    def estimate(self, work: Workload) -> float:
+        """About how many noisy forward passes of one input the search costs on ``work``
+        (``arqbench.search.estimate.Workload``: the layers, protocol, split sizes, but no model or data). A
+        training step counts as ``work.train_cost`` forwards per sample. A search without this method is
+        counted as costing nothing (it only does arithmetic on the layers)."""
 
 
 @runtime_checkable

@@ -31,6 +31,11 @@ class HAQ(AgentSettings):
         result.info.update({"float_accuracy": float_acc, "finetune_steps": self.finetune_steps})
         return result
 
+    def estimate(self, work) -> float:
+        """The float model's accuracy, then per episode a candidate's short fine-tune and its accuracy."""
+        candidate = work.search_images + work.finetune_forwards(self.finetune_steps)
+        return work.search_images + self.episodes * candidate
+
 
 @hookimpl
 def register_search(register):

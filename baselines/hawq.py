@@ -62,6 +62,11 @@ class Hawq:
         self.batches, self.batch_size, self.tol, self.max_iter = batches, batch_size, float(tol), max_iter
         self.seed, self.tie = seed, tie
 
+    def estimate(self, work) -> float:
+        """At most ``max_iter`` probes, each a gradient and one Hessian-vector product per layer (about a backward
+        pass, two forwards) over every batch; cached per base model, so a later run costs nothing."""
+        return self.max_iter * self.batches * self.batch_size * (work.train_cost + 2 * len(work.layers))
+
     def ties(self, ctx) -> list[list[str]]:
         if self.tie == "benchmark":
             return [list(g) for g in ctx.benchmark.tied_layers(ctx.model)]

@@ -108,6 +108,16 @@ class ARQ(AgentSettings):
         })
         return result
 
+    def estimate(self, work) -> float:
+        """The float model's certification on the search images (cached after the first run), the float model
+        scored, then per episode a candidate's short fine-tune and its certification by ``certifier``."""
+        certifier = work.protocol.create("certifier", self.certifier)
+        config = replace(work.smoothing, n=self.n or work.smoothing.n)
+        images = min(self.images, work.search_images)
+        candidate = work.certify_forwards(images, certifier, config) + work.finetune_forwards(self.finetune_steps)
+        return images * (config.n0 + config.n) + work.certify_forwards(images, certifier, config) + \
+            self.episodes * candidate
+
     def scorer(self, ctx: SearchContext):
         """``score(model, description) -> (metrics, record)``: the estimator applied to ``model`` on the search
         images; ``score.certifier`` is the certifier it uses (its stats count the float cache's reuse)."""

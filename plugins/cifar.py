@@ -105,6 +105,7 @@ def cifar_benchmark(depth: int) -> Cifar10:
         normalizations={"cohen": COHEN, "cifar10": CIFAR10},
         layout_normalizations={"cohen": "cohen"},
         released=f"cifar10/resnet{depth}",
+        data_sizes={"train": 50_000, "test": 10_000},
         blocks=(depth - 2) // 6,
     )
 

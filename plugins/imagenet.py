@@ -52,6 +52,7 @@ def imagenet_benchmark(name: str, architecture: str, released: str) -> ImageNet:
         normalizations={"imagenet": IMAGENET},
         layout_normalizations={"cohen": "imagenet", "state_dict": "imagenet"},
         released=released,
+        data_sizes={"train": 1_281_167, "test": 50_000},  # ILSVRC2012 train and val
     )
 
 

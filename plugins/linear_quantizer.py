@@ -17,13 +17,19 @@ from torch.nn import functional as F
 
 from arqbench.hookspecs import hookimpl
 from arqbench.quantization.layers import QUANTIZABLE
+from arqbench.quantization.qdq import QuantParams
+
+
+def weight_scale(weight: torch.Tensor, bits: int) -> torch.Tensor:
+    """Each output channel's step: max|w| / (2^(b-1) - 1)."""
+    flat = weight.detach().reshape(weight.shape[0], -1)
+    return (flat.abs().amax(dim=1) / (2 ** (bits - 1) - 1)).clamp_min(1e-12).float()
 
 
 def quantize_weight(weight: torch.Tensor, bits: int) -> torch.Tensor:
     """Symmetric per-output-channel fake quantization of a weight tensor to ``bits`` bits."""
     q_max = 2 ** (bits - 1) - 1
-    flat = weight.detach().reshape(weight.shape[0], -1)
-    scale = (flat.abs().amax(dim=1) / q_max).clamp_min(1e-12).float()
+    scale = weight_scale(weight, bits)
     zero = torch.zeros(weight.shape[0], dtype=torch.int32, device=weight.device)
     return torch.fake_quantize_per_channel_affine(weight, scale, zero, 0, -q_max, q_max)
 
@@ -56,6 +62,10 @@ def quantize_activation(x: torch.Tensor, inv_scale: float, scale: float, q_min: 
     return _grid(x, inv_scale, scale, q_min, q_max)
 
 
+def _reloaded(module: "FakeQuant", incompatible_keys) -> None:
+    module.set_activation_grid()
+
+
 class FakeQuant(nn.Module):
     """Wraps one Conv2d/Linear: quantizes its input activation and its weight."""
 
@@ -68,6 +78,8 @@ class FakeQuant(nn.Module):
         self.calibrating = False
         self._act_params = (1.0, 1.0, 0, 2**a_bits - 1)  # (1/scale, scale, q_min, q_max), set by calibration
         self._cached: tuple[tuple, torch.Tensor] | None = None
+        # a reloaded model computes what was saved: the grid is recomputed from the loaded a_min/a_max
+        self.register_load_state_dict_post_hook(_reloaded)
 
     @property
     def weight(self) -> torch.Tensor:
@@ -91,8 +103,13 @@ class FakeQuant(nn.Module):
         return quantize_activation(x, *self._act_params)
 
     def finish_calibration(self) -> None:
-        """Fix the activation grid from the observed range (kept as Python numbers: no device sync per forward)."""
+        """Fix the activation grid from the observed range."""
         self.calibrating = False
+        self.set_activation_grid()
+
+    def set_activation_grid(self) -> None:
+        """The activation grid from the ``a_min``/``a_max`` buffers, kept as Python numbers (no device sync per
+        forward); after calibration and after ``load_state_dict``."""
         low, high = self.a_min.item(), self.a_max.item()
         if low >= 0:
             q_min, q_max = 0, 2 ** self.a_bits - 1
@@ -111,6 +128,15 @@ class FakeQuant(nn.Module):
 
     def extra_repr(self) -> str:
         return f"w_bits={self.w_bits}, a_bits={self.a_bits}"
+
+    def quant_params(self) -> QuantParams:
+        """The layer as integers (``arqbench.interfaces.QuantizedLayer``), for export."""
+        q_max = 2 ** (self.w_bits - 1) - 1
+        with torch.no_grad():
+            scale = weight_scale(self.weight, self.w_bits)
+            integers = self.quantized_weight() / scale.view(-1, *[1] * (self.weight.dim() - 1))
+        _, act_scale, q_min, q_max_a = self._act_params
+        return QuantParams(integers.round().to(torch.int8), scale, (-q_max, q_max), act_scale, (q_min, q_max_a))
 
 
 class LinearQuantizer:

@@ -34,6 +34,7 @@ from torch.nn import functional as F
 
 from arqbench.hookspecs import hookimpl
 from arqbench.quantization.layers import QUANTIZABLE
+from arqbench.quantization.qdq import QuantParams
 
 EPS = 1e-8  # smallest step size used
 
@@ -114,6 +115,8 @@ class LSQLayer(nn.Module):
         self.w_step = nn.Parameter(initial_step(mean_abs, self.w_levels[1]))
         self.a_step = nn.Parameter(torch.ones((), dtype=mean_abs.dtype, device=mean_abs.device))  # set by calibration
         self.a_levels = levels(a_bits, signed=False)
+        self.register_buffer("a_signed", torch.tensor(False))  # the activation grid's sign, in the state_dict
+        self.register_load_state_dict_post_hook(_reloaded)  # a reloaded model computes what was saved
         self.calibrating = False
         self._seen = [0.0, 0, 0.0]  # calibration: sum |x|, count, min x
         self._cached_weight: tuple[tuple, torch.Tensor] | None = None
@@ -157,6 +160,7 @@ class LSQLayer(nn.Module):
         self.calibrating = False
         total, count, low = self._seen
         self.a_levels = levels(self.a_bits, signed=low < 0)
+        self.a_signed.fill_(low < 0)
         with torch.no_grad():
             self.a_step.copy_(initial_step(torch.tensor(total / max(count, 1)), self.a_levels[1]))
 
@@ -169,6 +173,19 @@ class LSQLayer(nn.Module):
 
     def extra_repr(self) -> str:
         return f"w_bits={self.w_bits}, a_bits={self.a_bits}, signed_input={self.a_levels[0] > 0}"
+
+    def quant_params(self) -> QuantParams:
+        """The layer as integers (``arqbench.interfaces.QuantizedLayer``), for export."""
+        with torch.no_grad():
+            step = self.w_step.detach().clamp_min(EPS).float()
+            integers = self.quantized_weight() / channel_view(step, self.weight)
+        q_n, q_p = self.w_levels
+        a_n, a_p = self.a_levels
+        return QuantParams(integers.round().to(torch.int8), step, (-q_n, q_p), max(self.a_step.item(), EPS), (-a_n, a_p))
+
+
+def _reloaded(module: LSQLayer, incompatible_keys) -> None:
+    module.a_levels = levels(module.a_bits, signed=bool(module.a_signed))
 
 
 class LSQQuantizer:

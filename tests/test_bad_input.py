@@ -21,10 +21,10 @@ import sys
 import numpy as np
 import pytest
 import torch
+from conftest import TINY, run_subprocess
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from PIL import Image
-from conftest import TINY, run_subprocess
 
 from arqbench.cli import main
 

@@ -7,7 +7,12 @@ import torch
 from conftest import TINY
 from test_smoothing import linear_classifier
 
-from arqbench.smoothing.core import SmoothingConfig, certify_many, generators, sample_predictions
+from arqbench.smoothing.core import (
+    SmoothingConfig,
+    certify_many,
+    generators,
+    sample_predictions,
+)
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 CUDA = torch.device("cuda")

@@ -9,7 +9,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from arqbench.report import cohen, curves
-from arqbench.smoothing.core import ABSTAIN, Certificate, certified_radius, lower_confidence_bound
+from arqbench.smoothing.core import (
+    ABSTAIN,
+    Certificate,
+    certified_radius,
+    lower_confidence_bound,
+)
 
 
 def cert(index, label, prediction, radius):

@@ -5,9 +5,9 @@ import random
 from pathlib import Path
 
 import pytest
+from arqbench.baselines.hawq import tie_units
 
 from arqbench import plugins
-from arqbench.baselines.hawq import tie_units
 from arqbench.errors import InfeasibleBudget
 from arqbench.quantization.layers import profile_layers
 from arqbench.quantization.policy import MAX_BITS, MIN_BITS, fixed_layers, float_policy

@@ -252,9 +252,9 @@ def digits_checkpoint(tmp_path_factory):
 
 
 def test_eight_bit_lsq_is_within_noise_of_float_on_digits(digits_checkpoint):
+    from arqbench.models.data import ProtocolData
     from arqbench.quantization.layers import profile_layers
     from arqbench.search.context import calibration_batches
-    from arqbench.models.data import ProtocolData
 
     model, _ = digits_checkpoint
     benchmark = plugins.create("benchmark", "digits")

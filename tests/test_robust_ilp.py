@@ -7,6 +7,7 @@ import random
 
 import pytest
 import torch
+from arqbench.bundled.robust_ilp import RobustILP
 from conftest import TINY
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -14,7 +15,6 @@ from torch import nn
 from torch.utils.data import Subset, TensorDataset
 
 from arqbench import plugins
-from arqbench.bundled.robust_ilp import RobustILP
 from arqbench.errors import ArqbenchError, InfeasibleBudget
 from arqbench.models.benchmark import Benchmark, TrainRecipe
 from arqbench.models.data import ProtocolData

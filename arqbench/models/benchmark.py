@@ -54,6 +54,9 @@ class Benchmark:
     # for this benchmark. A checkpoint that records none and whose layout implies none is refused.
     normalizations: dict[str, Normalization] = field(default_factory=dict)
     layout_normalizations: dict[str, str] = field(default_factory=dict)
+    # Optional: the number of images in the full dataset's splits, {"train": N, "test": N} (train may be
+    # absent), for estimates made where the data is not (``arqbench run --dry-run``).
+    data_sizes: dict[str, int] = field(default_factory=dict)
 
     def build_model(self) -> nn.Module:
         """A freshly initialised model with input normalisation inside (``arqbench.models.normalize.Normalized``)."""

@@ -1,2 +1,3 @@
-"""The run pipeline: protocol settings (``config``), one cell (``protocol``), where cells run (``executors``),
-the sweep over cells (``sweep``) and the result store (``results``)."""
+"""The run pipeline: protocol settings (``config``), what cells share (``prepare``), one cell (``cell``), where
+cells run (``executors``), the sweep over cells (``sweep``), the result store (``results``), saved models
+(``saved``), sweep files (``sweepfile``) and the dry run's estimate (``dryrun``)."""

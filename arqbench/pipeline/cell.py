@@ -8,6 +8,7 @@ certified in shards and merged in order is the cell certified at once.
 
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -16,6 +17,7 @@ from torch.utils.data import Subset
 from arqbench import plugins, runtime
 from arqbench.errors import ArqbenchError
 from arqbench.models.training import accuracy, train
+from arqbench.pipeline import saved
 from arqbench.pipeline.config import Protocol
 from arqbench.pipeline.prepare import Prepared
 from arqbench.pipeline.results import REFERENCE, Cell, now, versions
@@ -47,6 +49,7 @@ class CellRun:
     prepared: Prepared
     protocol: Protocol
     device: torch.device
+    model_path: Path | None = None  # where ``record`` saves the fine-tuned quantized model (None: not saved)
 
     def run(self, policy: policies.Policy | None = None, shards: int = 1) -> dict:
         """The whole cell: its record. ``policy`` replays a given policy instead of searching."""
@@ -123,13 +126,19 @@ class CellRun:
         return certs, time.perf_counter() - start
 
     def record(self, trained: Trained, parts: list[tuple[list[Certificate], float]]) -> dict:
-        """The result record from the trained stage and the certification shards' (certificates, seconds)."""
+        """The result record from the trained stage and the certification shards' (certificates, seconds);
+        with ``model_path``, the quantized model is saved there first (``arqbench.pipeline.saved``)."""
         cell, prepared, protocol = self.cell, self.prepared, self.protocol
         certs = [cert for part, _ in parts for cert in part]
         cost = cost_summary(prepared.layers, trained.policy, protocol)
         if cell.budget is not None:
             cost["within_budget"] = cost["fraction"] <= cell.budget + 1e-12
         policy = trained.policy
+        model = None
+        if self.model_path is not None and policy is not None and trained.model is not None:
+            model = saved.save(self.model_path, trained.model, cell=config_record(cell, protocol)["cell"],
+                               policy=policy, protocol=protocol.as_dict(),
+                               base_model={"fingerprint": prepared.fingerprint}, versions=trained.versions)
         return {
             "benchmark": cell.benchmark, "method": cell.method, "sigma": cell.sigma, "budget": cell.budget,
             "seed": cell.seed, "status": "ok", "error": None,
@@ -140,7 +149,7 @@ class CellRun:
             "certificates": [c.as_dict() for c in certs],
             "base_model": {**prepared.source, "fingerprint": prepared.fingerprint},
             "config": config_record(cell, protocol), "plugins": plugin_record(cell, protocol),
-            "versions": trained.versions, "created": now(),
+            "versions": trained.versions, "created": now(), **({"model": model} if model else {}),
         }
 
 

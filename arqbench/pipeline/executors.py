@@ -43,9 +43,10 @@ class Task:
     prepared: Prepared
     number: int = 0  # position in the sweep, for progress lines
     total: int = 0
+    model_path: Path | None = None  # where the cell's quantized model is saved (None: not saved)
 
     def runner(self, device) -> CellRun:
-        return CellRun(self.cell, self.prepared, self.protocol, torch.device(device))
+        return CellRun(self.cell, self.prepared, self.protocol, torch.device(device), self.model_path)
 
 
 def create(name: str, device: str, certify_shards: int = 1, address: str | None = None,
@@ -243,7 +244,7 @@ class RayExecutor:
         certify = ray.remote(_certify_remote).options(**options)
         window = self.slots()
         tasks = iter(tasks)
-        running: dict[int, tuple[Task, object, list]] = {}  # id -> (task, trained ref, shard refs)
+        running: dict[int, tuple] = {}  # id -> (task, trained ref, model ref, shard refs)
         owner: dict = {}  # ref -> id
         exhausted = False
         while running or not exhausted:
@@ -257,7 +258,7 @@ class RayExecutor:
                 trained_ref, model_ref = train.remote(job)
                 parts = shards(task, self.certify_shards)
                 shard_refs = [certify.remote(job, model_ref, (k, parts)) for k in range(parts)]
-                running[id(task)] = (task, trained_ref, shard_refs)
+                running[id(task)] = (task, trained_ref, model_ref, shard_refs)
                 for ref in [trained_ref, *shard_refs]:
                     owner[ref] = id(task)
                 info(f"{task.cell.label()} (Ray, {len(shard_refs)} certification shard{'s' * (len(shard_refs) > 1)})",
@@ -266,16 +267,20 @@ class RayExecutor:
                 break
             ready, _ = ray.wait(list(owner), num_returns=1)
             key = owner.pop(ready[0])
-            task, trained_ref, shard_refs = running[key]
+            task, trained_ref, model_ref, shard_refs = running[key]
             if any(owner.get(ref) == key for ref in [trained_ref, *shard_refs]):
                 continue  # this cell still has work in flight
             del running[key]
-            yield task, attempt(self.collect, task, trained_ref, shard_refs)
+            yield task, attempt(self.collect, task, trained_ref, model_ref, shard_refs)
 
-    def collect(self, task: Task, trained_ref, shard_refs) -> dict:
-        """The cell's record; a task's exception is re-raised as itself, not as Ray's wrapper."""
+    def collect(self, task: Task, trained_ref, model_ref, shard_refs) -> dict:
+        """The cell's record (the model comes back to be saved beside it); a task's exception is re-raised as
+        itself, not as Ray's wrapper."""
         try:
-            return task.runner("cpu").record(self.ray.get(trained_ref), self.ray.get(shard_refs))
+            trained = self.ray.get(trained_ref)
+            if task.model_path is not None:
+                trained = replace(trained, model=self.ray.get(model_ref))
+            return task.runner("cpu").record(trained, self.ray.get(shard_refs))
         except self.ray.exceptions.RayTaskError as exc:
             cause = getattr(exc, "cause", None)
             raise (cause if isinstance(cause, Exception) else exc) from None

@@ -12,7 +12,7 @@ from arqbench import plugins
 from arqbench.console import failed, info, warn
 from arqbench.errors import ArqbenchError, SkipBenchmark
 from arqbench.files import check_output_dir, remove_stale_temps
-from arqbench.pipeline import executors
+from arqbench.pipeline import executors, saved
 from arqbench.pipeline.cell import config_record, failed_result
 from arqbench.pipeline.config import SHARED, Protocol, create_benchmark, resolve
 from arqbench.pipeline.prepare import Prepared, prepare
@@ -44,6 +44,23 @@ class SweepSpec:
     gpus_per_task: float = 0
     certify_shards: int = 1  # Ray tasks (local: slices) one cell's final certification is split into
     workers: int = 0  # DataLoader worker processes
+    save_models: bool = True  # each quantized cell's model beside its result (arqbench.pipeline.saved)
+    settings: dict | None = None  # the resolved run settings (flags and --config file), recorded in every result
+
+
+    @classmethod
+    def from_args(cls, args, flags: dict) -> "SweepSpec":
+        """The sweep of ``arqbench run``'s parsed arguments (``flags``: its protocol settings, ``cli.overrides``)."""
+        import shlex
+
+        return cls(benchmarks=args.benchmarks, methods=args.methods or plugins.names("search"), sigmas=args.sigma,
+                   budgets=args.budget, seeds=args.seed, out=args.out, overrides=flags, preset=args.preset,
+                   device=args.device, data_root=args.data_root, checkpoint=args.checkpoint,
+                   normalization=args.normalization, force=args.force, executor=args.executor,
+                   address=args.address, cpus_per_task=args.cpus_per_task, gpus_per_task=args.gpus_per_task,
+                   certify_shards=args.certify_shards, workers=args.workers,
+                   command=shlex.join(["arqbench", *map(str, args.argv)]),
+                   save_models=getattr(args, "save_models", True), settings=getattr(args, "settings", None))
 
 
 @dataclass
@@ -179,6 +196,19 @@ def check_budgets(benchmark, protocol: Protocol, budgets: list[float]) -> None:
             )
 
 
+def setup(spec: SweepSpec) -> tuple[dict, dict[str, Protocol]]:
+    """Every value, name and option of the sweep checked, before any work: each benchmark's plugin object
+    and protocol, by benchmark name."""
+    check_values(spec.benchmarks, spec.methods, spec.sigmas, spec.budgets, spec.device, spec.executor,
+                 spec.checkpoint, spec.data_root)
+    benchmarks = {name: create_benchmark(name, spec.overrides.get("options")) for name in spec.benchmarks}
+    protocols = {name: resolve(b, spec.overrides, spec.preset) for name, b in benchmarks.items()}
+    for name, b in benchmarks.items():
+        check_plugins(protocols[name], spec.methods)
+        check_budgets(b, protocols[name], spec.budgets)
+    return benchmarks, protocols
+
+
 def run_sweep(spec: SweepSpec) -> Outcome:
     """Run every unfinished cell of the sweep on ``spec.executor`` and store one result file per cell.
 
@@ -193,11 +223,7 @@ def run_sweep(spec: SweepSpec) -> Outcome:
     executor = executors.create(spec.executor, spec.device, spec.certify_shards, spec.address, spec.cpus_per_task,
                                 spec.gpus_per_task, spec.data_root, spec.checkpoint,
                                 spec.normalization)
-    benchmarks = {name: create_benchmark(name, spec.overrides.get("options")) for name in spec.benchmarks}
-    protocols = {name: resolve(b, spec.overrides, spec.preset) for name, b in benchmarks.items()}
-    for name, b in benchmarks.items():
-        check_plugins(protocols[name], spec.methods)
-        check_budgets(b, protocols[name], spec.budgets)
+    benchmarks, protocols = setup(spec)
     cells = plan(spec)
     done = {cell for cell in cells if not spec.force and finished(cell, protocols[cell.benchmark], spec.out)}
     outcome = Outcome()
@@ -234,7 +260,8 @@ def run_sweep(spec: SweepSpec) -> Outcome:
                 outcome.reused.append(cell)
                 continue
             yield executors.Task(cell, protocols[cell.benchmark], prepared[cell.benchmark, cell.sigma],
-                                 next(numbers), len(runnable))
+                                 next(numbers), len(runnable),
+                                 saved.model_path(cell.path(spec.out)) if spec.save_models else None)
 
     try:
         with executor:
@@ -282,6 +309,10 @@ def record(task: executors.Task, result: dict | Exception, spec: SweepSpec, outc
         outcome.done.append(cell)
     if spec.command:
         result = {**result, "command": spec.command}
+    if spec.settings:
+        result = {**result, "run_config": spec.settings}
+    if "model" not in result:  # a model file left from an earlier run of this cell is not this result's
+        saved.model_path(cell.path(spec.out)).unlink(missing_ok=True)
     write(cell.path(spec.out), result)
     held.pop(cell).release()
 

@@ -1,0 +1,7 @@
+"""``python -m arqbench``: the ``arqbench`` command."""
+
+import sys
+
+from arqbench.cli import main
+
+sys.exit(main())

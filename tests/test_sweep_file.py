@@ -1,0 +1,117 @@
+"""`arqbench run --config sweep.toml` and `arqbench run --dry-run`: a TOML file stands for flags, the command
+line overrides it, results record the resolved settings; a dry run lists the cells, which are finished,
+and what each stage costs by formula, and writes nothing."""
+
+import json
+import os
+import re
+
+import pytest
+from conftest import TINY, run_subprocess
+
+from arqbench.pipeline import dryrun
+from arqbench.pipeline.sweep import SweepSpec
+
+SWEEP = """\
+methods = ["uniform", "random"]
+budget = [0.05]
+n0 = 20
+n = 200
+test-images = 8
+batch_size = 200
+finetune-epochs = 1
+out = "{out}"
+
+[options.random]
+"""
+
+
+def test_a_sweep_file_sets_every_flag_and_the_command_line_overrides_it(cli, tmp_path):
+    config = tmp_path / "sweep.toml"
+    config.write_text(SWEEP.format(out=tmp_path / "results"))
+    code, _, err = cli("run", "--config", config, "--methods", "uniform", "--n", "100")
+    assert code == 0, err
+    results = sorted(p.relative_to(tmp_path / "results").as_posix() for p in (tmp_path / "results").rglob("*.json"))
+    assert results == ["digits/sigma0.25/budget0.05/uniform-seed0.json", "digits/sigma0.25/fp32-seed0.json"]
+    record = json.loads((tmp_path / "results/digits/sigma0.25/budget0.05/uniform-seed0.json").read_text())
+    assert record["config"]["protocol"]["n"] == 100 and record["config"]["protocol"]["test_images"] == 8
+    settings = record["run_config"]
+    assert settings["methods"] == ["uniform"] and settings["n"] == 100 and settings["n0"] == 20
+    assert settings["config"] == str(config) and settings["save-models"] is True
+    assert record["command"] == f"arqbench run --config {config} --methods uniform --n 100"
+
+
+def test_plugin_options_come_from_tables(cli, tmp_path):
+    config = tmp_path / "sweep.toml"
+    config.write_text(SWEEP.format(out=tmp_path / "results").replace('"uniform", "random"', '"haq"')
+                      + "[options.haq]\nepisodes = 2\nwarmup = 1\nfinetune_steps = 0\n")
+    code, _, err = cli("run", "--config", config)
+    assert code == 0, err
+    record = json.loads((tmp_path / "results/digits/sigma0.25/budget0.05/haq-seed0.json").read_text())
+    assert record["plugins"]["search"]["options"]["episodes"] == 2 and record["search"]["episodes"] == 2
+
+
+@pytest.mark.parametrize("text,message", [
+    ("sigmas = [0.25]\n", "unknown setting 'sigmas'; known: .*sigma"),
+    ("sigma = 'abc'\n", "--sigma expects comma-separated numbers"),
+    ("force = 3\n", "'force' is a switch"),
+    ("sigma = [0.25\n", "is not valid TOML"),
+    ("[options]\nhaq = 5\n", "options are \\[options.NAME\\] tables"),
+])
+def test_a_wrong_sweep_file_is_one_line_naming_it(cli, tmp_path, text, message):
+    config = tmp_path / "bad.toml"
+    config.write_text(text)
+    code, _, err = cli("run", "--config", config, "--out", tmp_path / "results")
+    assert code == 2 and str(config) in err and len(err.strip().splitlines()) == 1, err
+    assert re.search(message, err), err
+    assert not (tmp_path / "results").exists()
+
+
+def test_a_missing_sweep_file_is_one_line(cli, tmp_path):
+    code, _, err = cli("run", "--config", tmp_path / "none.toml")
+    assert code == 2 and "does not exist" in err
+
+
+def test_dry_run_lists_the_cells_writes_nothing_and_trains_nothing(tmp_path):
+    out, home = tmp_path / "results", tmp_path / "home"
+    home.mkdir()
+    env = {"ARQBENCH_HOME": str(home), "OMP_NUM_THREADS": "1", "COLUMNS": "200"}
+    result = run_subprocess("run", "--methods", "uniform,haq", "--budget", "0.05", "--out", out, "--dry-run", *TINY,
+                            env=env)
+    assert result.returncode == 0, result.stderr
+    for method in ("fp32", "uniform", "haq"):
+        assert method in result.stdout
+    assert "to run" in result.stdout and "nothing was run" in " ".join(result.stderr.split())
+    assert not out.exists() and not any(home.iterdir())  # no result, no base model trained
+
+
+def test_dry_run_knows_which_cells_are_finished(cli, tmp_path, capsys):
+    code, _, err = cli("run", "--methods", "uniform", "--budget", "0.05", "--out", tmp_path, *TINY)
+    assert code == 0, err
+    before = sorted(os.listdir(tmp_path / "digits/sigma0.25/budget0.05"))
+    code, out, err = cli("run", "--methods", "uniform,random", "--budget", "0.05", "--out", tmp_path, "--dry-run",
+                         *TINY)
+    assert code == 0, err
+    rows = {line.split()[2] if "0.05" in line else line.split()[1]: line for line in out.splitlines()
+            if " seed" not in line and ("fp32" in line or "uniform" in line or "random" in line)}
+    assert "finished" in rows["fp32"] and "finished" in rows["uniform"] and "to run" in rows["random"]
+    assert "1 of 3 cells to run" in " ".join(err.split())
+    assert sorted(os.listdir(tmp_path / "digits/sigma0.25/budget0.05")) == before
+
+
+def test_dry_run_stage_costs_follow_their_formulas(tmp_path):
+    spec = SweepSpec(benchmarks=["digits"], methods=["haq", "uniform"], sigmas=[0.25], budgets=[0.05], seeds=[0],
+                     out=tmp_path, overrides={"n0": 20, "n": 200, "test_images": 8, "finetune_epochs": 2,
+                                              "options": {"haq": {"episodes": 7, "finetune_steps": 3}}})
+    estimates, notes = dryrun.estimate(spec)
+    by_method = {e.cell.method: e for e in estimates}
+    fp32, uniform, haq = by_method["fp32"], by_method["uniform"], by_method["haq"]
+    assert fp32.certify == uniform.certify == 8 * (20 + 200) and fp32.finetune == fp32.search == 0
+    # digits: 1437 training images, 20% (at most search_images = 300) held out for search
+    search_images, finetune_images = 287, 1437 - 287
+    assert uniform.finetune == 2 * finetune_images * 3 and uniform.search == 0
+    assert haq.search == search_images + 7 * (search_images + 3 * 64 * 3)
+    # MACs of DigitsNet by hand: stem, block1 (2 convs at 8x8), block2 (2 convs and the shortcut at 4x4), fc
+    assert uniform.macs == 64 * 16 * 9 + 2 * 64 * 16 * 16 * 9 + 16 * 32 * 16 * 9 + 16 * 32 * 32 * 9 + 16 * 32 * 16 + 320
+    assert uniform.seconds == pytest.approx(uniform.forwards / uniform.per_second)
+    assert "digits" in notes[0] and "forwards/s" in notes[0]
