@@ -213,7 +213,7 @@ def build_parser() -> Parser:
     add_place_flags(run)
     lib = run.add_argument_group("sweep file, dry run, saved models")
     lib.add_argument("--config", type=Path, metavar="FILE",
-                     help="read the run's flags from a TOML sweep file (keys: flag names; flags given here override it)")
+                     help="read the run's flags from a TOML sweep file (keys: flag names; flags given here override it; default: none)")
     lib.add_argument("--dry-run", action="store_true",
                      help="print the cells, which are finished, and an estimate of the work and time; run nothing")
     lib.add_argument("--no-save-models", dest="save_models", action="store_false",
