@@ -174,6 +174,7 @@ def versions(device: torch.device) -> dict:
         "python": sys.version.split()[0],
         "torch": torch.__version__,
         "numpy": numpy.__version__,
+        "threads": torch.get_num_threads(),  # CPU results (training above all) depend on it
         "platform": platform.platform(),
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
         "plugins": plugin_versions(),
