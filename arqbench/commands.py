@@ -150,7 +150,7 @@ def certify(args, flags: dict) -> int:
         if theirs and theirs != prepared.fingerprint:
             warn(f"the base model here ({prepared.fingerprint}) is not the one {args.policy} used ({theirs}); "
                  f"pass its checkpoint with --checkpoint to reproduce it")
-        return _compare_with_source(source, measured[protocol.certifier])
+        return model_commands.compare(source["metrics"], measured[protocol.certifier], args.policy)
     return 0
 
 
@@ -230,23 +230,6 @@ def _changed(source: dict, sigma: float, seed: int, protocol) -> list[str]:
     settings = protocol.as_dict()
     return changed + [f"{k} {settings[k]} vs {v}" for k, v in source["config"]["protocol"].items()
                       if k in REPLAYED and k in settings and settings[k] != v]
-
-
-def _compare_with_source(source: dict, metrics: dict) -> int:
-    table = Table(title="re-certification against the result file (same policy, protocol and seed)")
-    for column in ("metric", "result file", "re-run", "same"):
-        table.add_column(column)
-    keys = ("clean_acc", "smoothed_acc", "acr", "abstain_rate")
-    pairs = [(key, source["metrics"][key], metrics[key]) for key in keys]
-    pairs += [(f"certified_acc@{r}", v, metrics["certified_acc"].get(r, float("nan")))
-              for r, v in source["metrics"]["certified_acc"].items()]
-    same = True
-    for key, a, b in pairs:
-        equal = abs(a - b) < 1e-9
-        same &= equal
-        table.add_row(key, f"{a:.6f}", f"{b:.6f}", "yes" if equal else "NO")
-    stdout.print(table)
-    return 0 if same else 1
 
 
 def train(args, flags: dict) -> int:

@@ -9,15 +9,14 @@ rounded with in-place tensor ops on the CPU (PyTorch's fused CPU fake-quantize k
 slower there) and with that fused kernel on CUDA (where it is the faster one).
 """
 
-import copy
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
 from arqbench.hookspecs import hookimpl
-from arqbench.quantization.layers import QUANTIZABLE
 from arqbench.quantization.qdq import QuantParams
+from arqbench.quantization.wrapping import quantized_copy
 
 
 def weight_scale(weight: torch.Tensor, bits: int) -> torch.Tensor:
@@ -142,25 +141,7 @@ class FakeQuant(nn.Module):
 class LinearQuantizer:
     def quantize(self, model: nn.Module, policy: dict, calibration) -> nn.Module:
         """A fake-quantized copy of ``model``: each layer in ``policy`` wrapped, activation ranges calibrated."""
-        qmodel = copy.deepcopy(model)
-        wrapped = []
-        for name, module in list(qmodel.named_modules()):
-            if isinstance(module, QUANTIZABLE) and name in policy:
-                w_bits, a_bits = policy[name]
-                fq = FakeQuant(module, w_bits, a_bits)
-                parent_name, _, child = name.rpartition(".")
-                setattr(qmodel.get_submodule(parent_name) if parent_name else qmodel, child, fq)
-                wrapped.append(fq)
-        was_training = qmodel.training
-        qmodel.eval()
-        for fq in wrapped:
-            fq.calibrating = True
-        with torch.no_grad():
-            for batch in calibration:
-                qmodel(batch)
-        for fq in wrapped:
-            fq.finish_calibration()
-        return qmodel.train(was_training)
+        return quantized_copy(model, policy, FakeQuant, calibration)
 
     def quantize_weight(self, weight: torch.Tensor, bits: int) -> torch.Tensor:
         return quantize_weight(weight, bits)

@@ -25,7 +25,6 @@ With gradients off (eval, certification) a layer's quantized weight and its acti
 computed once and reused until the weight or a step changes, as ``linear`` does.
 """
 
-import copy
 import math
 
 import torch
@@ -33,8 +32,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from arqbench.hookspecs import hookimpl
-from arqbench.quantization.layers import QUANTIZABLE
 from arqbench.quantization.qdq import QuantParams
+from arqbench.quantization.wrapping import quantized_copy
 
 EPS = 1e-8  # smallest step size used
 
@@ -192,24 +191,7 @@ class LSQQuantizer:
     def quantize(self, model: nn.Module, policy: dict, calibration) -> nn.Module:
         """A fake-quantized copy of ``model``: each layer in ``policy`` wrapped, its activation step
         initialised from the ``calibration`` batches."""
-        qmodel = copy.deepcopy(model)
-        wrapped = []
-        for name, module in list(qmodel.named_modules()):
-            if isinstance(module, QUANTIZABLE) and name in policy:
-                lsq_layer = LSQLayer(module, *policy[name])
-                parent_name, _, child = name.rpartition(".")
-                setattr(qmodel.get_submodule(parent_name) if parent_name else qmodel, child, lsq_layer)
-                wrapped.append(lsq_layer)
-        was_training = qmodel.training
-        qmodel.eval()
-        for layer in wrapped:
-            layer.calibrating = True
-        with torch.no_grad():
-            for batch in calibration:
-                qmodel(batch)
-        for layer in wrapped:
-            layer.finish_calibration()
-        return qmodel.train(was_training)
+        return quantized_copy(model, policy, LSQLayer, calibration)
 
     def quantize_weight(self, weight: torch.Tensor, bits: int) -> torch.Tensor:
         return quantize_weight(weight, bits)
