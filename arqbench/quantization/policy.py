@@ -4,7 +4,7 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 from arqbench.errors import ArqbenchError, InfeasibleBudget
-from arqbench.files import check_json, read_json, write_json_atomic
+from arqbench.files import check_json, read_json
 from arqbench.quantization.layers import LayerInfo
 
 Policy = dict[str, tuple[int, int]]
@@ -46,14 +46,6 @@ def validate(policy: Policy, layers: list[LayerInfo], where: str = "policy") -> 
             raise ArqbenchError(f"{where}: layer '{name}' has bits ({w}, {a}); each must be in [{MIN_BITS}, {MAX_BITS}]")
         out[name] = (w, a)
     return out
-
-
-def save(policy: Policy, path: Path) -> None:
-    write_json_atomic(path, {"policy": {k: list(v) for k, v in policy.items()}})
-
-
-BITS = {"type": "array", "items": {"type": "integer"}, "minItems": 2, "maxItems": 2}
-POLICY_SCHEMA = {"type": "object", "additionalProperties": BITS}  # {layer: [w_bits, a_bits]}
 
 
 def load(path: Path) -> Policy:
