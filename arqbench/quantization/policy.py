@@ -48,6 +48,10 @@ def validate(policy: Policy, layers: list[LayerInfo], where: str = "policy") -> 
     return out
 
 
+BITS = {"type": "array", "items": {"type": "integer"}, "minItems": 2, "maxItems": 2}
+POLICY_SCHEMA = {"type": "object", "additionalProperties": BITS}  # {layer: [w_bits, a_bits]}
+
+
 def load(path: Path) -> Policy:
     """Read a policy from a policy file (``{"policy": {layer: [w, a]}}`` or the bare map) or a result file."""
     data = read_json(path, "policy file")
