@@ -18,9 +18,10 @@ certifies is another quantity. Here each layer's sensitivity is measured on the 
 The additivity assumption is what makes the search cheap (one measurement per layer and bit choice instead of
 one per policy); it ignores how layers' errors compound, so its quality is a measured number (the search's
 reward fidelity), not a given. Cost: free layers x bit choices (7; 13 with activations) x images x n_p noisy
-forwards, plus f's certification once (images x n, cached by ``irs``); on digits with the defaults (5 free
-layers, 100 images, n_p = 0.1 x 2000) 35 points, or 65 with activations: 21-29 s of search on 2 CPU cores
-from a cold cache, f's certification included, and milliseconds once cached. Measured points are cached
+forwards, plus f's certification once (images x n, cached by ``irs``), as ``estimate`` counts it for
+``--dry-run``; on digits with the defaults (5 free layers, 100 images, n_p = 0.1 x 10000) 35 points, or 65
+with activations: about 54 s of search on 2 quiet CPU cores from a cold cache (214 s on one contended
+thread), f's certification included, and milliseconds once cached. Measured points are cached
 per base model and setting, like HAWQ's traces, and shared with ``arqbench profile``.
 
 The result's search info holds ``objective``, the ILP's objective of the chosen policy: its summed
@@ -36,10 +37,12 @@ layer names).
 """
 
 import time
+from dataclasses import replace
 
 from arqbench import plugins
 from arqbench.errors import ArqbenchError
 from arqbench.hookspecs import hookimpl
+from arqbench.quantization.policy import fixed_layers
 from arqbench.search import sensitivity
 from arqbench.search.context import SearchResult
 from arqbench.search.ilp import ilp_policy, tie_units
@@ -85,6 +88,16 @@ class RobustILP:
         """The ILP's objective of any ``policy``: the summed sensitivity of its free layers (lower is better)."""
         table, _, _ = self.sensitivities(ctx)
         return sensitivity.policy_loss(policy, table)
+
+    def estimate(self, work) -> float:
+        """f's certification on the search images (cached by the certifier after the first run), then one
+        certification per (free layer, bit choice) point; every point is cached per base model and setting."""
+        certifier = work.protocol.create("certifier", self.certifier)
+        config = replace(work.smoothing, n=self.n or work.smoothing.n)
+        images = min(self.images, work.search_images)
+        free = [l for l in work.layers if l.name not in fixed_layers(work.layers, work.protocol.keep_ends)]
+        measured = len(free) * len(sensitivity.points(work.protocol.search_activations))
+        return images * (config.n0 + config.n) + (1 + measured) * work.certify_forwards(images, certifier, config)
 
     def search(self, ctx) -> SearchResult:
         start = time.perf_counter()

@@ -100,9 +100,11 @@ def test_dry_run_knows_which_cells_are_finished(cli, tmp_path, capsys):
 
 
 def test_dry_run_stage_costs_follow_their_formulas(tmp_path):
-    spec = SweepSpec(benchmarks=["digits"], methods=["haq", "uniform"], sigmas=[0.25], budgets=[0.05], seeds=[0],
-                     out=tmp_path, overrides={"n0": 20, "n": 200, "test_images": 8, "finetune_epochs": 2,
-                                              "options": {"haq": {"episodes": 7, "finetune_steps": 3}}})
+    spec = SweepSpec(benchmarks=["digits"], methods=["haq", "robust-ilp", "uniform"], sigmas=[0.25], budgets=[0.05],
+                     seeds=[0], out=tmp_path,
+                     overrides={"n0": 20, "n": 200, "test_images": 8, "finetune_epochs": 2, "search_activations": True,
+                                "options": {"haq": {"episodes": 7, "finetune_steps": 3}, "robust-ilp": {"images": 10},
+                                            "irs": {"n_p": 0.1}}})
     estimates, notes = dryrun.estimate(spec)
     by_method = {e.cell.method: e for e in estimates}
     fp32, uniform, haq = by_method["fp32"], by_method["uniform"], by_method["haq"]
@@ -111,6 +113,8 @@ def test_dry_run_stage_costs_follow_their_formulas(tmp_path):
     search_images, finetune_images = 287, 1437 - 287
     assert uniform.finetune == 2 * finetune_images * 3 and uniform.search == 0
     assert haq.search == search_images + 7 * (search_images + 3 * 64 * 3)
+    # robust-ilp: f certified on 10 images, then f's irs estimate and 5 free layers x 13 (w, a) points by irs
+    assert by_method["robust-ilp"].search == 10 * (20 + 200) + (1 + 5 * 13) * 10 * (20 + 20)
     # MACs of DigitsNet by hand: stem, block1 (2 convs at 8x8), block2 (2 convs and the shortcut at 4x4), fc
     assert uniform.macs == 64 * 16 * 9 + 2 * 64 * 16 * 16 * 9 + 16 * 32 * 16 * 9 + 16 * 32 * 32 * 9 + 16 * 32 * 16 + 320
     assert uniform.seconds == pytest.approx(uniform.forwards / uniform.per_second)
