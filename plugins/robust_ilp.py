@@ -31,7 +31,7 @@ points, drawn as a heatmap by ``arqbench leaderboard``). ``RobustILP.objective(c
 objective for any policy (measuring the profile if it is not cached), e.g. to rank arbitrary policies.
 
 Options (``--option robust-ilp.KEY=VALUE``): metric (acr | disagreement), images (search images per point,
-default 100), n (the certifier's n, default the run's), certifier (default irs; its own options, e.g.
+default 100), n (the certifier's n, default the run's, at most 10,000), certifier (default irs; its own options, e.g.
 ``--option irs.n_p=0.05`` or ``--np``, set how it measures), tie ("benchmark", "none", or a list of lists of
 layer names).
 """
@@ -93,7 +93,7 @@ class RobustILP:
         """f's certification on the search images (cached by the certifier after the first run), then one
         certification per (free layer, bit choice) point; every point is cached per base model and setting."""
         certifier = work.protocol.create("certifier", self.certifier)
-        config = replace(work.smoothing, n=self.n or work.smoothing.n)
+        config = replace(work.smoothing, n=self.n or sensitivity.samples(work.smoothing.n))
         images = min(self.images, work.search_images)
         free = [l for l in work.layers if l.name not in fixed_layers(work.layers, work.protocol.keep_ends)]
         measured = len(free) * len(sensitivity.points(work.protocol.search_activations))

@@ -119,3 +119,13 @@ def test_dry_run_stage_costs_follow_their_formulas(tmp_path):
     assert uniform.macs == 64 * 16 * 9 + 2 * 64 * 16 * 16 * 9 + 16 * 32 * 16 * 9 + 16 * 32 * 32 * 9 + 16 * 32 * 16 + 320
     assert uniform.seconds == pytest.approx(uniform.forwards / uniform.per_second)
     assert "digits" in notes[0] and "forwards/s" in notes[0]
+
+
+def test_robust_ilp_profiles_at_most_ten_thousand_samples_per_image(tmp_path):
+    spec = SweepSpec(benchmarks=["digits"], methods=["robust-ilp"], sigmas=[0.25], budgets=[0.05], seeds=[0],
+                     out=tmp_path, overrides={"n0": 20, "n": 50_000, "test_images": 8,
+                                              "options": {"robust-ilp": {"images": 10}, "irs": {"n_p": 0.1}}})
+    by_method = {e.cell.method: e for e in dryrun.estimate(spec)[0]}
+    # weights only: 5 free layers x 7 widths; f's certification and every point at n = 10,000, not the run's 50,000
+    assert by_method["robust-ilp"].search == 10 * (20 + 10_000) + (1 + 5 * 7) * 10 * (20 + 1_000)
+    assert by_method["robust-ilp"].certify == 8 * (20 + 50_000)

@@ -53,8 +53,15 @@ from arqbench.smoothing.metrics import summarize
 VERSION = 1  # bump when what a point measures changes
 METRICS = ("acr", "disagreement")
 IMAGES = 100  # search images certified per point (module docstring: the cost)
+MAX_N = 10_000  # the certifier's n per point unless given: the run's n, at most this (a ranking, not a certificate)
 MEASURES = ("acr", "smoothed_acc", "clean_acc", "disagreement")
 BITS = tuple(range(MIN_BITS, MAX_BITS + 1))
+
+
+def samples(run_n: int) -> int:
+    """The certifier's n per point by default: the run's, capped at ``MAX_N`` so that at the paper's n = 100,000
+    a ResNet-20 profile costs about half a final certification instead of five."""
+    return min(run_n, MAX_N)
 
 
 def points(activations: bool) -> list[tuple[int, int]]:
@@ -121,7 +128,8 @@ def profile(ctx: SearchContext, layers: list[str], activations: bool, metric: st
     ``certifier``: the name of the certifier plugin that measures the ACR, built with the run's options for
     it (``ctx.protocol``), f being its reference on the search split (``ctx.reference()``); for metric
     ``disagreement`` it only sets the samples per image (its ``samples(config)``, as ``irs``'s N_p; n for a
-    certifier without one). ``images``: search images per point; ``n``: the certifier's n (default the run's).
+    certifier without one). ``images``: search images per point; ``n``: the certifier's n (default
+    ``samples(ctx.smoothing.n)``).
     """
     if metric not in METRICS:
         raise ArqbenchError(f"{who}: metric must be one of {', '.join(METRICS)}, got {metric!r}")
@@ -131,7 +139,7 @@ def profile(ctx: SearchContext, layers: list[str], activations: bool, metric: st
     if unknown:
         raise ArqbenchError(f"{who}: '{unknown[0]}' is not a quantizable layer of this model")
 
-    config = replace(ctx.smoothing, n=n or ctx.smoothing.n)
+    config = replace(ctx.smoothing, n=n or samples(ctx.smoothing.n))
     measurer = ctx.protocol.create("certifier", certifier)
     subset = Subset(ctx.data.search, list(range(min(images, len(ctx.data.search)))))
     quantizer = ctx.protocol.quantizer
