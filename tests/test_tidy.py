@@ -50,8 +50,10 @@ def test_an_rl_search_leaves_temp_home_and_working_directory_as_it_found_them(tm
 
 def test_an_interrupted_rl_search_leaves_nothing_behind_either(tmp_path):
     places, env = isolated(tmp_path)
-    process = subprocess.Popen([sys.executable, "-m", "arqbench.cli", *RL_SEARCH, "--out", tmp_path / "out"], env=env,
-                               cwd=places["cwd"], stderr=subprocess.PIPE, text=True)
+    long_search = [("500" if previous == "--episodes" else arg) for previous, arg in zip([None, *RL_SEARCH], RL_SEARCH)]
+    # a search long enough that the run cannot finish before the signal lands, even on a loaded machine
+    process = subprocess.Popen([sys.executable, "-m", "arqbench.cli", *long_search, "--out", tmp_path / "out"],
+                               env=env, cwd=places["cwd"], stderr=subprocess.PIPE, text=True)
     for line in process.stderr:  # interrupt once the HAQ search is under way
         if "haq seed=0" in line:
             break
