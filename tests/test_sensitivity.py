@@ -1,10 +1,12 @@
 """The per-layer robustness-sensitivity profile: its entries against direct computations, its cache, its CSV."""
 
 import copy
+import threading
 
 import pandas as pd
 import pytest
 import torch
+from filelock import FileLock
 from torch.utils.data import Subset
 
 from arqbench import plugins
@@ -100,6 +102,25 @@ def test_the_cache_is_reused_and_extended(digits, capsys):
                                             + [{"net.fc": (8, a)} for a in range(2, 8)], key=str)
     other = sensitivity.profile(ctx, ["net.fc"], False, "acr", "irs", images=4)  # another setting
     assert other.computed == 7 and other.path != first.path
+
+
+def test_a_second_process_asking_for_the_same_profile_waits_and_reuses_it(digits):
+    ctx = context(digits, seed=4)
+    ask = lambda: sensitivity.profile(ctx, ["net.fc"], False, "acr", "irs", images=2)  # noqa: E731
+    path = ask().path
+    measured = path.read_bytes()
+    path.unlink()
+    other = FileLock(path.with_name(f".{path.name}.lock"))  # another process measuring the same profile
+    other.acquire()
+    asked = {}
+    waiter = threading.Thread(target=lambda: asked.setdefault("profile", ask()))
+    waiter.start()
+    waiter.join(timeout=1.0)
+    assert waiter.is_alive() and not path.exists()  # it waits instead of measuring the same points again
+    path.write_bytes(measured)  # the other process finishes
+    other.release()
+    waiter.join(timeout=120)
+    assert asked["profile"].computed == 0 and asked["profile"].reused == 7
 
 
 def test_a_pair_is_composed_additively_and_a_policy_sums_its_layers(digits):

@@ -39,6 +39,7 @@ from pathlib import Path
 
 import pandas as pd
 import torch
+from filelock import FileLock
 from torch.utils.data import Subset
 
 from arqbench import files
@@ -150,32 +151,34 @@ def profile(ctx: SearchContext, layers: list[str], activations: bool, metric: st
            "smoothing": {"n0": config.n0, "n": config.n, "alpha": config.alpha, "precision": config.precision},
            "images": len(subset), "search_split": len(ctx.data.search)}
     path = files.cache_path("sensitivity", key, ".json")
-    cached = _read(path, key)
-    have = {(r["layer"], r["w_bits"], r["a_bits"]): r for r in cached.get("rows", [])}
-    by_name = {l.name: l for l in ctx.layers}
-    wanted = [(name, w, a) for name in layers for w, a in points(activations)]
-    missing = [p for p in wanted if p not in have]
+    # one process measures a profile at a time: a second one asking for the same points waits, then reuses them
+    with FileLock(path.with_name(f".{path.name}.lock")):
+        cached = _read(path, key)
+        have = {(r["layer"], r["w_bits"], r["a_bits"]): r for r in cached.get("rows", [])}
+        by_name = {l.name: l for l in ctx.layers}
+        wanted = [(name, w, a) for name in layers for w, a in points(activations)]
+        missing = [p for p in wanted if p not in have]
 
-    start = time.perf_counter()
-    ref = cached.get("reference")
-    reused_s = sum(have[p].get("seconds", 0.0) for p in wanted if p in have) + (ref or {}).get("seconds", 0.0)
-    if missing:
-        measure = _Measure(ctx, metric, measurer, config, subset)
-        if ref is None:
-            ref = {**measure(ctx.model), "seconds": time.perf_counter() - start}
-        with progress() as bar:
-            task = bar.add_task(who, total=len(missing))
-            for name, w, a in missing:
-                layer, begun = by_name[name], time.perf_counter()
-                numbers = measure(ctx.quantize({name: (w, a)}))
-                have[name, w, a] = {"layer": name, "index": layer.index, "kind": layer.kind, "w_bits": w,
-                                    "a_bits": a, **numbers, **_drops(ref, numbers),
-                                    "seconds": time.perf_counter() - begun}
-                bar.advance(task)
-        order = {l.name: l.index for l in ctx.layers}
-        rows = sorted(have.values(), key=lambda r: (order.get(r["layer"], -1), r["a_bits"] != MAX_BITS, -r["w_bits"],
-                                                    -r["a_bits"]))
-        files.write_json_atomic(path, {"key": key, "reference": ref, "rows": rows})
+        start = time.perf_counter()
+        ref = cached.get("reference")
+        reused_s = sum(have[p].get("seconds", 0.0) for p in wanted if p in have) + (ref or {}).get("seconds", 0.0)
+        if missing:
+            measure = _Measure(ctx, metric, measurer, config, subset)
+            if ref is None:
+                ref = {**measure(ctx.model), "seconds": time.perf_counter() - start}
+            with progress() as bar:
+                task = bar.add_task(who, total=len(missing))
+                for name, w, a in missing:
+                    layer, begun = by_name[name], time.perf_counter()
+                    numbers = measure(ctx.quantize({name: (w, a)}))
+                    have[name, w, a] = {"layer": name, "index": layer.index, "kind": layer.kind, "w_bits": w,
+                                        "a_bits": a, **numbers, **_drops(ref, numbers),
+                                        "seconds": time.perf_counter() - begun}
+                    bar.advance(task)
+            order = {l.name: l.index for l in ctx.layers}
+            rows = sorted(have.values(), key=lambda r: (order.get(r["layer"], -1), r["a_bits"] != MAX_BITS,
+                                                        -r["w_bits"], -r["a_bits"]))
+            files.write_json_atomic(path, {"key": key, "reference": ref, "rows": rows})
     seconds = time.perf_counter() - start
     result = Profile(key, path, ref, [have[p] for p in wanted], len(wanted) - len(missing), len(missing), seconds,
                      reused_s)
