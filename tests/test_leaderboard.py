@@ -40,10 +40,10 @@ def certificates(values: list[float]) -> list[dict]:
 
 
 def record(method, sigma, budget, seed, acr=None, *, values=None, status="ok", error=None, fraction=None,
-           within=True, n=10000, base="base0", options=None):
+           within=True, n=10000, base="base0", options=None, quantizer="linear"):
     """A result record with the schema of ``CellRun.record`` / ``failed_result``."""
     cell = Cell("digits", sigma, budget, method, seed)
-    overrides = {"n": n, "test_images": IMAGES, **({"options": options} if options else {})}
+    overrides = {"n": n, "test_images": IMAGES, "quantizer": quantizer, **({"options": options} if options else {})}
     config = config_record(cell, resolve(plugins.create("benchmark", "digits"), overrides))
     result = {"benchmark": "digits", "method": method, "sigma": sigma, "budget": budget, "seed": seed,
               "status": status, "error": error, "config": config, "created": "2026-01-01T00:00:00+00:00"}
@@ -311,6 +311,19 @@ def test_protocols_are_never_averaged_together(tmp_path):
     a, b = (next(iter(tables(s).values())) for s in sections[1:])
     assert [r[1] for r in a] == ["fp32", "a", "b"] and [r[1] for r in b] == ["fp32", "a"]
     assert pareto_pngs(written) == ["digits-sigma0.25-A.png", "digits-sigma0.25-B.png"]
+
+
+def test_a_protocol_with_only_the_shared_float_row_at_a_sigma_gets_no_section(tmp_path):
+    """fp32 joins every protocol it certifies like; where lsq ran no method, its section would hold only that row."""
+    write_results(tmp_path / "results/linear", [
+        record(REFERENCE, 0.25, None, 0, 0.5), record("a", 0.25, 0.05, 0, 0.4),
+        record(REFERENCE, 0.5, None, 0, 0.3), record("a", 0.5, 0.05, 0, 0.2)])
+    write_results(tmp_path / "results/lsq", [record("a", 0.25, 0.05, 0, 0.45, quantizer="lsq")])
+    render(tmp_path / "results", tmp_path)
+    text = (tmp_path / "digits.md").read_text()
+    headings = [line for line in text.splitlines() if line.startswith("## sigma")]
+    assert headings == ["## sigma = 0.25, protocol A", "## sigma = 0.5, protocol A", "## sigma = 0.25, protocol B"]
+    assert "Only the float model" not in text
 
 
 def test_the_same_cell_twice_and_an_empty_dir_are_one_line_errors(tmp_path, cli):

@@ -6,7 +6,7 @@ Every figure has its numbers in a tidy CSV of the same name beside it, built fro
 - ``<benchmark>-sigma<s>[-<protocol>]-bits.{png,csv}``: every method's weight/activation bits per layer (one
   CSV row per result file and layer, with the layer's MACs, weights and share of the float model's cost),
   one panel per budget;
-- ``<benchmark>-sigma<s>-budget<b>[-<protocol>]-learning.{png,csv}``, for searches that record a
+- ``<benchmark>-sigma<s>[-<protocol>]-budget<b>-learning.{png,csv}``, for searches that record a
   ``history`` of scored candidates (HAQ, ARQ): every candidate (episode, policy as JSON, cost, reward, best
   reward so far, the ACR / smoothed accuracy / accuracy the search measured where it did, whether it is on
   the Pareto front of cost against search ACR of its run, whether it is the shipped policy, and the shipped
@@ -92,8 +92,8 @@ def render(board, results: list[dict], out_dir: Path) -> Inside:
 
 
 def _stem(benchmark: str, sigma: float, budget: float | None, protocol: str, kind: str) -> str:
-    return (f"{benchmark}-sigma{sigma:g}" + ("" if budget is None else f"-budget{budget:g}")
-            + (f"-{protocol}" if protocol else "") + f"-{kind}")
+    return (f"{benchmark}-sigma{sigma:g}" + (f"-{protocol}" if protocol else "")
+            + ("" if budget is None else f"-budget{budget:g}") + f"-{kind}")
 
 
 def _slug(text: str) -> str:

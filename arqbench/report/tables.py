@@ -85,9 +85,13 @@ class Board:
     radii: list[str]
 
     def sigmas(self):
-        """(protocol, sigma, its tables) in section order."""
+        """(protocol, sigma, its tables) in section order. A protocol whose only rows at a sigma are the float
+        model's, which it shares with another protocol's section there, gets no section of its own."""
         keys = sorted({(t.protocol, t.sigma) for t in self.tables})
+        ranked = {(t.protocol, t.sigma) for t in self.tables if t.budget is not None}
         for protocol, sigma in keys:
+            if (protocol, sigma) not in ranked and any(s == sigma for _, s in ranked):
+                continue
             yield protocol, sigma, [t for t in self.tables if (t.protocol, t.sigma) == (protocol, sigma)]
 
     def cost_model(self, protocol: str) -> str:
