@@ -106,6 +106,10 @@ def certify(args, flags: dict) -> int:
     check_values([benchmark_name], sigmas=[sigma], device=args.device, checkpoint=args.checkpoint,
                  data_root=args.data_root, seeds=[seed])
     device = torch.device(args.device)
+    threads = ((source or {}).get("versions") or {}).get("threads")
+    if device.type == "cpu" and isinstance(threads, int) and threads > 0 and threads != torch.get_num_threads():
+        torch.set_num_threads(threads)  # CPU training and fine-tuning round differently with another thread count
+        info(f"replaying with {threads} CPU thread{'s' * (threads > 1)}, as {args.policy} was computed")
     benchmark = create_benchmark(benchmark_name, flags.get("options"))
     protocol = resolve(benchmark, flags, args.preset)
     certifiers = args.certifiers or [protocol.certifier]
@@ -149,7 +153,8 @@ def certify(args, flags: dict) -> int:
         theirs = (source.get("base_model") or {}).get("fingerprint")
         if theirs and theirs != prepared.fingerprint:
             warn(f"the base model here ({prepared.fingerprint}) is not the one {args.policy} used ({theirs}); "
-                 f"pass its checkpoint with --checkpoint to reproduce it")
+                 f"pass its checkpoint with --checkpoint (or train it again with the same thread count: a fresh "
+                 f"ARQBENCH_HOME) to reproduce it")
         return model_commands.compare(source["metrics"], measured[protocol.certifier], args.policy)
     return 0
 

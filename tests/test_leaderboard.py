@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from conftest import TINY
 from statsmodels.stats.weightstats import DescrStatsW
 
@@ -362,3 +363,23 @@ def test_certify_reproduces_a_real_result_file(tmp_path, cli):
         "sigma 0.5 vs 0.25", "seed 1 vs 0"]
     code, _, _ = cli("leaderboard", "--results", out, "--out", tmp_path)
     assert code == 0 and "digits/sigma0.25/budget0.05/" in (tmp_path / "digits.md").read_text()
+
+
+
+def test_certify_replays_a_cpu_result_with_the_thread_count_it_was_computed_with(tmp_path, cli):
+    out = tmp_path / "results"
+    code, _, err = cli("run", "--methods", "uniform", "--budget", "0.05", "--out", out, *TINY)
+    assert code == 0, err
+    path = out / "digits/sigma0.25/budget0.05/uniform-seed0.json"
+    result = json.loads(path.read_text())
+    before = torch.get_num_threads()
+    assert result["versions"]["threads"] == before
+    result["versions"]["threads"] = before + 1
+    path.write_text(json.dumps(result))
+    try:
+        code, _, err = cli("certify", "--policy", path)
+        assert code == 0, err
+        assert f"replaying with {before + 1} CPU threads, as {path} was computed" in " ".join(err.split())
+        assert torch.get_num_threads() == before + 1
+    finally:
+        torch.set_num_threads(before)
