@@ -17,7 +17,6 @@ from torch.nn import functional as F
 
 from arqbench import plugins
 from arqbench.errors import ArqbenchError, InfeasibleBudget
-from arqbench.models import checkpoints
 from arqbench.quantization.layers import LayerInfo
 from arqbench.quantization.policy import MAX_BITS
 
@@ -169,24 +168,10 @@ def test_options_are_checked():
 # --- a short run on digits ----------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def digits_checkpoint(tmp_path_factory):
-    """A briefly noise-trained digits model, so this file does not wait for the full base-model training."""
-    from arqbench.models.training import train
-
-    benchmark = plugins.create("benchmark", "digits")
-    torch.manual_seed(0)
-    model = benchmark.build_model()
-    train(model, benchmark.splits(None).train, benchmark.recipe, 0.25, torch.device("cpu"), 0, epochs=2)
-    path = tmp_path_factory.mktemp("hawq") / "digits.pt"
-    checkpoints.save(model, path, benchmark="digits", sigma=0.25)
-    return path
-
-
-def test_hawq_run_on_digits_records_traces(cli, tmp_path, digits_checkpoint):
+def test_hawq_run_on_digits_records_traces(cli, tmp_path, quick_digits_checkpoint):
     options = ["--option", "hawq.batches=1", "--option", "hawq.batch_size=64", "--option", "hawq.max_iter=5"]
     code, out, err = cli("run", "--methods", "hawq", "--sigma", "0.25", "--budget", "0.025", "--out", tmp_path,
-                         "--checkpoint", digits_checkpoint, *options, *TINY)
+                         "--checkpoint", quick_digits_checkpoint, *options, *TINY)
     assert code == 0, err
     (path,) = tmp_path.rglob("hawq*.json")
     result = json.loads(path.read_text())
@@ -200,7 +185,7 @@ def test_hawq_run_on_digits_records_traces(cli, tmp_path, digits_checkpoint):
     assert not info["trace_cached"]
 
     code, _, err = cli("run", "--methods", "hawq", "--sigma", "0.25", "--budget", "0.03", "--out", tmp_path,
-                       "--checkpoint", digits_checkpoint, *options, "--option", "hawq.tie=none", *TINY)
+                       "--checkpoint", quick_digits_checkpoint, *options, "--option", "hawq.tie=none", *TINY)
     assert code == 0, err
     (again,) = tmp_path.rglob("budget0.03*/hawq*.json")
     info = json.loads(again.read_text())["search"]
