@@ -102,7 +102,7 @@ class Hawq:
         groups = self.ties(ctx)
         cost_name = f"cost model '{ctx.protocol.cost_model}'"
         policy, objective = ilp_policy(ctx.layers, ctx.fixed, groups, omega, ctx.cost_fraction, ctx.budget,
-                                       ctx.search_activations, cost_name)
+                                       ctx.search_activations, cost_name, "hawq")
         info = {
             "traces": trace,
             "trace_iterations": {n: int(t["iterations"]) for n, t in traces.items()},

@@ -31,7 +31,7 @@ ADDITIVITY_SAMPLES = 32
 TIE = 1e-7  # total sensitivities this close (relative to the largest |Omega|) are ties for ``prefer_bits``
 
 
-def tie_units(layers, fixed, groups, method: str = "hawq") -> tuple[list[list[str]], set[str]]:
+def tie_units(layers, fixed, groups, method: str = "search") -> tuple[list[list[str]], set[str]]:
     """Merge overlapping tie groups; return the free units (groups and single layers, in layer order) and the
     layers held at 8/8 (the fixed ones plus every group that contains one)."""
     names = [l.name for l in layers]
@@ -63,7 +63,7 @@ def tie_units(layers, fixed, groups, method: str = "hawq") -> tuple[list[list[st
 
 
 def ilp_policy(layers, fixed, groups, omega, cost_fraction, budget: float, search_activations: bool,
-               cost_name: str = "cost model", method: str = "hawq", prefer_bits: bool = False) -> tuple[Policy, float]:
+               cost_name: str = "cost model", method: str = "search", prefer_bits: bool = False) -> tuple[Policy, float]:
     """The policy minimizing total Omega under the budget (module docstring), and its objective value.
 
     ``omega``: ``{layer: {choice: Omega}}`` for every layer of a free unit, each with the same choices;
