@@ -104,6 +104,10 @@ def test_haq_search_on_digits_writes_a_within_budget_result(cli, tmp_path):
     history = record["search"]["history"]
     assert len(history) == 4 and all({"policy", "cost", "reward", "accuracy"} <= set(h) for h in history)
     assert record["search"]["best_reward"] == max(h["reward"] for h in history)
+    # every candidate was fine-tuned; whether one had to rerun with BatchNorm frozen is recorded, as for the model
+    assert record["search"]["candidate_finetunes"] == 4 - sum(h.get("revisit", False) for h in history)
+    assert record["search"]["frozen_batchnorm_finetunes"] == 0
+    assert record["finetune"] == {"epochs": record["config"]["protocol"]["finetune_epochs"], "frozen_batchnorm": False}
 
 
 def test_a_revisited_policy_is_scored_once():

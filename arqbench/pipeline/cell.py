@@ -7,7 +7,7 @@ certified in shards and merged in order is the cell certified at once.
 """
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -16,7 +16,7 @@ from torch.utils.data import Subset
 
 from arqbench import plugins, runtime
 from arqbench.errors import ArqbenchError
-from arqbench.models.training import accuracy, train
+from arqbench.models.training import accuracy, finetune
 from arqbench.pipeline import saved
 from arqbench.pipeline.config import Protocol
 from arqbench.pipeline.prepare import Prepared
@@ -41,6 +41,7 @@ class Trained:
     timing: dict
     clean_acc: float
     versions: dict
+    finetune: dict = field(default_factory=dict)  # epochs, frozen_batchnorm; empty for the fp32 row
 
 
 @dataclass
@@ -60,6 +61,7 @@ class CellRun:
         """Search (unless ``policy`` is given, or the cell is the fp32 row) and fine-tune the cell's model."""
         timing = {"search_s": 0.0, "search_cost_s": 0.0, "finetune_s": 0.0, "certify_s": 0.0}
         search: dict = {}
+        tuning: dict = {}
         model = self.prepared.model
         if self.cell.method != REFERENCE:
             start = time.perf_counter()
@@ -69,15 +71,19 @@ class CellRun:
             timing["search_s"] = time.perf_counter() - start
             timing["search_cost_s"] = timing["search_s"] + float(search.get("reused_s", 0.0))
             start = time.perf_counter()
-            model = self.quantized_model(policy)
+            model, tuning = self.quantized_model(policy)
             timing["finetune_s"] = time.perf_counter() - start
         clean = accuracy(model, self.prepared.data.test, self.device, workers=self.prepared.data.workers)
-        return Trained(model, policy, search, timing, clean, versions(self.device))
+        return Trained(model, policy, search, timing, clean, versions(self.device), tuning)
 
     def search(self) -> tuple[policies.Policy, dict]:
         """The cell's method, with the run's options for it, on the cell's search context."""
         torch.manual_seed(self.cell.seed)
-        found = self.protocol.create("search", self.cell.method).search(self.context())
+        context = self.context()
+        found = self.protocol.create("search", self.cell.method).search(context)
+        if context.finetunes:
+            return found.policy, {**found.info, "candidate_finetunes": context.finetunes,
+                                  "frozen_batchnorm_finetunes": context.frozen_batchnorm_finetunes}
         return found.policy, found.info
 
     def context(self) -> SearchContext:
@@ -92,17 +98,18 @@ class CellRun:
             reference_key=prepared.reference_key,
         )
 
-    def quantized_model(self, policy: policies.Policy) -> nn.Module:
-        """The protocol's quantized model: the run's quantizer, calibrated, then the common noisy fine-tune."""
+    def quantized_model(self, policy: policies.Policy) -> tuple[nn.Module, dict]:
+        """The protocol's quantized model (the run's quantizer, calibrated, then the common noisy fine-tune),
+        and how it was fine-tuned: ``frozen_batchnorm`` when the plain fine-tune diverged and reran."""
         prepared, protocol = self.prepared, self.protocol
         quantizer = protocol.create("quantizer", protocol.quantizer)
         calibration = calibration_batches(prepared.data, prepared.sigma, self.device, self.cell.seed)
         model = quantizer.quantize(prepared.model, policy, calibration)
-        if protocol.finetune_epochs > 0:
-            train(model, prepared.data.finetune, prepared.benchmark.finetune, prepared.sigma, self.device,
-                  self.cell.seed, epochs=protocol.finetune_epochs, description=f"fine-tune {self.cell.method}",
-                  workers=prepared.data.workers)
-        return model.eval()
+        frozen = protocol.finetune_epochs > 0 and finetune(
+            model, prepared.data.finetune, prepared.benchmark.finetune, prepared.sigma, self.device,
+            self.cell.seed, epochs=protocol.finetune_epochs, description=f"fine-tune {self.cell.method}",
+            workers=prepared.data.workers)
+        return model.eval(), {"epochs": protocol.finetune_epochs, "frozen_batchnorm": frozen}
 
     def smoothing(self) -> SmoothingConfig:
         p = self.protocol
@@ -149,7 +156,8 @@ class CellRun:
             "certificates": [c.as_dict() for c in certs],
             "base_model": {**prepared.source, "fingerprint": prepared.fingerprint},
             "config": config_record(cell, protocol), "plugins": plugin_record(cell, protocol),
-            "versions": trained.versions, "created": now(), **({"model": model} if model else {}),
+            "versions": trained.versions, "created": now(), **({"finetune": trained.finetune} if trained.finetune else {}),
+            **({"model": model} if model else {}),
         }
 
 

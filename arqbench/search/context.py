@@ -14,7 +14,7 @@ from torch import nn
 
 from arqbench.models.benchmark import Benchmark
 from arqbench.models.data import ProtocolData, noisy_batches
-from arqbench.models.training import accuracy, train
+from arqbench.models.training import accuracy, finetune
 from arqbench.quantization import policy as policies
 from arqbench.quantization.layers import LayerInfo
 from arqbench.smoothing.certification import Reference
@@ -49,6 +49,8 @@ class SearchContext:
     def __post_init__(self):
         self.float_cost = self.cost_model.cost(self.layers, policies.float_policy(self.layers))
         self._calibration: list[torch.Tensor] | None = None
+        self.finetunes = 0  # candidate fine-tunes run, and how many of them diverged and reran (``finetune``)
+        self.frozen_batchnorm_finetunes = 0
 
     def cost_fraction(self, policy: policies.Policy) -> float:
         return self.cost_model.cost(self.layers, policy) / self.float_cost
@@ -74,10 +76,13 @@ class SearchContext:
     def finetune(self, model: nn.Module, steps: int) -> nn.Module:
         """The protocol's noise-augmented fine-tune (the benchmark's recipe, same seed), cut to ``steps``
         SGD steps: the short fine-tune a candidate gets before it is scored, so a search rates the kind of
-        model that ships. Deterministic for a given policy, so a revisited policy scores the same."""
+        model that ships. Deterministic for a given policy, so a revisited policy scores the same; one that
+        diverges reruns with BatchNorm frozen, as the final fine-tune would (``arqbench.models.training``)."""
         if steps > 0:
-            train(model, self.data.finetune, self.benchmark.finetune, self.sigma, self.device, self.seed,
-                  description="candidate fine-tune", workers=self.data.workers, steps=steps)
+            self.finetunes += 1
+            self.frozen_batchnorm_finetunes += finetune(
+                model, self.data.finetune, self.benchmark.finetune, self.sigma, self.device, self.seed,
+                description="candidate fine-tune", workers=self.data.workers, steps=steps)
         return model.eval()
 
     def candidate(self, policy: policies.Policy, finetune_steps: int) -> nn.Module:
