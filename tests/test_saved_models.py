@@ -76,7 +76,7 @@ def test_certify_model_reproduces_its_cell_without_fine_tuning(cli, tmp_path, mo
     def no_training(*args, **kwargs):
         raise AssertionError("certify --model must not train")
 
-    monkeypatch.setattr("arqbench.pipeline.cell.train", no_training)
+    monkeypatch.setattr("arqbench.pipeline.cell.finetune", no_training)
     code, out, err = cli("certify", "--model", model)
     assert code == 0, err
     assert "re-certification against" in out and " NO " not in out and out.count(" yes ") >= 10
