@@ -3,9 +3,9 @@
 - ``certify(model, inputs, labels, sigma, ...)``: randomized-smoothing certificates of any ``nn.Module``
 - ``run(config=None, **settings)``: a sweep, exactly as ``arqbench run`` (same flags, same code), its results
 - ``load_results(path)`` / ``load_certificates(path)``: result files as tidy pandas DataFrames
-- ``quantize(model, policy, quantizer="linear", calibration=...)``: a fake-quantized copy of a model
+- ``quantize(model, policy, quantizer=None, calibration=...)``: a fake-quantized copy of a model
 - ``load_model(path)`` / ``export_onnx(model, path, input_shape)``: saved quantized models
-- ``arqbench.plugins``: ``names(kind)``, ``create(kind, name, **options)``, ``defaults(kind, name)``
+- ``arqbench.plugins``: ``names(kind)``, ``default(kind)``, ``create(kind, name, **options)``, ``defaults(kind, name)``
 
 Each sets the process up as the command line does (``arqbench.runtime.keep_freed_memory``: CPU inference about
 twice as fast), so a script certifies as fast as the CLI. Mistakes raise ``arqbench.errors.ArqbenchError`` with
@@ -39,7 +39,7 @@ __all__ = ["certify", "run", "load_results", "load_certificates", "quantize", "l
 
 
 def certify(model: nn.Module, inputs: torch.Tensor | Sequence[torch.Tensor], labels: Iterable[int], sigma: float,
-            n0: int = 100, n: int = 100_000, alpha: float = 0.001, certifier: str = "rs",
+            n0: int = 100, n: int = 100_000, alpha: float = 0.001, certifier: str | None = None,
             reference: nn.Module | Reference | None = None, *, batch_size: int = 1000, seed: int = 0,
             num_classes: int | None = None, precision: str = "fp32", options: dict | None = None,
             indices: Sequence[int] | None = None) -> Certificates:
@@ -51,7 +51,8 @@ def certify(model: nn.Module, inputs: torch.Tensor | Sequence[torch.Tensor], lab
     ``inputs``: a tensor (N, ...) or a sequence of N tensors; ``labels``: N class indices. ``n0`` samples
     choose each example's class, ``n`` samples bound its probability from below at confidence 1 - ``alpha``
     (Clopper-Pearson); the radius is sigma * Phi^-1(pA_lower), or the certificate abstains (prediction -1).
-    ``certifier`` is a certifier plugin (``rs``: Cohen's CERTIFY; ``irs``: incremental, which needs the
+    ``certifier`` is a certifier plugin (default: the one registered as the default, ``rs``: Cohen's CERTIFY;
+    ``irs``: incremental, which needs the
     ``reference`` float model ``model`` derives from, and caches that model's certification in
     ``$ARQBENCH_HOME``) built with ``options``. Noise is seeded by (``seed``, the example's index in
     ``indices``, default 0..N-1), so a certificate does not depend on batching and can be replayed.
@@ -76,6 +77,7 @@ def certify(model: nn.Module, inputs: torch.Tensor | Sequence[torch.Tensor], lab
     config = SmoothingConfig(float(sigma), int(n0), int(n), float(alpha), int(batch_size), int(seed), precision)
     if reference is not None and not isinstance(reference, Reference):
         reference = Reference(reference.eval(), {"model": _fingerprint(reference), "data": _fingerprint(xs, ys, indices)})
+    certifier = certifier or plugins.default("certifier")
     plugin = plugins.create("certifier", certifier, **(options or {}))
     certs = plugin.certify(model, list(zip(indices, xs, ys)), config, num_classes, reference=reference)
     return Certificates(list(certs), config, certifier)
@@ -115,7 +117,7 @@ def run(config: str | Path | None = None, **settings) -> pd.DataFrame:
     on the command line. With ``dry_run=True`` nothing runs: the estimate is printed and returned as a
     DataFrame (one row per cell: its stage costs in noisy forwards, and seconds).
     """
-    from arqbench.cli import build_parser, overrides
+    from arqbench.cli import build_parser, overrides, parse
     from arqbench.pipeline import dryrun, sweepfile
     from arqbench.pipeline.sweep import SweepSpec, plan, run_sweep
 
@@ -125,7 +127,7 @@ def run(config: str | Path | None = None, **settings) -> pd.DataFrame:
         settings["no_save_models"] = True
     argv = ["run", *([f"--config={config}"] if config is not None else []),
             *sweepfile.to_argv(settings, sweepfile.run_flags(parser), "arqbench.run()")]
-    args = sweepfile.apply(parser, argv, parser.parse_args(argv))
+    args = parse(parser, argv)
     args.argv, args.settings = argv, sweepfile.resolved(args, parser)
     spec = SweepSpec.from_args(args, overrides(args))
     if args.dry_run:
@@ -153,10 +155,10 @@ def load_certificates(path: str | Path) -> pd.DataFrame:
     return frames.certificates_frame(Path(path))
 
 
-def quantize(model: nn.Module, policy: Policy | int | tuple[int, int], quantizer: str = "linear",
+def quantize(model: nn.Module, policy: Policy | int | tuple[int, int], quantizer: str | None = None,
              calibration: torch.Tensor | Sequence[torch.Tensor] | None = None, options: dict | None = None) -> nn.Module:
     """A fake-quantized copy of ``model`` (eval mode; the model itself is not changed) by the ``quantizer``
-    plugin built with ``options``.
+    plugin built with ``options`` (default: the quantizer registered as the default, e.g. ``linear``).
 
     ``policy``: ``{layer name: (weight bits, activation bits)}`` for some of the model's Conv2d/Linear layers
     (the others stay float), or one bit-width (or (w, a) pair) for all of them; bits in [2, 8].
@@ -177,5 +179,5 @@ def quantize(model: nn.Module, policy: Policy | int | tuple[int, int], quantizer
             raise ArqbenchError(f"quantize: layer '{name}' has bits {bits!r}; give (weight bits, activation bits), "
                                 f"each in [{MIN_BITS}, {MAX_BITS}]")
     batches = [] if calibration is None else [calibration] if isinstance(calibration, torch.Tensor) else list(calibration)
-    plugin = plugins.create("quantizer", quantizer, **(options or {}))
+    plugin = plugins.create("quantizer", quantizer or plugins.default("quantizer"), **(options or {}))
     return plugin.quantize(model, {k: tuple(v) for k, v in policy.items()}, batches).eval()

@@ -12,6 +12,7 @@ from arqbench.errors import ArqbenchError
 from arqbench.pipeline import sweepfile
 
 DEFAULT_OUT = Path("arqbench-results")
+DEFAULT_BENCHMARK = "default: the default benchmark; see `arqbench list`"
 SHARED = "*"  # options set for every plugin that takes the key (arqbench.pipeline.config.SHARED)
 # Convenience flags that set one option of every plugin taking it: flag -> (option, type, help)
 ALIASES = {
@@ -193,8 +194,8 @@ def build_parser() -> Parser:
     run = sub.add_parser("run", help="run a sweep and store one result file per cell")
     run.add_argument("--methods", type=names("--methods"),
                      help="search methods, comma list (default: every registered search; see `arqbench list`)")
-    run.add_argument("--benchmarks", type=names("--benchmarks"), default=["digits"],
-                     help="benchmarks, comma list (see `arqbench list`)")
+    run.add_argument("--benchmarks", type=names("--benchmarks"),
+                     help="benchmarks, comma list (default: the default benchmark; see `arqbench list`)")
     run.add_argument("--sigma", type=floats("--sigma"), default=[0.25], help="noise level(s), comma list")
     run.add_argument("--budget", type=floats("--budget"), default=[0.025],
                      help="cost budget(s) as fractions of float cost, comma list (0.025 = 2.5%%)")
@@ -237,9 +238,10 @@ def build_parser() -> Parser:
                           description="Every layer quantized alone at each bit-width: what the smoothed classifier "
                                       "loses on the search split (arqbench.search.sensitivity). Settings resolve as "
                                       "for `arqbench run`, so `run --methods robust-ilp` with the same settings "
-                                      "reuses the cached profile; --certifier measures the ACR (default irs), "
+                                      "reuses the cached profile; --certifier measures the ACR (default: the "
+                                      "certifier registered for profiles, see `arqbench list`), "
                                       "--search-activations profiles activation bits too.")
-    prof.add_argument("--benchmark", default="digits", help="benchmark whose base model is profiled")
+    prof.add_argument("--benchmark", help=f"benchmark whose base model is profiled ({DEFAULT_BENCHMARK})")
     prof.add_argument("--sigma", type=floats("--sigma"), default=[0.25], help="noise level(s), comma list")
     prof.add_argument("--seed", type=int, default=0, help="seed of the calibration and the noise (a run's --seed)")
     prof.add_argument("--metric", choices=["acr", "disagreement"], default="acr",
@@ -250,7 +252,7 @@ def build_parser() -> Parser:
     add_place_flags(prof)
 
     cert = sub.add_parser("certify", help="certify one model (float, or quantized with --policy)")
-    cert.add_argument("--benchmark", default="digits", help="benchmark whose model is certified (see `arqbench list`)")
+    cert.add_argument("--benchmark", help=f"benchmark whose model is certified ({DEFAULT_BENCHMARK})")
     cert.add_argument("--sigma", type=float, help="noise level (default: the result file's, else 0.25)")
     cert.add_argument("--policy", type=Path,
                       help="a policy JSON or a result file, whose fine-tune and seed are replayed (default: none: "
@@ -274,7 +276,7 @@ def build_parser() -> Parser:
     exp.add_argument("--opset", type=int, default=13, help="ONNX opset, 13 to 20 (default 13)")
 
     tr = sub.add_parser("train", help="train a benchmark's base model with noise augmentation")
-    tr.add_argument("--benchmark", default="digits", help="benchmark whose base model is trained (see `arqbench list`)")
+    tr.add_argument("--benchmark", help=f"benchmark whose base model is trained ({DEFAULT_BENCHMARK})")
     tr.add_argument("--sigma", type=floats("--sigma"), default=[0.25], help="noise level(s) to train at, comma list")
     tr.add_argument("--epochs", type=int, help="override the recipe's epochs (default: the benchmark's recipe)")
     tr.add_argument("--seed", type=int, default=0, help="training seed")
@@ -282,6 +284,19 @@ def build_parser() -> Parser:
     add_place_flags(tr, checkpoint="fine-tune from this checkpoint (Cohen .pth.tar, state_dict or arqbench's) "
                                    "instead of training from scratch (default: from scratch)")
     return parser
+
+
+def parse(parser: Parser, argv: list[str]) -> argparse.Namespace:
+    """The command line, after ``run --config FILE``'s flags (the file's first); a benchmark left unnamed is
+    the plugin registered as the default benchmark."""
+    from arqbench import plugins
+
+    args = sweepfile.apply(parser, argv, parser.parse_args(argv))
+    if getattr(args, "benchmarks", ()) is None:
+        args.benchmarks = [plugins.default("benchmark")]
+    if getattr(args, "benchmark", ()) is None:
+        args.benchmark = plugins.default("benchmark")
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -293,7 +308,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         argv = sys.argv[1:] if argv is None else argv
         parser = build_parser()
-        args = sweepfile.apply(parser, argv, parser.parse_args(argv))  # run --config FILE: the file's flags first
+        args = parse(parser, argv)
         args.argv = argv
         if args.command == "run":
             args.settings = sweepfile.resolved(args, parser)

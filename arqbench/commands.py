@@ -53,11 +53,13 @@ def list_plugins(args, flags: dict) -> int:
     if args.options:
         return list_options(args.options)
     table = Table(title="arqbench plugins")
-    for column in ("kind", "name", "plugin"):
+    for column in ("kind", "name", "plugin", "default"):
         table.add_column(column)
     for kind, entries in plugins.registries().items():
         for name in sorted(entries):
-            table.add_row(kind.replace("_", " "), name, entries[name].plugin)
+            entry = entries[name]
+            marker = "" if not entry.default else "yes" if entry.default is True else f"for {entry.default}"
+            table.add_row(kind.replace("_", " "), name, entry.plugin, marker)
     stdout.print(table)
     return 0
 
@@ -184,7 +186,7 @@ def profile(args, flags: dict) -> int:
         raise ArqbenchError(f"--images must be a positive integer, got {args.images}")
     device = torch.device(args.device)
     benchmark = create_benchmark(args.benchmark, flags.get("options"))
-    certifier_name = flags.get("certifier") or "irs"  # the profile's certifier; not the final certification's
+    certifier_name = flags.get("certifier") or plugins.default("certifier", "profile")  # not the final certification's
     protocol = resolve(benchmark, {**flags, "certifier": None}, args.preset)
     plugins.get("certifier", certifier_name)
     for sigma in args.sigma:

@@ -5,12 +5,15 @@ entry-point group ``arqbench`` (``[project.entry-points.arqbench]`` in its pypro
 arqbench's own quantizers, certifiers, searches, cost models and benchmarks are. Each hook is called
 once, with one argument:
 
-    register(name: str, factory: Callable[..., object]) -> None
+    register(name: str, factory: Callable[..., object], default: bool | str = False) -> None
 
 to be called once per thing the plugin provides. ``name`` is how users choose it (unique per kind: a
 clash is an error naming both plugins). ``factory(**options)`` builds the object; its keyword parameters
 are the plugin's options (``--option NAME.KEY=VALUE``). What the object must do is its kind's Protocol in
-``arqbench.interfaces``, named in each hook below.
+``arqbench.interfaces``, named in each hook below. ``default=True`` makes it what a run uses when the user
+names no plugin of its kind (the core names none itself); a string makes it the default for that use only
+(``"profile"``: the certifier ``arqbench profile`` measures with). One default per kind and use: a second is
+an error naming both plugins; `arqbench list` shows which they are.
 """
 
 import pluggy

@@ -31,6 +31,7 @@ class Entry:
     name: str
     factory: Callable[..., Any]
     plugin: str
+    default: bool | str = False  # True: the kind's default; a string: the default for that use (``default``)
 
 
 def _wanted() -> set[str] | None:
@@ -88,13 +89,22 @@ def registries() -> dict[str, dict[str, Entry]]:
         for impl in reversed(caller.get_hookimpls()):  # registration order
             plugin_name = impl.plugin_name
 
-            def register(name, factory, _plugin=plugin_name, _kind=kind, _entries=entries):
+            def register(name, factory, default=False, _plugin=plugin_name, _kind=kind, _entries=entries):
                 if name in _entries:
                     raise ArqbenchError(
                         f"{_kind} '{name}' is registered by both plugin '{_entries[name].plugin}' "
                         f"and plugin '{_plugin}'; uninstall one or exclude it with ARQBENCH_PLUGINS"
                     )
-                _entries[name] = Entry(_kind, name, factory, _plugin)
+                if not isinstance(default, (bool, str)):
+                    raise ArqbenchError(f"plugin '{_plugin}' registered {_kind} '{name}' with default={default!r}; "
+                                        f"give True, False or the name of a use")
+                other = next((e for e in _entries.values() if default and e.default == default), None)
+                if other is not None:
+                    raise ArqbenchError(
+                        f"{_kind} '{name}' (plugin '{_plugin}') and {_kind} '{other.name}' (plugin '{other.plugin}') "
+                        f"are both registered as the default{_use(default)}; exclude one with ARQBENCH_PLUGINS"
+                    )
+                _entries[name] = Entry(_kind, name, factory, _plugin, default)
 
             try:
                 impl.function(register=register)
@@ -111,6 +121,23 @@ def registries() -> dict[str, dict[str, Entry]]:
 
 def names(kind: str) -> list[str]:
     return sorted(registries()[kind])
+
+
+def default(kind: str, use: str | None = None) -> str:
+    """The name of the plugin of ``kind`` registered with ``default=True``: what a run uses when none is named.
+    With ``use``, the one registered with ``default=use`` (e.g. the certifier that measures sensitivity
+    profiles, ``"profile"``), else the kind's default."""
+    entries = registries()[kind].values()
+    for wanted in ([use] if use else []) + [True]:
+        for entry in entries:
+            if entry.default == wanted:
+                return entry.name
+    raise ArqbenchError(f"no installed plugin is the default {kind.replace('_', ' ')}{_use(use)}; name one (see "
+                        f"`arqbench list`), or load arqbench's bundled plugins (ARQBENCH_PLUGINS leaves them out)")
+
+
+def _use(use: bool | str | None) -> str:
+    return f" for {use}" if isinstance(use, str) else ""
 
 
 def get(kind: str, name: str) -> Entry:

@@ -15,5 +15,5 @@ class ModelSize:
 
 @hookimpl
 def register_cost_model(register):
-    register("bitops", BitOps)
+    register("bitops", BitOps, default=True)
     register("size", ModelSize)

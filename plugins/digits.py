@@ -90,4 +90,4 @@ def digits() -> Digits:
 
 @hookimpl
 def register_benchmark(register):
-    register("digits", digits)
+    register("digits", digits, default=True)

@@ -165,4 +165,4 @@ class IncrementalRS:
 
 @hookimpl
 def register_certifier(register):
-    register("irs", IncrementalRS)
+    register("irs", IncrementalRS, default="profile")

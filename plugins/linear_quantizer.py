@@ -149,4 +149,4 @@ class LinearQuantizer:
 
 @hookimpl
 def register_quantizer(register):
-    register("linear", LinearQuantizer)
+    register("linear", LinearQuantizer, default=True)

@@ -13,4 +13,4 @@ class RandomizedSmoothing:
 
 @hookimpl
 def register_certifier(register):
-    register("rs", RandomizedSmoothing)
+    register("rs", RandomizedSmoothing, default=True)

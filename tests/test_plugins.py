@@ -51,6 +51,59 @@ def test_a_name_clash_names_both_plugins():
     assert plugins.get("search", "uniform").plugin == "uniform"
 
 
+class SecondDefault:
+    @hookimpl
+    def register_quantizer(self, register):
+        register("also-default", object, default=True)
+
+
+def test_the_defaults_are_registered_not_named_by_the_core():
+    assert [plugins.default(kind) for kind in ("benchmark", "quantizer", "cost_model", "certifier")] == \
+        ["digits", "linear", "bitops", "rs"]
+    assert plugins.default("certifier", "profile") == "irs"
+    assert plugins.default("quantizer", "profile") == "linear"  # no default for that use: the kind's default
+
+
+def test_a_second_default_names_both_plugins():
+    plugins.register_plugin(SecondDefault(), "second-default")
+    try:
+        with pytest.raises(ArqbenchError, match="are both registered as the default; exclude one") as error:
+            plugins.registries()
+        assert "quantizer 'also-default' (plugin 'second-default')" in str(error.value)
+        assert "quantizer 'linear' (plugin 'linear')" in str(error.value)
+    finally:
+        plugins.unregister_plugin("second-default")
+
+
+def test_a_third_party_default_is_what_a_run_uses_when_the_bundled_one_is_left_out():
+    from arqbench.pipeline.config import resolve
+
+    linear = plugins.pm.get_plugin("linear")
+    plugins.unregister_plugin("linear")
+
+    class Mine:
+        @hookimpl
+        def register_quantizer(self, register):
+            register("mine", plugins.registries.__class__, default=True)
+
+    plugins.register_plugin(Mine(), "mine")
+    try:
+        assert resolve(plugins.create("benchmark", "digits"), {}).quantizer == "mine"
+        assert resolve(plugins.create("benchmark", "digits"), {"quantizer": "lsq"}).quantizer == "lsq"
+    finally:
+        plugins.unregister_plugin("mine")
+        plugins.register_plugin(linear, "linear")
+    assert resolve(plugins.create("benchmark", "digits"), {}).quantizer == "linear"
+
+
+def test_without_a_default_a_run_must_name_its_benchmark():
+    result = run_subprocess("run", "--methods", "uniform", "--dry-run", env={"ARQBENCH_PLUGINS": "uniform,costs,linear,rs"})
+    assert result.returncode == 2
+    assert result.stderr.strip() == ("arqbench: error: no installed plugin is the default benchmark; name one (see "
+                                     "`arqbench list`), or load arqbench's bundled plugins (ARQBENCH_PLUGINS leaves "
+                                     "them out)")
+
+
 def test_unknown_names_list_the_available_ones():
     with pytest.raises(ArqbenchError, match=r"unknown search 'nope'; available: .*uniform"):
         plugins.get("search", "nope")

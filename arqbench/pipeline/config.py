@@ -1,4 +1,5 @@
-"""The protocol settings of a run: global defaults < benchmark defaults < preset < command-line flags.
+"""The protocol settings of a run: global defaults < benchmark defaults < preset < command-line flags; the
+quantizer, cost model and certifier no one names are the plugins registered as their kind's default.
 
 ``Protocol`` holds only what every cell shares (certification, quantizer, cost model, fine-tune). What a
 single plugin needs is that plugin's own option, ``options = {plugin name: {key: value}}``, checked against
@@ -18,10 +19,9 @@ from arqbench.runtime import PRECISIONS
 SHARED = "*"
 DEFAULTS = {
     "n0": 100, "n": 100_000, "alpha": 0.001, "test_images": 500, "batch_size": 1000, "subset": "random",
-    "precision": "fp32",
-    "quantizer": "linear", "cost_model": "bitops", "certifier": "rs",
-    "search_activations": False, "keep_ends": True,
+    "precision": "fp32", "search_activations": False, "keep_ends": True,
 }
+PLUGIN_SETTINGS = ("quantizer", "cost_model", "certifier")  # default: the plugin registered as its kind's default
 PRESETS = {
     # Cohen et al.'s certification, as the ARQ paper reports it. Plugin options keep their defaults.
     "paper": {"n0": 100, "n": 100_000, "alpha": 0.001, "test_images": 500},
@@ -82,6 +82,9 @@ def resolve(benchmark: Benchmark, overrides: dict, preset: str | None = None) ->
         values.update(PRESETS[preset])
     values.update({k: v for k, v in overrides.items() if v is not None and k != "options"})
     values["options"] = merge_options(benchmark.defaults.get("options"), overrides.get("options"))
+    for kind in PLUGIN_SETTINGS:
+        if values.get(kind) is None:
+            values[kind] = plugins.default(kind)
     names = {f.name for f in fields(Protocol)}
     unknown = sorted(set(values) - names)
     if unknown:

@@ -29,7 +29,7 @@ def _profiled(benchmark: str) -> tuple[LayerInfo, ...]:
     return tuple(profile_layers(bench.build_model().eval(), bench.input_shape))
 
 
-def float_cost_shares(layers: list[LayerInfo], cost_model: str = "bitops") -> dict[str, float]:
+def float_cost_shares(layers: list[LayerInfo], cost_model: str) -> dict[str, float]:
     """Each layer's fraction of the float model's cost under ``cost_model`` (for an additive cost model)."""
     model = plugins.create("cost_model", cost_model)
     full = {l.name: (FLOAT_BITS, FLOAT_BITS) for l in layers}

@@ -21,7 +21,7 @@ class Certificates(Sequence):
 
     items: list[Certificate]
     config: SmoothingConfig
-    certifier: str = "rs"
+    certifier: str  # the certifier plugin that made them
 
     def __getitem__(self, i):
         return self.items[i]
