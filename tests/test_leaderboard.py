@@ -195,6 +195,18 @@ def test_failed_and_over_budget_rows_are_noted_not_hidden(tmp_path):
     assert "- gamma: seed 1 failed: CUDA out of memory | oops" in first
 
 
+def test_a_model_fine_tuned_with_batchnorm_frozen_is_ranked_and_noted(tmp_path):
+    rescued = {**record("alpha", 0.25, 0.05, 1, values=shifted(0.1)), "finetune": {"epochs": 2, "frozen_batchnorm": True}}
+    results = write_results(tmp_path / "r", [
+        record(REFERENCE, 0.25, None, 0, values=shifted(0.2)), record("alpha", 0.25, 0.05, 0, values=shifted(0.1)),
+        rescued, {**record("beta", 0.25, 0.05, 0, values=shifted(0.0)), "finetune": {"frozen_batchnorm": False}}])
+    render(results, tmp_path)
+    text = (tmp_path / "digits.md").read_text()
+    assert [(r[0], r[1]) for r in next(iter(tables(text).values()))] == [("—", "fp32"), ("1", "alpha"), ("2", "beta")]
+    assert "- alpha: seed 1: the fine-tune diverged and reran with BatchNorm frozen" in text
+    assert "- beta:" not in text
+
+
 def test_options_make_their_own_row_and_commands_are_shown(tmp_path):
     command = "arqbench run --methods a,b --budget 0.05 --out r"
     results = write_results(tmp_path / "r", [

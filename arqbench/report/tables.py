@@ -151,6 +151,7 @@ def flatten(result: dict) -> dict:
             run["cost_pct"] = 100 * c["fraction"]
             run["cost_model"] = c.get("cost_model", "bitops")
             run["within_budget"] = c.get("within_budget", True)
+            run["frozen_batchnorm"] = bool((result.get("finetune") or {}).get("frozen_batchnorm"))
         except (KeyError, TypeError, AttributeError) as exc:
             raise ArqbenchError(f"result file {result.get('path')} lacks {exc} of a finished cell; "
                                 f"re-run that cell with --force") from None
@@ -271,6 +272,10 @@ def _note(row: Row, base: set, budget: float | None) -> None:
         errors = "; ".join(dict.fromkeys(str(r["error"]) for r in failed))
         row.notes.append(f"failed: {errors}" if not row.ok
                          else f"seed {', '.join(str(r['seed']) for r in failed)} failed: {errors}")
+    frozen = [r for r in row.ok if r.get("frozen_batchnorm")]
+    if frozen:  # ranked as usual, but its model was fine-tuned by the fallback (arqbench.models.training.finetune)
+        seeds = ", ".join(str(r["seed"]) for r in frozen)
+        row.notes.append(f"seed {seeds}: the fine-tune diverged and reran with BatchNorm frozen")
     over = [r for r in row.ok if r["method"] != REFERENCE and not r["within_budget"]]
     if over:
         row.flagged = True
