@@ -288,13 +288,13 @@ def build_parser() -> Parser:
 
 def parse(parser: Parser, argv: list[str]) -> argparse.Namespace:
     """The command line, after ``run --config FILE``'s flags (the file's first); a benchmark left unnamed is
-    the plugin registered as the default benchmark."""
+    the plugin registered as the default benchmark (for ``certify``, only where no file names one)."""
     from arqbench import plugins
 
     args = sweepfile.apply(parser, argv, parser.parse_args(argv))
     if getattr(args, "benchmarks", ()) is None:
         args.benchmarks = [plugins.default("benchmark")]
-    if getattr(args, "benchmark", ()) is None:
+    if getattr(args, "benchmark", ()) is None and args.command != "certify":  # certify may read it from a file
         args.benchmark = plugins.default("benchmark")
     return args
 

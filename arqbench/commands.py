@@ -105,6 +105,7 @@ def certify(args, flags: dict) -> int:
         flags = {**_replayable(source["config"]["protocol"]), **{k: v for k, v in flags.items() if v is not None}}
     sigma = 0.25 if sigma is None else sigma
     seed = 0 if seed is None else seed
+    benchmark_name = benchmark_name or plugins.default("benchmark")
     check_values([benchmark_name], sigmas=[sigma], device=args.device, checkpoint=args.checkpoint,
                  data_root=args.data_root, seeds=[seed])
     device = torch.device(args.device)

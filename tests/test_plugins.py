@@ -104,6 +104,14 @@ def test_without_a_default_a_run_must_name_its_benchmark():
                                      "them out)")
 
 
+def test_certify_asks_for_a_default_benchmark_only_where_no_file_names_one(tmp_path):
+    env = {"ARQBENCH_PLUGINS": "uniform,costs,linear,rs"}
+    result = run_subprocess("certify", "--model", tmp_path / "missing.pt", env=env)
+    assert result.returncode == 2 and "missing.pt" in result.stderr and "default" not in result.stderr
+    result = run_subprocess("certify", env=env)
+    assert result.returncode == 2 and "no installed plugin is the default benchmark" in result.stderr
+
+
 def test_unknown_names_list_the_available_ones():
     with pytest.raises(ArqbenchError, match=r"unknown search 'nope'; available: .*uniform"):
         plugins.get("search", "nope")

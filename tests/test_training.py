@@ -67,3 +67,8 @@ def test_a_diverging_finetune_reruns_from_its_start_with_batchnorm_frozen():
 def test_a_finetune_that_diverges_either_way_is_refused_with_its_reason():
     with pytest.raises(TrainingDiverged, match="with BatchNorm frozen; lower the learning rate"):
         finetune(Net(poison_always=True), data(), RECIPE, 0.25, CPU, seed=3, steps=6)
+
+
+def test_a_finetune_does_not_checkpoint(tmp_path):
+    with pytest.raises(ValueError, match="does not checkpoint"):
+        finetune(Net(), data(), RECIPE, 0.25, CPU, seed=3, state_path=tmp_path / "state.pt")

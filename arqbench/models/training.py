@@ -90,16 +90,20 @@ def finetune(model: nn.Module, dataset: Dataset, recipe: TrainRecipe, sigma: flo
     Why: at 2-3 bits a channel's quantized input can be nearly constant over a batch, so its BatchNorm
     divides by a batch standard deviation near sqrt(eps) and the gradients explode (norms of 1e8 on
     digits-mobilenetv2 at 0.75% BitOPs). Running statistics bound that factor. A fine-tune that does not
-    diverge is exactly ``train``; the rerun is deterministic, so a replayed policy fine-tunes the same way.
+    diverge is exactly ``train``; on the CPU the rerun is deterministic, so a replayed policy fine-tunes the
+    same way (on a GPU, as deterministic as its kernels).
     """
+    if options.get("state_path") is not None:
+        raise ValueError("finetune does not checkpoint: a rerun would resume from the diverged run's state")
     start = {name: value.detach().clone() for name, value in model.state_dict().items()}
     try:
         train(model, dataset, recipe, sigma, device, seed, **options)
         return False
     except TrainingDiverged:
-        model.load_state_dict(start)
-        train(model, dataset, recipe, sigma, device, seed, frozen_batchnorm=True, **options)
-        return True
+        pass  # rerun outside the handler: its traceback would keep the first run's optimizer and graph alive
+    model.load_state_dict(start)
+    train(model, dataset, recipe, sigma, device, seed, frozen_batchnorm=True, **options)
+    return True
 
 
 @torch.inference_mode()
