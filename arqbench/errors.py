@@ -11,3 +11,9 @@ class InfeasibleBudget(ArqbenchError):
 
 class SkipBenchmark(ArqbenchError):
     """A benchmark cannot run here (missing data or checkpoint); the message says what to provide."""
+
+
+class Busy(Exception):
+    """Shared work a cell needs (a cached sensitivity profile) is being computed by another process right now.
+    Raised only when the cell was asked not to wait (``SearchContext.wait_for_shared``); the sweep then runs its
+    other cells first and retries this one, waiting, with the cells claimed by other processes."""

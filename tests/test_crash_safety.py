@@ -16,7 +16,9 @@ import torch
 from conftest import TINY, run_subprocess
 
 from arqbench import files, plugins
+from arqbench.errors import Busy
 from arqbench.hookspecs import hookimpl
+from arqbench.quantization.policy import uniform_policy
 from arqbench.search.context import SearchResult
 
 SWEEP = ["run", "--methods", "uniform,random,haq", "--episodes", "3", "--budget", "0.05,0.1", *TINY]
@@ -256,3 +258,33 @@ def test_failing_cells_are_recorded_with_their_reason_and_the_sweep_goes_on(cli,
     # a re-run retries only the failed cells
     code, _, err = cli("run", "--methods", "uniform", "--budget", "0.05", *TINY, "--out", tmp_path)
     assert code == 0 and "0 cells run, 2 reused" in err
+
+
+class BusyOnce:
+    """A search whose shared work another process is computing, until it is allowed to wait for it."""
+
+    class Search:
+        def search(self, ctx):
+            if not ctx.wait_for_shared:
+                raise Busy("profile: another process is measuring this profile")
+            return SearchResult(uniform_policy(ctx.layers, 8, 8))
+
+    @hookimpl
+    def register_search(self, register):
+        register("busy-once", self.Search)
+
+
+def test_a_cell_whose_shared_work_is_busy_runs_after_the_other_cells(cli, tmp_path):
+    plugins.register_plugin(BusyOnce(), "busy-once")
+    try:
+        code, _, err = cli("run", "--methods", "busy-once,uniform", "--budget", "1.0", *TINY, "--out", tmp_path)
+    finally:
+        plugins.unregister_plugin("busy-once")
+    assert code == 0, err
+    record = {r["method"]: r for r in results(tmp_path).values()}
+    assert record["busy-once"]["status"] == record["uniform"]["status"] == "ok"
+    err = flat(err)
+    deferred = err.index("busy-once seed=0: profile: another process is measuring this profile; running it after "
+                         "the other cells")
+    assert deferred < err.index("uniform seed=0") < err.rindex("busy-once seed=0")
+    assert "3 cells run, 0 reused, 0 failed" in err

@@ -10,7 +10,7 @@ from filelock import FileLock
 from torch.utils.data import Subset
 
 from arqbench import plugins
-from arqbench.errors import ArqbenchError
+from arqbench.errors import ArqbenchError, Busy
 from arqbench.models.data import examples
 from arqbench.pipeline.cell import CellRun
 from arqbench.pipeline.config import resolve
@@ -121,6 +121,20 @@ def test_a_second_process_asking_for_the_same_profile_waits_and_reuses_it(digits
     other.release()
     waiter.join(timeout=120)
     assert asked["profile"].computed == 0 and asked["profile"].reused == 7
+
+
+def test_told_not_to_wait_a_search_hears_busy_and_a_measured_profile_leaves_its_lock_free(digits):
+    ctx = context(digits, seed=5)
+    path = sensitivity.profile(ctx, ["net.fc"], False, "acr", "irs", images=2).path
+    lock = FileLock(path.with_name(f".{path.name}.lock"))
+    lock.acquire(timeout=0)  # free again once the profile is measured
+    try:
+        ctx.wait_for_shared = False
+        with pytest.raises(Busy, match="another process is measuring this profile"):
+            sensitivity.profile(ctx, ["net.fc"], False, "acr", "irs", images=2)
+    finally:
+        lock.release()
+    assert sensitivity.profile(ctx, ["net.fc"], False, "acr", "irs", images=2).reused == 7
 
 
 def test_a_pair_is_composed_additively_and_a_policy_sums_its_layers(digits):

@@ -51,6 +51,7 @@ class CellRun:
     protocol: Protocol
     device: torch.device
     model_path: Path | None = None  # where ``record`` saves the fine-tuned quantized model (None: not saved)
+    wait_for_shared: bool = True  # SearchContext.wait_for_shared of the cell's search
 
     def run(self, policy: policies.Policy | None = None, shards: int = 1) -> dict:
         """The whole cell: its record. ``policy`` replays a given policy instead of searching."""
@@ -95,7 +96,7 @@ class CellRun:
             cost_model=protocol.create("cost_model", protocol.cost_model), budget=cell.budget, sigma=cell.sigma,
             seed=cell.seed, device=self.device, fixed=prepared.fixed_layers(protocol),
             search_activations=protocol.search_activations, smoothing=self.smoothing(), protocol=protocol,
-            reference_key=prepared.reference_key,
+            reference_key=prepared.reference_key, wait_for_shared=self.wait_for_shared,
         )
 
     def quantized_model(self, policy: policies.Policy) -> tuple[nn.Module, dict]:

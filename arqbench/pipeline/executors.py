@@ -44,9 +44,11 @@ class Task:
     number: int = 0  # position in the sweep, for progress lines
     total: int = 0
     model_path: Path | None = None  # where the cell's quantized model is saved (None: not saved)
+    wait_for_shared: bool = True  # False: a search raises errors.Busy rather than wait (local executor only)
 
     def runner(self, device) -> CellRun:
-        return CellRun(self.cell, self.prepared, self.protocol, torch.device(device), self.model_path)
+        return CellRun(self.cell, self.prepared, self.protocol, torch.device(device), self.model_path,
+                       self.wait_for_shared)
 
 
 def create(name: str, device: str, certify_shards: int = 1, address: str | None = None,

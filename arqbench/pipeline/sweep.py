@@ -10,7 +10,7 @@ from scipy.stats import norm
 
 from arqbench import plugins
 from arqbench.console import failed, info, warn
-from arqbench.errors import ArqbenchError, SkipBenchmark
+from arqbench.errors import ArqbenchError, Busy, SkipBenchmark
 from arqbench.files import check_output_dir, remove_stale_temps
 from arqbench.pipeline import executors, saved
 from arqbench.pipeline.cell import config_record, failed_result
@@ -216,7 +216,9 @@ def run_sweep(spec: SweepSpec) -> Outcome:
     the claim is released, so a killed sweep loses only the cells in flight and a re-run picks them
     up; two sweeps on one ``--out`` share the work. A cell claimed by another process is left to it
     and waited for after the other cells: when the claim is released it is reused if the other
-    process finished it, else run here. A failing cell is recorded with its reason; the sweep goes on.
+    process finished it, else run here. So is a cell whose search finds shared work it needs (a sensitivity
+    profile) being computed by another process (``errors.Busy``): it is retried, waiting, after the other
+    cells. A failing cell is recorded with its reason; the sweep goes on.
     """
     check_values(spec.benchmarks, spec.methods, spec.sigmas, spec.budgets, spec.device, spec.executor,
                  spec.checkpoint, spec.data_root, spec.seeds, spec.out)
@@ -243,8 +245,9 @@ def run_sweep(spec: SweepSpec) -> Outcome:
     runnable = [c for c in cells if c not in done and fingerprint[c] is not None]
     remove_stale_temps(spec.out)
     held: dict[Cell, object] = {}  # cell -> its claim, until its result is written
-    deferred: list[Cell] = []
-    numbers = iter(range(1, len(runnable) + 1))
+    deferred: list[Cell] = []  # claimed by another process, or busy (errors.Busy): run after the others
+    busy: set[Cell] = set()
+    numbers: dict[Cell, int] = {}  # progress positions, in the order this process starts cells
 
     def claimed(cells: list[Cell], wait: bool):
         """Tasks for the cells this process could claim and that are still unfinished."""
@@ -260,15 +263,23 @@ def run_sweep(spec: SweepSpec) -> Outcome:
                 outcome.reused.append(cell)
                 continue
             yield executors.Task(cell, protocols[cell.benchmark], prepared[cell.benchmark, cell.sigma],
-                                 next(numbers), len(runnable),
-                                 saved.model_path(cell.path(spec.out)) if spec.save_models else None)
+                                 numbers.setdefault(cell, len(numbers) + 1), len(runnable),
+                                 saved.model_path(cell.path(spec.out)) if spec.save_models else None,
+                                 wait_for_shared=wait)
 
     try:
         with executor:
             for task, result in executor.run(claimed(runnable, wait=False)):
+                if isinstance(result, Busy):  # its shared work is under way elsewhere: retry it with the waited
+                    held.pop(task.cell).release()
+                    deferred.append(task.cell)
+                    busy.add(task.cell)
+                    info(f"{task.cell.label()}: {result}; running it after the other cells")
+                    continue
                 record(task, result, spec, outcome, held)
-            outcome.waited, deferred[:] = list(deferred), []
-            for task, result in executor.run(claimed(outcome.waited, wait=True)):
+            retry, deferred[:] = list(deferred), []
+            outcome.waited = [cell for cell in retry if cell not in busy]
+            for task, result in executor.run(claimed(retry, wait=True)):
                 record(task, result, spec, outcome, held)
     finally:
         for lock in held.values():

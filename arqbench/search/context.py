@@ -44,6 +44,7 @@ class SearchContext:
     smoothing: SmoothingConfig  # the final certification's settings (searches may scale n down)
     protocol: Any  # the run's Protocol: ``protocol.create(kind, name)`` builds a plugin with the run's options
     reference_key: dict = field(default_factory=dict)  # identifies the base model for caches
+    wait_for_shared: bool = True  # False: raise arqbench.errors.Busy rather than wait for another process's work
     float_cost: float = 0.0
 
     def __post_init__(self):

@@ -39,12 +39,12 @@ from pathlib import Path
 
 import pandas as pd
 import torch
-from filelock import FileLock
+from filelock import FileLock, Timeout
 from torch.utils.data import Subset
 
 from arqbench import files
 from arqbench.console import info, progress
-from arqbench.errors import ArqbenchError
+from arqbench.errors import ArqbenchError, Busy
 from arqbench.models.data import examples
 from arqbench.quantization.policy import MAX_BITS, MIN_BITS, Policy
 from arqbench.search.context import SearchContext
@@ -152,7 +152,12 @@ def profile(ctx: SearchContext, layers: list[str], activations: bool, metric: st
            "images": len(subset), "search_split": len(ctx.data.search)}
     path = files.cache_path("sensitivity", key, ".json")
     # one process measures a profile at a time: a second one asking for the same points waits, then reuses them
-    with FileLock(path.with_name(f".{path.name}.lock")):
+    # (or, told not to wait, says so: a sweep runs its other cells meanwhile)
+    try:
+        held = FileLock(path.with_name(f".{path.name}.lock")).acquire(timeout=-1 if ctx.wait_for_shared else 0)
+    except Timeout:
+        raise Busy(f"{who}: another process is measuring this profile") from None
+    with held:  # released on leaving
         cached = _read(path, key)
         have = {(r["layer"], r["w_bits"], r["a_bits"]): r for r in cached.get("rows", [])}
         by_name = {l.name: l for l in ctx.layers}
