@@ -1,6 +1,6 @@
 """What each ``arqbench`` subcommand does, given parsed arguments."""
 
-from dataclasses import fields, replace
+from dataclasses import replace
 
 import torch
 from rich import box
@@ -16,7 +16,7 @@ from arqbench.files import (
     write_text_atomic,
 )
 from arqbench.pipeline.cell import CERTIFICATION_SETTINGS, CellRun
-from arqbench.pipeline.config import Protocol, create_benchmark, resolve
+from arqbench.pipeline.config import create_benchmark, known_settings, resolve
 from arqbench.pipeline.prepare import prepare
 from arqbench.pipeline.results import REFERENCE, Cell, read_all, read_if_result
 from arqbench.pipeline.sweep import (
@@ -102,7 +102,7 @@ def certify(args, flags: dict) -> int:
                                 f"reproduce: re-run it with `arqbench run --force`")
         benchmark_name, sigma = source["benchmark"], sigma or source["sigma"]
         seed = source["seed"] if seed is None else seed
-        flags = {**_replayable(source["config"]["protocol"]), **{k: v for k, v in flags.items() if v is not None}}
+        flags = {**known_settings(source["config"]["protocol"]), **{k: v for k, v in flags.items() if v is not None}}
     sigma = 0.25 if sigma is None else sigma
     seed = 0 if seed is None else seed
     benchmark_name = benchmark_name or plugins.default("benchmark")
@@ -221,13 +221,6 @@ def _profile_table(frame, metric: str, title: str) -> Table:
     for layer, row in grid.iterrows():
         table.add_row(layer, *[f"{v:.3f}" for v in row])
     return table
-
-
-def _replayable(settings: dict) -> dict:
-    """A result file's protocol settings that this version knows (older files carry settings that
-    have since become plugin options and only steered the search, which a replay does not run)."""
-    known = {f.name for f in fields(Protocol)}
-    return {k: v for k, v in settings.items() if k in known}
 
 
 def _changed(source: dict, sigma: float, seed: int, protocol) -> list[str]:

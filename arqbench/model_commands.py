@@ -1,6 +1,5 @@
 """Subcommands on saved models (``arqbench.pipeline.saved``): ``certify --model FILE`` and ``export FILE``."""
 
-from dataclasses import fields
 from pathlib import Path
 
 import torch
@@ -12,7 +11,7 @@ from arqbench.export import FORMATS, export_onnx
 from arqbench.models.training import accuracy
 from arqbench.pipeline import saved
 from arqbench.pipeline.cell import CERTIFICATION_SETTINGS, CellRun
-from arqbench.pipeline.config import Protocol, merge_options, resolve
+from arqbench.pipeline.config import known_settings, merge_options, resolve
 from arqbench.pipeline.prepare import prepare
 from arqbench.pipeline.results import Cell, read
 from arqbench.pipeline.sweep import check_values
@@ -36,9 +35,8 @@ def certify_model(args, flags: dict) -> int:
     seed = cell["seed"] if args.seed is None else args.seed
     check_values([cell["benchmark"]], sigmas=[sigma], device=args.device, checkpoint=args.checkpoint,
                  data_root=args.data_root)
-    known = {f.name for f in fields(Protocol)}
     given = {k: v for k, v in flags.items() if v is not None and k != "options"}
-    settings = {**{k: v for k, v in loaded.protocol.items() if k in known and k != "options"}, **given}
+    settings = {**{k: v for k, v in known_settings(loaded.protocol).items() if k != "options"}, **given}
     settings["options"] = merge_options(loaded.protocol.get("options"), flags.get("options"))
     protocol = resolve(loaded.benchmark, settings, args.preset)
     device = torch.device(args.device)

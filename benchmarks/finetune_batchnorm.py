@@ -24,24 +24,19 @@ from rich.table import Table
 
 from arqbench.errors import ArqbenchError
 from arqbench.models.training import TrainingDiverged, accuracy, train
-from arqbench.pipeline.config import create_benchmark, resolve
+from arqbench.pipeline.cell import CellRun
+from arqbench.pipeline.config import create_benchmark, known_settings, resolve
 from arqbench.pipeline.prepare import prepare
-from arqbench.pipeline.results import REFERENCE, read_all
+from arqbench.pipeline.results import REFERENCE, Cell, read_all
 from arqbench.runtime import keep_freed_memory
-from arqbench.search.context import calibration_batches
 
-REPLAYED = ("n0", "n", "alpha", "test_images", "subset", "quantizer", "search_activations", "keep_ends",
-            "finetune_epochs", "options")
-
-
-def fine_tuned_accuracy(prepared, protocol, result: dict, frozen: bool, device: torch.device) -> float:
+def fine_tuned_accuracy(runner: CellRun, result: dict, frozen: bool) -> float:
     """Clean test accuracy of the result's policy after the protocol's fine-tune; NaN if it diverged."""
-    policy = {name: tuple(bits) for name, bits in result["policy"].items()}
-    calibration = calibration_batches(prepared.data, result["sigma"], device, result["seed"])
-    model = protocol.create("quantizer", protocol.quantizer).quantize(prepared.model, policy, calibration)
+    model = runner.calibrated({name: tuple(bits) for name, bits in result["policy"].items()})
+    prepared, device = runner.prepared, runner.device
     try:
         train(model, prepared.data.finetune, prepared.benchmark.finetune, result["sigma"], device, result["seed"],
-              epochs=protocol.finetune_epochs, frozen_batchnorm=frozen, description="fine-tune")
+              epochs=runner.protocol.finetune_epochs, frozen_batchnorm=frozen, description="fine-tune")
     except TrainingDiverged:
         return float("nan")
     return accuracy(model.eval(), prepared.data.test, device)
@@ -65,12 +60,13 @@ def main() -> int:
     prepared = {}
     for r in sorted(cells, key=lambda r: (r["benchmark"], r["sigma"], r["budget"], r["method"], r["seed"])):
         benchmark = create_benchmark(r["benchmark"])
-        settings = r["config"]["protocol"]
-        protocol = resolve(benchmark, {k: settings[k] for k in REPLAYED if k in settings})
+        protocol = resolve(benchmark, known_settings(r["config"]["protocol"]))
         key = (r["benchmark"], r["sigma"], json.dumps(protocol.as_dict(), sort_keys=True))
         if key not in prepared:
             prepared[key] = prepare(benchmark, r["sigma"], protocol, device)
-        batch, frozen = (fine_tuned_accuracy(prepared[key], protocol, r, f, device) for f in (False, True))
+        runner = CellRun(Cell(r["benchmark"], r["sigma"], r["budget"], r["method"], r["seed"]), prepared[key],
+                         protocol, device)
+        batch, frozen = (fine_tuned_accuracy(runner, r, f) for f in (False, True))
         table.add_row(r["benchmark"], f"{r['sigma']:g}", f"{100 * r['budget']:g}%", r["method"], str(r["seed"]),
                       f"{100 * r['metrics']['clean_acc']:.1f}", f"{100 * batch:.1f}", f"{100 * frozen:.1f}")
     Console().print(table)

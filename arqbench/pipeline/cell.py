@@ -103,14 +103,18 @@ class CellRun:
         """The protocol's quantized model (the run's quantizer, calibrated, then the common noisy fine-tune),
         and how it was fine-tuned: ``frozen_batchnorm`` when the plain fine-tune diverged and reran."""
         prepared, protocol = self.prepared, self.protocol
-        quantizer = protocol.create("quantizer", protocol.quantizer)
-        calibration = calibration_batches(prepared.data, prepared.sigma, self.device, self.cell.seed)
-        model = quantizer.quantize(prepared.model, policy, calibration)
+        model = self.calibrated(policy)
         frozen = protocol.finetune_epochs > 0 and finetune(
             model, prepared.data.finetune, prepared.benchmark.finetune, prepared.sigma, self.device,
             self.cell.seed, epochs=protocol.finetune_epochs, description=f"fine-tune {self.cell.method}",
             workers=prepared.data.workers)
         return model.eval(), {"epochs": protocol.finetune_epochs, "frozen_batchnorm": frozen}
+
+    def calibrated(self, policy: policies.Policy) -> nn.Module:
+        """The base model quantized by the run's quantizer for ``policy``, calibrated, not yet fine-tuned."""
+        quantizer = self.protocol.create("quantizer", self.protocol.quantizer)
+        calibration = calibration_batches(self.prepared.data, self.prepared.sigma, self.device, self.cell.seed)
+        return quantizer.quantize(self.prepared.model, policy, calibration)
 
     def smoothing(self) -> SmoothingConfig:
         p = self.protocol

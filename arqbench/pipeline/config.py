@@ -64,6 +64,13 @@ def create_benchmark(name: str, options: dict | None = None):
                                                                         options.get(SHARED)))
 
 
+def known_settings(settings: dict) -> dict:
+    """A result file's protocol settings that this version knows (older files carry settings that have since
+    become plugin options and only steered the search, which a replay does not run)."""
+    known = {f.name for f in fields(Protocol)}
+    return {k: v for k, v in settings.items() if k in known}
+
+
 def merge_options(*layers: dict | None) -> dict:
     """Per-plugin option dicts merged key by key, later layers winning."""
     out: dict = {}
