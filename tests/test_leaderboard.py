@@ -128,7 +128,7 @@ def render(results: Path, out: Path, fmt="markdown") -> list[Path]:
     return leaderboard.render(read_all(results), out, fmt, source=results)
 
 
-def test_acr_intervals_paired_ranks_and_at_most_ten_columns(tmp_path):
+def test_acr_intervals_paired_ranks_and_at_most_eleven_columns(tmp_path):
     results = standard(tmp_path)
     render(results, tmp_path)
     text = (tmp_path / "digits.md").read_text()
@@ -139,9 +139,10 @@ def test_acr_intervals_paired_ranks_and_at_most_ten_columns(tmp_path):
     assert [(r[0], r[1]) for r in rows] == [("—", "fp32"), ("1=", "beta"), ("1=", "alpha"), ("3", "gamma"),
                                            ("—", "delta"), ("—", "eps")]
     columns = header_of(text)
-    assert len(columns) <= 10
+    assert len(columns) <= 11
     assert columns == ["Rank", "Method", "BitOPs %", "Clean acc %", "Smoothed acc %", "Cert@0.25 %", "Cert@0.5 %",
-                       "Cert@0.75 %", "ACR [95% CI]", "Search (s)"]
+                       "Cert@0.75 %", "ACR [95% CI]", "Group", "Search (s)"]
+    assert [r[columns.index("Group")] for r in rows] == ["—", "a", "a", "b", "—", "—"]
     beta = dict(zip(columns, rows[1]))
     interval = DescrStatsW(np.array(shifted(0.0))).tconfint_mean(alpha=0.05)  # an independent computation
     assert beta["ACR [95% CI]"] == f"{np.mean(shifted(0.0)):.3f} [{interval[0]:.3f}, {interval[1]:.3f}]"
@@ -152,7 +153,7 @@ def test_acr_intervals_paired_ranks_and_at_most_ten_columns(tmp_path):
 
 def test_the_interval_of_several_seeds_is_over_images_of_their_mean(tmp_path):
     results = standard(tmp_path)
-    [path] = render(results, tmp_path, "csv")
+    path = render(results, tmp_path, "csv")[0]
     df = pd.read_csv(path)
     alpha = df[(df.method == "alpha") & (df.sigma == 0.25) & (df.budget == 0.025)].iloc[0]
     per_image = (np.array(shifted(-0.01, 0.2, 1)) + np.array(shifted(-0.01, 0.2, 2))) / 2
@@ -239,7 +240,7 @@ def test_result_links_and_exports_resolve_in_the_published_layout(tmp_path, monk
 
 def test_csv_and_json_have_one_row_per_leaderboard_row_with_the_bounds(tmp_path):
     results = standard(tmp_path)
-    [path] = render(results, tmp_path, "csv")
+    path = render(results, tmp_path, "csv")[0]
     df = pd.read_csv(path)
     assert len(df) == 2 + 5 * 3  # fp32 once per sigma (no budget) + 5 methods x 3 tables
     assert df[df.method == REFERENCE].budget.isna().all()
