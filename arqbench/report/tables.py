@@ -8,10 +8,11 @@ Ranks come from all pairs of ranked rows, compared paired image by image (``inte
 t-test of the per-image radii, Holm's correction over the table's pairs, significant at 5%): a row's
 rank is 1 + the number of rows significantly better than it, as Chatbot Arena ranks models, so a chain
 of rows each close to the next cannot join rows that differ. Several rows can share a rank (shown
-``k=``), and a rank can be shared by rows that differ from different rows, so ranks may skip (1=, 1=, 2).
-Rows are ordered by rank, then mean ACR. The compact letter display (``letters``) says which rows do not
-differ: two rows sharing a letter are not significantly different. A row without per-image certificates
-cannot be compared: nothing is significantly better than it, and it holds every letter.
+``k=``), and since a rank counts only the rows significantly better, the next rank need not skip past a
+shared one: 1=, 1=, 2 when only the first row beats the third. Rows are ordered by rank, then mean ACR.
+The compact letter display (``letters``) says which rows do not differ: two rows sharing a letter are
+not significantly different. A row without per-image certificates cannot be compared: nothing is
+significantly better than it, and it holds every letter.
 
 Nothing is hidden: a row with failed seeds, over its budget, or measured on another base model than the
 fp32 row stays in its table with a note; only rows within budget on the fp32 row's base model are ranked.
