@@ -107,13 +107,13 @@ class Comparison:
 
 def paired_p(a: Mapping[int, float], b: Mapping[int, float]) -> float:
     """Two-sided p of the paired t-test of a_i - b_i over the images both certified (1 when fewer than two
-    images, as no difference is established; for a difference constant up to rounding, 1 if it is 0 and
-    0 otherwise, where t is 0/0 or infinite)."""
+    images or a radius that is not a number, as no difference is established; for a difference constant up
+    to rounding, 1 if it is 0 and 0 otherwise, where t is 0/0 or infinite)."""
     common = sorted(set(a) & set(b))
-    if len(common) < 2:
-        return 1.0
     xs, ys = [a[i] for i in common], [b[i] for i in common]
     diffs = [x - y for x, y in zip(xs, ys)]
+    if len(common) < 2 or not all(map(math.isfinite, diffs)):
+        return 1.0
     if max(diffs) - min(diffs) <= ROUNDING:
         return 1.0 if abs(diffs[0]) <= ROUNDING else 0.0
     return float(ttest_rel(xs, ys).pvalue)
