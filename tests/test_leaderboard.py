@@ -128,7 +128,7 @@ def render(results: Path, out: Path, fmt="markdown") -> list[Path]:
     return leaderboard.render(read_all(results), out, fmt, source=results)
 
 
-def test_acr_intervals_paired_ranks_and_at_most_ten_columns(tmp_path):
+def test_acr_intervals_paired_ranks_and_at_most_eleven_columns(tmp_path):
     results = standard(tmp_path)
     render(results, tmp_path)
     text = (tmp_path / "digits.md").read_text()
@@ -139,9 +139,10 @@ def test_acr_intervals_paired_ranks_and_at_most_ten_columns(tmp_path):
     assert [(r[0], r[1]) for r in rows] == [("—", "fp32"), ("1=", "beta"), ("1=", "alpha"), ("3", "gamma"),
                                            ("—", "delta"), ("—", "eps")]
     columns = header_of(text)
-    assert len(columns) <= 10
+    assert len(columns) <= 11
     assert columns == ["Rank", "Method", "BitOPs %", "Clean acc %", "Smoothed acc %", "Cert@0.25 %", "Cert@0.5 %",
-                       "Cert@0.75 %", "ACR [95% CI]", "Search (s)"]
+                       "Cert@0.75 %", "ACR [95% CI]", "Group", "Search (s)"]
+    assert [r[columns.index("Group")] for r in rows] == ["—", "a", "a", "b", "—", "—"]
     beta = dict(zip(columns, rows[1]))
     interval = DescrStatsW(np.array(shifted(0.0))).tconfint_mean(alpha=0.05)  # an independent computation
     assert beta["ACR [95% CI]"] == f"{np.mean(shifted(0.0)):.3f} [{interval[0]:.3f}, {interval[1]:.3f}]"
@@ -152,7 +153,7 @@ def test_acr_intervals_paired_ranks_and_at_most_ten_columns(tmp_path):
 
 def test_the_interval_of_several_seeds_is_over_images_of_their_mean(tmp_path):
     results = standard(tmp_path)
-    [path] = render(results, tmp_path, "csv")
+    path = render(results, tmp_path, "csv")[0]
     df = pd.read_csv(path)
     alpha = df[(df.method == "alpha") & (df.sigma == 0.25) & (df.budget == 0.025)].iloc[0]
     per_image = (np.array(shifted(-0.01, 0.2, 1)) + np.array(shifted(-0.01, 0.2, 2))) / 2
@@ -239,7 +240,7 @@ def test_result_links_and_exports_resolve_in_the_published_layout(tmp_path, monk
 
 def test_csv_and_json_have_one_row_per_leaderboard_row_with_the_bounds(tmp_path):
     results = standard(tmp_path)
-    [path] = render(results, tmp_path, "csv")
+    path = render(results, tmp_path, "csv")[0]
     df = pd.read_csv(path)
     assert len(df) == 2 + 5 * 3  # fp32 once per sigma (no budget) + 5 methods x 3 tables
     assert df[df.method == REFERENCE].budget.isna().all()
@@ -395,3 +396,86 @@ def test_certify_replays_a_cpu_result_with_the_thread_count_it_was_computed_with
         assert torch.get_num_threads() == before + 1
     finally:
         torch.set_num_threads(before)
+
+def chain(step: float, spread: float) -> dict[str, list[float]]:
+    """Three rows x > y > z, each ``step`` above the next on average, with per-image noise of sd ``spread``
+    on each step, the two steps' noise orthogonal: x - z has twice the mean and sqrt(2) times the sd."""
+    u = np.resize([1.0, -1.0], IMAGES)  # mean 0, orthogonal to v
+    v = np.resize([1.0, 1.0, -1.0, -1.0], IMAGES)
+    y = 1.0 + 0.1 * np.resize([0.0, 1.0, 2.0, 3.0, 4.0], IMAGES)
+    return {"x": list(y + step + spread * u), "y": list(y), "z": list(y - step - spread * v)}
+
+
+def board_of(tmp_path, rows: dict[str, list[float]]) -> tuple[list[list[str]], list[str], pd.DataFrame, pd.DataFrame]:
+    """The markdown table (rows, header), the csv and the pairs csv of one table with these per-image radii."""
+    results = write_results(tmp_path / "r", [record(REFERENCE, 0.25, None, 0, values=list(np.full(IMAGES, 1.5)))]
+                            + [record(name, 0.25, 0.05, 0, values=values) for name, values in rows.items()])
+    render(results, tmp_path)
+    text = (tmp_path / "digits.md").read_text()
+    rows, pairs = render(results, tmp_path, "csv")
+    return next(iter(tables(text).values())), header_of(text), pd.read_csv(rows), pd.read_csv(pairs)
+
+
+def paired_t(a: list[float], b: list[float]) -> float:
+    """The two-sided p of the paired t-test, computed independently of arqbench."""
+    return DescrStatsW(np.array(a) - np.array(b)).ttest_mean(0.0)[1]
+
+
+def test_ranks_come_from_all_pairs_not_a_chain_of_neighbour_ties(tmp_path):
+    radii = chain(0.05, 0.164)  # each step t = 1.9 (p ~ 0.06); x - z t = 2.7 (p ~ 0.01 < 0.05 / 3)
+    assert paired_t(radii["x"], radii["y"]) > 0.05 and paired_t(radii["y"], radii["z"]) > 0.05
+    assert 3 * paired_t(radii["x"], radii["z"]) < 0.05
+    rows, columns, df, pairs = board_of(tmp_path, radii)
+    assert [(r[0], r[1], r[columns.index("Group")]) for r in rows] == [
+        ("—", "fp32", "—"), ("1=", "x", "a"), ("1=", "y", "ab"), ("2", "z", "b")]
+    ranked = df[df.method != REFERENCE].set_index("method")
+    assert (ranked.vs_above_low < 0).iloc[1:].all() and (ranked.vs_above_high > 0).iloc[1:].all()  # the old chain
+    assert list(ranked["rank"]) == [1, 1, 2] and list(ranked.group) == ["a", "ab", "b"]
+    assert [(p.method_a, p.method_b, p.significant) for p in pairs.itertuples()] == [
+        ("x", "y", False), ("x", "z", True), ("y", "z", False)]
+    xz = pairs.iloc[1]
+    low, high = DescrStatsW(np.array(radii["x"]) - np.array(radii["z"])).tconfint_mean(alpha=0.05)
+    assert (xz.acr_difference, xz.difference_low, xz.difference_high) == (
+        pytest.approx(0.1), pytest.approx(low), pytest.approx(high))
+    assert xz.p == pytest.approx(paired_t(radii["x"], radii["z"])) and xz.p_holm == pytest.approx(3 * xz.p)
+
+
+def test_holm_keeps_a_pair_that_only_the_unadjusted_test_separates_tied(tmp_path):
+    radii = chain(0.05, 0.195)  # x - z: t = 2.27, p ~ 0.03: below 0.05 alone, not after Holm over 3 pairs
+    assert paired_t(radii["x"], radii["z"]) < 0.05 < 3 * paired_t(radii["x"], radii["z"])
+    rows, columns, df, pairs = board_of(tmp_path, radii)
+    xz = pairs[(pairs.method_a == "x") & (pairs.method_b == "z")].iloc[0]
+    assert xz.difference_low > 0 and xz.p < 0.05  # its unadjusted 95% interval excludes 0
+    assert xz.p_holm == pytest.approx(3 * xz.p) and not xz.significant and not pairs.significant.any()
+    assert [(r[0], r[1], r[columns.index("Group")]) for r in rows[1:]] == [("1=", "x", "a"), ("1=", "y", "a"),
+                                                                         ("1=", "z", "a")]
+
+
+def test_a_table_where_no_pair_differs_ranks_every_row_first_with_one_letter(tmp_path):
+    rng = np.random.default_rng(3)
+    base = 1.0 + 0.2 * rng.random(IMAGES)
+    radii = {name: list(base + 0.3 * rng.standard_normal(IMAGES)) for name in ("p", "q", "r", "s")}
+    rows, columns, df, pairs = board_of(tmp_path, radii)
+    assert len(pairs) == 6 and (pairs.p_holm > 0.05).all()
+    assert {(r[0], r[columns.index("Group")]) for r in rows[1:]} == {("1=", "a")}
+    data = json.loads(render(tmp_path / "r", tmp_path, "json")[0].read_text())
+    assert [(p["method_a"], p["method_b"]) for p in data["pairs"]] == [
+        (a, b) for i, a in enumerate(df.method[1:]) for b in list(df.method[1:])[i + 1:]]
+    assert all(r["group"] == "a" and r["rank"] == 1 and r["tied"] for r in data["rows"] if r["method"] != REFERENCE)
+
+
+@pytest.mark.parametrize("items, different, letters", [
+    ("ABC", ["AC"], ["a", "ab", "b"]),  # the textbook case: A and C differ, B differs from neither
+    ("ABCD", ["AC", "AD", "BD"], ["a", "ab", "bc", "c"]),  # a staircase
+    ("ABC", ["AB", "AC", "BC"], ["a", "b", "c"]),
+    ("ABC", [], ["a", "a", "a"]),
+    ("ABCD", ["AB", "CD"], ["ab", "cd", "ac", "bd"]),  # 2 x 2: each row shares a letter with both of the others
+])
+def test_compact_letter_display(items, different, letters):
+    from arqbench.report.letters import compact_letters
+
+    found = compact_letters(list(items), [tuple(pair) for pair in different])
+    assert [found[x] for x in items] == letters
+    for i, a in enumerate(items):  # the display's contract: a shared letter exactly when not different
+        for b in items[i + 1:]:
+            assert bool(set(found[a]) & set(found[b])) == (a + b not in different)

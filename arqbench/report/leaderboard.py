@@ -4,15 +4,19 @@ How rows, intervals and ranks are computed is ``arqbench.report.tables``. Format
 file per benchmark in the output directory (by default the results directory itself: result files are
 read only from ``<benchmark>/sigma*/`` below it, so nothing written here is read back as a result):
 
-- ``markdown``: ``<benchmark>.md``, at most ~10 columns a table, and beside it, per sigma (and protocol),
+- ``markdown``: ``<benchmark>.md``, at most ~11 columns a table, and beside it, per sigma (and protocol),
   the Pareto plot ``<benchmark>-sigma<sigma>[-<protocol>].png``, with the data of every figure in a CSV of
   the same name. Figures of tables that no longer exist are removed.
 - ``csv``: ``<benchmark>.csv``, one row per leaderboard row: ``<metric>_mean`` and ``<metric>_std`` in the
   result files' units (fractions; ``*_pct`` in percent), ``acr_low``/``acr_high`` (95% interval over
-  images), ``vs_above_*`` (the paired interval of the ACR difference to the row above), rank, tied, note,
-  seeds, and the result files, relative to the csv.
-- ``json``: ``<benchmark>.leaderboard.json``: the protocols' settings and the csv's rows, each with ``runs``
-  (one entry per result file: seed, status, error, path, its own numbers).
+  images), ``vs_above_*`` (the paired interval of the ACR difference to the row above, unadjusted), rank,
+  tied, group (the letters), note, seeds, and the result files, relative to the csv. Beside it
+  ``<benchmark>-pairs.csv``, one row per pair of ranked rows of a table (``pair_records``): the two
+  methods, the mean ACR difference (upper minus lower row) with its paired 95% interval, the paired
+  t-test's p, the Holm-adjusted p, and whether the pair differs significantly.
+- ``json``: ``<benchmark>.leaderboard.json``: the protocols' settings, the csv's rows, each with ``runs``
+  (one entry per result file: seed, status, error, path, its own numbers), and ``pairs``, the pairs csv's
+  rows.
 - ``latex``: ``<benchmark>.tex``, one booktabs table per (sigma, budget), for a paper.
 """
 
@@ -49,9 +53,12 @@ def render(results: list[dict], out_dir: Path, fmt: str = "markdown", source: Pa
         path = out_dir / f"{b.benchmark}{FORMATS[fmt]}"
         if fmt == "csv":
             write_text_atomic(path, frame(b, out_dir).to_csv(index=False))
+            pairs = out_dir / f"{b.benchmark}-pairs.csv"
+            write_text_atomic(pairs, pairs_frame(b).to_csv(index=False))
+            written.append(pairs)
         elif fmt == "json":
             write_json_atomic(path, {"benchmark": b.benchmark, "protocols": b.protocols,
-                                     "rows": records(b, out_dir, runs=True)})
+                                     "rows": records(b, out_dir, runs=True), "pairs": pair_records(b)})
         elif fmt == "latex":
             write_text_atomic(path, latex(b))
         else:
@@ -76,7 +83,7 @@ def columns(b: Board, protocol: str, sigma: float) -> list[tuple[str, str, float
     return ([(f"{cost}_pct", f"{cost_name(cost)} %", 1, 2), ("clean_acc", "Clean acc %", 100, 1),
              ("smoothed_acc", "Smoothed acc %", 100, 1)]
             + [(f"cert@{r}", f"Cert@{r} %", 100, 1) for r in b.shown_radii(protocol, sigma)]
-            + [("acr", "ACR [95% CI]", 1, 3), ("search_s", "Search (s)", 1, 1)])
+            + [("acr", "ACR [95% CI]", 1, 3), ("group", "Group", 1, 0), ("search_s", "Search (s)", 1, 1)])
 
 
 def markdown(b: Board, out_dir: Path, source: Path | None = None) -> str:
@@ -119,9 +126,12 @@ def header(b: Board, out_dir: Path, source: Path | None) -> list[str]:
         "on the same test images with the same noise for every row; search is the method's search time "
         "including cached work it reused. Numbers are means over seeds. ACR (average certified radius) "
         "carries its 95% Student-t interval over the test images (each image's radius averaged over the "
-        "seeds). Ranks compare rows paired, image by image: a row shares the rank of the row above (`k=`) "
-        "when the 95% interval of their per-image ACR difference contains 0. Rows over budget or on another "
-        "base model are noted and not ranked; failed seeds are noted.", ""]
+        "seeds). Ranks compare every pair of rows in a table paired, image by image (paired t-test of the "
+        "per-image radii, Holm's correction over the table's pairs, at 5%): a row's rank is 1 + the number of "
+        "rows significantly better than it (`k=` when rows share it), and rows sharing a letter in Group do "
+        "not differ significantly (compact letter display); every pair's difference, interval and p-values "
+        "are in the csv/json. Rows over budget or on another base model are noted and not ranked; failed "
+        "seeds are noted.", ""]
     if len(b.protocols) == 1:
         lines += [f"Protocol: {describe(next(iter(b.protocols.values())))}.", ""]
     else:
@@ -166,11 +176,13 @@ def markdown_table(b: Board, t: Table) -> str:
     headers = ["Rank", "Method"] + [heading for _, heading, _, _ in cols]
     body = [[row.rank_label, _cell(row.method)] + [value(row, k, scale, digits) for k, _, scale, digits in cols]
             for row in t.rows]
-    align = ["right", "left"] + ["right"] * len(cols)
+    align = ["right", "left"] + ["left" if k == "group" else "right" for k, _, _, _ in cols]
     return tabulate(body, headers, tablefmt="pipe", colalign=align, disable_numparse=True)
 
 
 def value(row: Row, key: str, scale: float = 1, digits: int = 3) -> str:
+    if key == "group":
+        return row.letters or "—"
     mean = row.mean.get(key)
     if mean is None:
         return "—"
@@ -205,7 +217,7 @@ def records(b: Board, out_dir: Path, runs: bool = False) -> list[dict]:
                     continue
                 seen.add((t.protocol, t.sigma))
             record = {"benchmark": b.benchmark, "protocol": t.protocol, "sigma": t.sigma, "budget": budget,
-                      "rank": row.rank, "tied": row.tied, "method": row.method,
+                      "rank": row.rank, "tied": row.tied, "group": row.letters or None, "method": row.method,
                       "seeds": " ".join(str(r["seed"]) for r in row.runs), "ok_seeds": len(row.ok),
                       "radius_cap": b.radius_cap(t.protocol, t.sigma)}
             for key in keys:
@@ -224,6 +236,21 @@ def records(b: Board, out_dir: Path, runs: bool = False) -> list[dict]:
     return out
 
 
+def pair_records(b: Board) -> list[dict]:
+    """One record per pair of ranked rows of every table, the upper row first (``tables.rank``)."""
+    return [{"benchmark": b.benchmark, "protocol": t.protocol, "sigma": t.sigma, "budget": t.budget,
+             "method_a": p.a, "method_b": p.b, "acr_difference": p.difference.mean,
+             "difference_low": p.difference.low, "difference_high": p.difference.high, "images": p.difference.n,
+             "p": p.p, "p_holm": p.p_holm, "significant": p.significant}
+            for t in b.tables for p in t.pairs]
+
+
+def pairs_frame(b: Board) -> pd.DataFrame:
+    return pd.DataFrame(pair_records(b), columns=["benchmark", "protocol", "sigma", "budget", "method_a", "method_b",
+                                                  "acr_difference", "difference_low", "difference_high", "images",
+                                                  "p", "p_holm", "significant"])
+
+
 def frame(b: Board, out_dir: Path) -> pd.DataFrame:
     table = pd.DataFrame(records(b, out_dir))
     table["rank"] = table["rank"].astype("Int64")  # blank, not NaN-as-float, for unranked rows
@@ -240,7 +267,8 @@ def latex(b: Board) -> str:
         where = f"$\\sigma = {t.sigma:g}$" + ("" if t.budget is None else
                                              f", budget {100 * t.budget:g}\\% of float {cost_name(b.cost_model(t.protocol))}")
         caption = f"{b.benchmark}, {where}" + (f", protocol {t.protocol}" if t.protocol else "")
-        parts.append(df.to_latex(index=False, caption=caption, escape=False, column_format="r" + "l" + "r" * len(cols),
+        align = "rl" + "".join("l" if k == "group" else "r" for k, _, _, _ in cols)
+        parts.append(df.to_latex(index=False, caption=caption, escape=False, column_format=align,
                                  label=f"tab:{b.benchmark}-{t.sigma:g}-{t.budget}"))
     return "\n".join(parts)
 

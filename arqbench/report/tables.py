@@ -2,10 +2,17 @@
 
 A row is one method in one (protocol, sigma, budget): the mean (and sample std) over its seeds that
 succeeded of every number, and ACR with its 95% interval over the test images (``smoothing.intervals``:
-each image's radius averaged over the seeds first). Rows are ordered by mean ACR; a row shares the rank
-of the row above it when the paired 95% interval of their per-image ACR difference contains 0 (shown
-``k=``), since then the data do not establish which is better. A row without per-image certificates
-cannot be compared and ties with the row above.
+each image's radius averaged over the seeds first).
+
+Ranks come from all pairs of ranked rows, compared paired image by image (``intervals.all_pairs``: paired
+t-test of the per-image radii, Holm's correction over the table's pairs, significant at 5%): a row's
+rank is 1 + the number of rows significantly better than it, as Chatbot Arena ranks models, so a chain
+of rows each close to the next cannot join rows that differ. Several rows can share a rank (shown
+``k=``), and since a rank counts only the rows significantly better, the next rank need not skip past a
+shared one: 1=, 1=, 2 when only the first row beats the third. Rows are ordered by rank, then mean ACR.
+The compact letter display (``letters``) says which rows do not differ: two rows sharing a letter are
+not significantly different. A row without per-image certificates cannot be compared: nothing is
+significantly better than it, and it holds every letter.
 
 Nothing is hidden: a row with failed seeds, over its budget, or measured on another base model than the
 fp32 row stays in its table with a note; only rows within budget on the fp32 row's base model are ranked.
@@ -26,8 +33,11 @@ from scipy.stats import norm
 
 from arqbench.errors import ArqbenchError
 from arqbench.pipeline.results import REFERENCE
+from arqbench.report.letters import compact_letters
 from arqbench.smoothing.intervals import (
+    Comparison,
     Interval,
+    all_pairs,
     mean_interval,
     paired_difference,
     per_image,
@@ -47,11 +57,12 @@ class Row:
     std: dict = field(default_factory=dict)  # None where fewer than two seeds succeeded
     images: dict = field(default_factory=dict)  # image index -> radius-if-correct, averaged over seeds
     acr: Interval | None = None  # ACR's 95% interval over the images
-    vs_above: Interval | None = None  # paired interval of (row above - this row) ACR, per image
+    vs_above: Interval | None = None  # paired interval of (row above - this row) ACR, per image (unadjusted)
     notes: list[str] = field(default_factory=list)
     flagged: bool = False  # over budget or another base model: shown, not ranked
-    rank: int | None = None
-    tied: bool = False  # shares its rank with a neighbour: the paired interval contains 0
+    rank: int | None = None  # 1 + the ranked rows significantly better than this one
+    tied: bool = False  # another ranked row has the same rank
+    letters: str = ""  # compact letter display: rows sharing a letter do not differ significantly
 
     @property
     def ok(self) -> list[dict]:
@@ -72,6 +83,7 @@ class Table:
     sigma: float
     budget: float | None  # None: a sigma with only the fp32 row
     rows: list[Row]
+    pairs: list[Comparison] = field(default_factory=list)  # every two ranked rows, upper first
 
 
 @dataclass
@@ -178,7 +190,7 @@ def board(benchmark: str, runs: list[dict]) -> Board:
         base = _expected_base(here)
         for budget in budgets or [None]:
             cell = reference + [r for r in here if r["method"] != REFERENCE and r["budget"] == budget]
-            tables.append(Table(protocol, sigma, budget, rank(aggregate(cell, base, budget))))
+            tables.append(Table(protocol, sigma, budget, *rank(aggregate(cell, base, budget))))
     settings = {}
     for key, names in labels.items():
         for label in names:
@@ -288,25 +300,29 @@ def _note(row: Row, base: set, budget: float | None) -> None:
         row.notes.append(f"other base model ({', '.join(other)}) than the fp32 row ({', '.join(sorted(base))})")
 
 
-def rank(rows: list[Row]) -> list[Row]:
-    """fp32 first; then ranked rows by mean ACR, a row tying the one above when their paired interval
-    contains 0; then unranked rows with numbers; then failed ones."""
+def rank(rows: list[Row]) -> tuple[list[Row], list[Comparison]]:
+    """The table's rows and the comparisons of its ranked rows (module docstring): fp32 first; then ranked
+    rows by rank and mean ACR; then unranked rows with numbers; then failed ones."""
     ranked = sorted((r for r in rows if r.rankable), key=lambda r: (-_acr(r), r.method))
+    pairs = all_pairs({r.method: r.images for r in ranked if r.images})
+    worse = Counter(p.b if p.difference.mean > 0 else p.a for p in pairs if p.significant)
+    for row in ranked:
+        row.rank = 1 + worse[row.method]
+    ranked.sort(key=lambda r: (r.rank, -_acr(r), r.method))
+    shared = Counter(r.rank for r in ranked)
+    letters = compact_letters([r.method for r in ranked], [(p.a, p.b) for p in pairs if p.significant])
     for i, row in enumerate(ranked):
-        if i == 0:
-            row.rank = 1
-            continue
-        above = ranked[i - 1]
-        row.vs_above = paired_difference(above.images, row.images) if above.images and row.images else None
-        if row.vs_above is None or row.vs_above.contains(0.0):
-            row.rank, row.tied, above.tied = above.rank, True, True
-        else:
-            row.rank = i + 1
+        row.tied, row.letters = shared[row.rank] > 1, letters[row.method]
+        above = ranked[i - 1] if i else None
+        row.vs_above = paired_difference(above.images, row.images) if above and above.images and row.images else None
+    order = {r.method: i for i, r in enumerate(ranked)}
+    pairs = sorted((p if order[p.a] < order[p.b] else p.flipped() for p in pairs),
+                   key=lambda p: (order[p.a], order[p.b]))
     reference = [r for r in rows if r.method == REFERENCE]
     flagged = sorted((r for r in rows if r.method != REFERENCE and r.flagged and r.ok),
                      key=lambda r: (-_acr(r), r.method))
     failed = sorted((r for r in rows if r.method != REFERENCE and not r.ok), key=lambda r: r.method)
-    return reference + ranked + flagged + failed
+    return reference + ranked + flagged + failed, pairs
 
 
 def _acr(row: Row) -> float:
