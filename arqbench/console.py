@@ -12,6 +12,9 @@ to the window and progress bars show.
 import copy
 from dataclasses import replace
 
+from contextlib import contextmanager
+from typing import Callable, Iterator
+
 from rich.console import Console
 from rich.markup import escape
 from rich.measure import Measurement
@@ -21,6 +24,7 @@ from rich.progress import (
     Progress,
     TextColumn,
     TimeElapsedColumn,
+    TimeRemainingColumn,
 )
 from rich.table import Table
 
@@ -48,8 +52,17 @@ def failed(message: str) -> None:
 def progress() -> Progress:
     return Progress(
         TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-        console=console, transient=True, disable=not console.is_terminal,
+        TextColumn("left"), TimeRemainingColumn(), console=console, transient=True, disable=not console.is_terminal,
     )
+
+
+@contextmanager
+def steps(description: str, total: int) -> Iterator[Callable[[], None]]:
+    """A progress bar of ``total`` steps with the time left, nested under any bar already shown; yields the
+    callable that advances it by one. Shown only on a terminal (nothing is printed to a pipe or a log)."""
+    with progress() as bar:
+        task = bar.add_task(description, total=total)
+        yield lambda: bar.advance(task)
 
 
 def natural_width(table: Table, console: Console = stdout) -> int:
