@@ -36,6 +36,13 @@ def _spread(error) -> tuple[float, float]:
 
 def png(title: str, series: list[tuple[str, int, list[Point]]], reference: Point | None,
         budgets: list[float], cost: str = "BitOPs") -> bytes:
+    buffer = io.BytesIO()
+    figure(title, series, reference, budgets, cost).savefig(buffer, format="png", metadata={"Software": None})
+    return buffer.getvalue()
+
+
+def figure(title: str, series: list[tuple[str, int, list[Point]]], reference: Point | None,
+           budgets: list[float], cost: str = "BitOPs") -> Figure:
     """``series``: (method, colour index, its points); ``reference``: the fp32 row; ``budgets`` in % of float;
     ``cost``: the cost model's name for the x axis."""
     with matplotlib.style.context("default"):
@@ -78,6 +85,4 @@ def png(title: str, series: list[tuple[str, int, list[Point]]], reference: Point
         hollow = any(p.flagged for _, _, points in series for p in points)
         fig.suptitle(title + "  (means over seeds; horizontal bars: cost ± std over seeds"
                      + ("; hollow: over budget or other base model" if hollow else "") + ")", fontsize=10)
-        buffer = io.BytesIO()
-        fig.savefig(buffer, format="png", metadata={"Software": None})
-    return buffer.getvalue()
+        return fig
