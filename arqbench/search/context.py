@@ -6,12 +6,14 @@ training data, the run's other plugins with their options) comes through the con
 runs under the same protocol and differs only by the policy it returns.
 """
 
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable, ContextManager, Iterator
 
 import torch
 from torch import nn
 
+from arqbench import console
 from arqbench.models.benchmark import Benchmark
 from arqbench.models.data import ProtocolData, noisy_batches
 from arqbench.models.training import accuracy, finetune
@@ -46,6 +48,9 @@ class SearchContext:
     reference_key: dict = field(default_factory=dict)  # identifies the base model for caches
     wait_for_shared: bool = True  # False: raise arqbench.errors.Busy rather than wait for another process's work
     float_cost: float = 0.0
+    # ``with ctx.progress(description, total) as advance:`` shows a search's steps (episodes, points) with the
+    # time left, on a terminal only; replace it to follow a search elsewhere (a no-op: ``quietly``)
+    progress: Callable[[str, int], ContextManager[Callable[[], None]]] = console.steps
 
     def __post_init__(self):
         self.float_cost = self.cost_model.cost(self.layers, policies.float_policy(self.layers))
@@ -98,3 +103,9 @@ class SearchContext:
 def calibration_batches(data: ProtocolData, sigma: float, device: torch.device, seed: int,
                         batches: int = 4, batch_size: int = 128) -> list[torch.Tensor]:
     return list(noisy_batches(data.finetune, sigma, batches, batch_size, device, seed, data.workers))
+
+
+@contextmanager
+def quietly(description: str, total: int) -> Iterator[Callable[[], None]]:
+    """A ``SearchContext.progress`` that shows nothing."""
+    yield lambda: None

@@ -43,7 +43,7 @@ from filelock import FileLock, Timeout
 from torch.utils.data import Subset
 
 from arqbench import files
-from arqbench.console import info, progress
+from arqbench.console import info
 from arqbench.errors import ArqbenchError, Busy
 from arqbench.models.data import examples
 from arqbench.quantization.policy import MAX_BITS, MIN_BITS, Policy
@@ -171,15 +171,14 @@ def profile(ctx: SearchContext, layers: list[str], activations: bool, metric: st
             measure = _Measure(ctx, metric, measurer, config, subset)
             if ref is None:
                 ref = {**measure(ctx.model), "seconds": time.perf_counter() - start}
-            with progress() as bar:
-                task = bar.add_task(who, total=len(missing))
+            with ctx.progress(f"{who}: points", len(missing)) as advance:
                 for name, w, a in missing:
                     layer, begun = by_name[name], time.perf_counter()
                     numbers = measure(ctx.quantize({name: (w, a)}))
                     have[name, w, a] = {"layer": name, "index": layer.index, "kind": layer.kind, "w_bits": w,
                                         "a_bits": a, **numbers, **_drops(ref, numbers),
                                         "seconds": time.perf_counter() - begun}
-                    bar.advance(task)
+                    advance()
             order = {l.name: l.index for l in ctx.layers}
             rows = sorted(have.values(), key=lambda r: (order.get(r["layer"], -1), r["a_bits"] != MAX_BITS,
                                                         -r["w_bits"], -r["a_bits"]))
