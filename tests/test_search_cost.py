@@ -118,3 +118,18 @@ def test_old_published_files_read_as_own_work_plus_each_reused_item_once():
     assert search_timing(hawq) == {"search_s": hawq["timing"]["search_s"], "search_wait_s": None,
                                    "search_reused_s": hawq["search"]["reused_s"],
                                    "search_cost_s": hawq["timing"]["search_s"] + hawq["search"]["reused_s"]}
+
+
+def test_the_leaderboard_shows_the_cost_and_exports_its_parts():
+    from arqbench.pipeline.results import read_all
+    from arqbench.report.leaderboard import columns, records
+    from arqbench.report.tables import boards
+
+    runs = read_all(PUBLISHED / "digits/sigma0.25/budget0.025")
+    (board,) = boards(runs)
+    assert ("search_cost_s", "Search (s)", 1, 1) in columns(board, board.tables[0].protocol, 0.25)
+    (arq,) = [r for r in records(board, PUBLISHED) if r["method"] == "arq"]
+    parts = [search_timing(r) for r in runs if r["method"] == "arq"]
+    for key in ("search_s", "search_reused_s", "search_wait_s", "search_cost_s"):
+        assert arq[f"{key}_mean"] == pytest.approx(sum(p[key] for p in parts) / len(parts))
+    assert arq["search_cost_s_mean"] < 25  # 21.2 s, where the double-counted cost read 50.1 s
