@@ -168,10 +168,10 @@ def profile(ctx: SearchContext, layers: list[str], activations: bool, metric: st
 
         start = time.perf_counter()
         ref = cached.get("reference")
-        item = f"sensitivity/{path.stem}"  # the ledger's keys of the profile's points
-        for p in wanted:
-            if p in have:
-                ctx.ledger.reused(f"{item}/{'/'.join(map(str, p))}", have[p].get("seconds", 0.0))
+        item = f"sensitivity/{path.stem}"  # the ledger's keys: f"{item}/reference", f"{item}/<layer>/<w>/<a>"
+        for name, w, a in wanted:
+            if (name, w, a) in have:
+                ctx.ledger.reused(f"{item}/{name}/{w}/{a}", have[name, w, a].get("seconds", 0.0))
         if ref is not None:
             ctx.ledger.reused(f"{item}/reference", ref.get("seconds", 0.0))
         if missing:
