@@ -28,8 +28,8 @@ from arqbench.search.estimate import Workload
 from arqbench.smoothing.certification import Reference
 from arqbench.smoothing.core import Certificate, SmoothingConfig
 
-__all__ = ["Quantizer", "WeightQuantizer", "QuantizedLayer", "Certifier", "Search", "EstimatingSearch", "CostModel",
-           "Benchmark", "Policy", "LayerInfo", "QuantParams", "SmoothingConfig", "Certificate", "Reference",
+__all__ = ["Quantizer", "WeightQuantizer", "QuantizedLayer", "Certifier", "Search", "EstimatingSearch", "TimedSearch",
+           "CostModel", "Benchmark", "Policy", "LayerInfo", "QuantParams", "SmoothingConfig", "Certificate", "Reference",
            "SearchContext", "SearchResult", "Workload", "Splits", "TrainRecipe"]
 
 
@@ -91,7 +91,9 @@ class Certifier(Protocol):
         ||x' - x||_2 < ``radius``. Noise must be drawn from ``arqbench.smoothing.core.generator(device,
         config.seed, index, phase)`` so a certificate does not depend on batching or sharding and can be
         replayed. ``reference`` (the unmodified float model and a cache key) is given to incremental
-        certifiers; a certifier that needs it and gets None raises ArqbenchError."""
+        certifiers; a certifier that needs it and gets None raises ArqbenchError. A certifier that caches work
+        about the reference reports each cached item it reads to ``reference.ledger`` when set (a search's
+        ``arqbench.search.ledger.Ledger``), so the search's cost counts it once."""
 
 
 @runtime_checkable
@@ -103,8 +105,27 @@ class Search(Protocol):
         (8, 8), activation bits 8 unless ``ctx.search_activations``, and
         ``ctx.cost_fraction(policy) <= ctx.budget`` (raise ``arqbench.errors.InfeasibleBudget`` when no
         policy can meet it). It may use only what ``ctx`` offers: the search split, never the
-        certification subset. ``SearchResult.info`` is saved with the result; ``info["reused_s"]``, if
-        set, is the seconds of cached work the search reused (counted in its reported search cost)."""
+        certification subset. ``SearchResult.info`` is saved with the result. Cached work the search reads
+        instead of computing (its own caches, e.g. Hessian traces) is reported to ``ctx.ledger``
+        (``ledger.reused(key, seconds)``, once per cached item at the seconds it took when measured, and
+        ``ledger.measured(key)`` for an item it computes), and time blocked on another process's lock to
+        ``ledger.waited``; the cell's search cost is its own time, waits excluded, plus the reused items'
+        seconds (``arqbench.search.ledger``). Certifying through ``ctx.reference()`` reports what the certifier
+        reuses. (Result files written before this read an ``info["reused_s"]`` instead:
+        ``arqbench.pipeline.timing``.)"""
+
+
+@runtime_checkable
+class TimedSearch(Search, Protocol):
+    """Optional addition to a Search, for result files written before cells recorded their search time in
+    parts (``arqbench.pipeline.timing``)."""
+
+    @staticmethod
+    def recorded_search_timing(info: dict, timing: dict) -> dict:
+        """Any of ``search_s`` (own work), ``search_wait_s``, ``search_reused_s`` (each cached item counted
+        once) derived from such a file's search ``info`` and its ``timing`` (``search_s``: the search's wall
+        time; ``search_cost_s``); the docstring says how. A static method: it is read from the registered
+        factory and must not depend on the plugin's options."""
 
 
 @runtime_checkable

@@ -74,7 +74,7 @@ class Hawq:
 
     def traces(self, ctx) -> tuple[dict[str, dict], float, bool]:
         """Per-layer traces (cached on disk), the seconds computing them took, and whether they came from
-        the cache (then those seconds were spent by an earlier run)."""
+        the cache (then those seconds were spent by an earlier run, and are reported to ``ctx.ledger``)."""
         seed = ctx.seed if self.seed is None else self.seed
         names = [l.name for l in ctx.layers]
         key = {"what": "hutchinson-traces", "version": TRACE_VERSION, "reference": ctx.reference_key,
@@ -83,6 +83,7 @@ class Hawq:
         path = files.cache_path("hessian", key)
         cached = files.torch_load_cached(path)
         if isinstance(cached, dict) and set(cached.get("traces", {})) == set(names):
+            ctx.ledger.reused(f"hessian/{path.stem}", float(cached["seconds"]))  # counts in the search's cost
             return cached["traces"], float(cached["seconds"]), True
         start = time.perf_counter()
         batches = noisy_labelled_batches(ctx.data.finetune, ctx.sigma, self.batches, self.batch_size, seed)
@@ -114,7 +115,6 @@ class Hawq:
             "activations": "a = w" if ctx.search_activations else "8",
             "trace_cached": cached,
             "trace_s": trace_s,
-            "reused_s": trace_s if cached else 0.0,  # cached work counts in the search's cost
             "settings": {"batches": self.batches, "batch_size": self.batch_size, "tol": self.tol,
                          "max_iter": self.max_iter, "seed": ctx.seed if self.seed is None else self.seed},
         }

@@ -104,9 +104,31 @@ class ARQ(AgentSettings):
             "reward": {"acr_weight": self.acr_weight, "acc_weight": self.acc_weight, "estimator": self.estimator},
             "float_acr": reference_metrics["acr"], "float_smoothed_acc": reference_metrics["smoothed_acc"],
             "images": self.images, "n": self.n, "finetune_steps": self.finetune_steps, "certifier": self.certifier,
-            "certifier_stats": stats, "reused_s": stats.get("reused_s", 0.0),
+            "certifier_stats": stats,
         })
         return result
+
+    @staticmethod
+    def recorded_search_timing(info: dict, timing: dict) -> dict:
+        """The search time's parts of a result file written before cells recorded them
+        (``arqbench.pipeline.timing``). Such a file's ``reused_s`` (in ``info`` and its ``certifier_stats``) summed
+        the float certification's per-image seconds over every read of the cache: ``float_reused`` reads over
+        P scoring passes (the float model, then every candidate of ``history`` that is not a revisit), each
+        pass reading the same D search images, k = ``float_certified`` of them certified by this cell itself
+        (in its own time). So D = (float_reused + k) / P, a read's mean seconds is reused_s / float_reused, and
+        the float certification reused, counted once, is (D - k) * reused_s / float_reused: exactly the sum of
+        the cached images' seconds when k = 0 (each read of an image records the same seconds), their mean
+        times D - k otherwise. Without a history, D is the info's ``images``. ARQ waits on no lock: own = the
+        recorded ``search_s``, wait = 0."""
+        stats = info.get("certifier_stats") or {}
+        reads, certified = stats.get("float_reused", 0), stats.get("float_certified", 0)
+        history = info.get("history")
+        if history:
+            images = (reads + certified) / (1 + sum(not h.get("revisit", False) for h in history))
+        else:
+            images = info.get("images", 0)
+        reused = (images - certified) * stats.get("reused_s", 0.0) / reads if reads else 0.0
+        return {"search_s": timing.get("search_s"), "search_wait_s": 0.0, "search_reused_s": max(reused, 0.0)}
 
     def estimate(self, work) -> float:
         """The float model's certification on the search images (cached after the first run), the float model
@@ -120,7 +142,8 @@ class ARQ(AgentSettings):
 
     def scorer(self, ctx: SearchContext):
         """``score(model, description) -> (metrics, record)``: the estimator applied to ``model`` on the search
-        images; ``score.certifier`` is the certifier it uses (its stats count the float cache's reuse)."""
+        images; ``score.certifier`` is the certifier it uses (its stats count the float cache's reads; the float
+        certification it reads from the cache is reported to ``ctx.ledger`` through ``ctx.reference()``)."""
         search = ctx.data.search
         subset = Subset(search, list(range(min(self.images, len(search)))))
         config = replace(ctx.smoothing, n=self.n or ctx.smoothing.n)
