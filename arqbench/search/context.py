@@ -12,6 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from arqbench.contract import SearchResult  # noqa: F401 (searches' result, re-exported for the core)
 from arqbench.models.benchmark import Benchmark
 from arqbench.models.data import ProtocolData, noisy_batches
 from arqbench.models.training import accuracy, finetune
@@ -19,12 +20,6 @@ from arqbench.quantization import policy as policies
 from arqbench.quantization.layers import LayerInfo
 from arqbench.smoothing.certification import Reference
 from arqbench.smoothing.core import SmoothingConfig
-
-
-@dataclass
-class SearchResult:
-    policy: policies.Policy
-    info: dict = field(default_factory=dict)  # method-specific record saved with the cell (history, traces, ...)
 
 
 @dataclass
