@@ -29,6 +29,7 @@ Searching:
 - ``sensitivity``: the per-layer robustness sensitivity profile (``profile``, ``Profile``, ``policy_loss``, ...)
 - ``fixed_layers``: the layers held at 8/8 bits (first and last, unless ``keep_ends`` is off)
 - ``uniform_policy``: every layer at the same bits, fixed layers at 8/8
+- ``require_plugin``: refuse (one line naming the registered ones) an option naming a plugin that does not exist
 
 Quantizing:
 
@@ -52,6 +53,7 @@ Caches and messages (under ``$ARQBENCH_HOME``, the only place a plugin writes):
 - ``warn``: a one-line warning to the user
 """
 
+from arqbench import plugins as _plugins
 from arqbench.console import warn
 from arqbench.files import cache_path, home, key_hash, torch_load_cached, torch_save_atomic
 from arqbench.models.data import loader, permutation
@@ -88,8 +90,14 @@ __all__ = [
     "SELECTION", "ESTIMATION", "PREDICTION", "RESELECTION", "REESTIMATION", "NOISE_SCHEME",
     "lower_confidence_bound", "upper_confidence_bound", "certified_radius", "summarize",
     "AgentSettings", "rl_search", "BitAllocationEnv", "ilp_policy", "tie_units", "ILP_CHOICES", "sensitivity",
-    "fixed_layers", "uniform_policy",
+    "fixed_layers", "uniform_policy", "require_plugin",
     "quantized_copy", "QuantWrapper",
     "Normalization", "Normalized", "permutation", "loader",
     "home", "key_hash", "cache_path", "torch_save_atomic", "torch_load_cached", "warn",
 ]
+
+
+def require_plugin(kind: str, name: str) -> None:
+    """Raise ArqbenchError, naming the registered ones, when no plugin ``name`` of ``kind`` exists (for a plugin
+    option that names another plugin, checked when the option is given rather than when it is used)."""
+    _plugins.get(kind, name)

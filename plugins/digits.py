@@ -11,10 +11,9 @@ from torch import nn
 from torch.nn import functional as F
 from torch.utils.data import TensorDataset
 
+from arqbench.contract import Benchmark, Splits, TrainRecipe
 from arqbench.hookspecs import hookimpl
-from arqbench.models.benchmark import Benchmark, Splits, TrainRecipe
-from arqbench.models.data import permutation
-from arqbench.models.normalize import Normalization, Normalized
+from arqbench.toolkit import Normalization, Normalized, permutation
 
 TEST_IMAGES = 360  # fixed 20% test split
 NORMALIZATION = Normalization(mean=(0.3,), std=(0.4,))

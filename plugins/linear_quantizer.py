@@ -14,9 +14,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from arqbench.contract import QuantParams
 from arqbench.hookspecs import hookimpl
-from arqbench.quantization.qdq import QuantParams
-from arqbench.quantization.wrapping import quantized_copy
+from arqbench.toolkit import quantized_copy
 
 
 def weight_scale(weight: torch.Tensor, bits: int) -> torch.Tensor:
