@@ -13,7 +13,10 @@ As a library (``arqbench.api``)::
 ``python -m arqbench`` is the ``arqbench`` command.
 """
 
+from arqbench import _moved
 from arqbench.version import PLUGIN_API, __version__
+
+_moved.install()  # modules that moved stay importable for one minor version, with a DeprecationWarning
 
 _API = {"certify", "run", "load_results", "load_certificates", "quantize", "load_model", "export_onnx",
         "Certificates", "SavedModel"}

@@ -12,7 +12,8 @@ does not take is refused before any work. The object then follows its kind's Pro
 ``runtime_checkable``; the tests also check the signatures of every first-party plugin).
 """
 
-from dataclasses import asdict, dataclass, field
+import warnings
+from dataclasses import InitVar, asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Protocol, Sequence, TypedDict, runtime_checkable
 
@@ -415,6 +416,10 @@ class Benchmark:
     normalizations: dict[str, Any] = field(default_factory=dict)
     layout_normalizations: dict[str, str] = field(default_factory=dict)
     data_sizes: DataSizes = field(default_factory=dict)  # optional: the full dataset's split sizes
+    gamma: InitVar[float | None] = None  # deprecated (0.1's field): an option of the irs certifier now
+
+    def __post_init__(self, gamma: float | None):
+        _moved_settings(self, gamma)
 
     def build_model(self) -> nn.Module:
         """A freshly initialised model whose first layer normalises its input (``toolkit.Normalized``), so noise
@@ -433,3 +438,27 @@ class Benchmark:
     def tied_layers(self, model: nn.Module) -> list[list[str]]:
         """Groups of layer names that must share one precision (e.g. a shortcut and its block's first conv)."""
         return []
+
+
+# Benchmark settings of 0.1 that became plugin options: accepted until 0.3 with a DeprecationWarning.
+_MOVED_DEFAULTS = {"episodes": ("*", "episodes", "an option of the RL searches (haq, arq)"),
+                   "np": ("irs", "n_p", "the irs certifier's option n_p")}
+
+
+def _moved_settings(benchmark: Benchmark, gamma: float | None) -> None:
+    """Move 0.1's ``Benchmark(gamma=...)`` and ``defaults={"episodes": ..., "np": ...}`` into plugin options."""
+    moved = {key: value for key, value in benchmark.defaults.items() if key in _MOVED_DEFAULTS}
+    if not moved and gamma is None:
+        return
+    options = {plugin: dict(values) for plugin, values in benchmark.defaults.get("options", {}).items()}
+    if gamma is not None:
+        warnings.warn(f"Benchmark(gamma={gamma}) is deprecated and goes in arqbench 0.3: gamma is an option of the irs "
+                      f"certifier now; write defaults={{'options': {{'irs': {{'gamma': {gamma}}}}}}}",
+                      DeprecationWarning, stacklevel=4)
+        options.setdefault("irs", {}).setdefault("gamma", gamma)
+    for key, value in moved.items():
+        plugin, option, what = _MOVED_DEFAULTS[key]
+        warnings.warn(f"Benchmark defaults['{key}'] is deprecated and goes in arqbench 0.3: it is {what} now; write "
+                      f"defaults={{'options': {{'{plugin}': {{'{option}': {value}}}}}}}", DeprecationWarning, stacklevel=4)
+        options.setdefault(plugin, {}).setdefault(option, value)
+    benchmark.defaults = {**{k: v for k, v in benchmark.defaults.items() if k not in moved}, "options": options}
