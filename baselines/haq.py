@@ -9,9 +9,9 @@ float model's. Options: ``finetune_steps`` and every setting of the agent (``arq
 
 from dataclasses import dataclass
 
+from arqbench.contract import SearchContext, SearchResult
 from arqbench.hookspecs import hookimpl
-from arqbench.search.agent import AgentSettings, rl_search
-from arqbench.search.context import SearchContext, SearchResult
+from arqbench.toolkit import AgentSettings, rl_search
 
 FINETUNE_STEPS = 8  # per candidate; see the README for how this default was measured
 

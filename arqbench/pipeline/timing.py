@@ -9,7 +9,7 @@ Older files carry ``search_s`` (the search's wall time, waits for another proces
 the same cached item). Their parts are derived from what the file records:
 
 - when the cell's search plugin is installed and has ``recorded_search_timing(info, timing)`` (an optional
-  static method of a ``Search``, ``arqbench.interfaces``), the parts it derives from its own search info (the
+  static method of a ``Search``, ``arqbench.contract``), the parts it derives from its own search info (the
   plugin's docstring says how, and how faithfully);
 - otherwise own = the recorded ``search_s``; reused = the info's ``reused_s``, else ``search_cost_s -
   search_s``; wait = None (not recorded);

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from arqbench import console
+from arqbench.contract import SearchResult  # noqa: F401 (searches' result, re-exported for the core)
 from arqbench.models.benchmark import Benchmark
 from arqbench.models.data import ProtocolData, noisy_batches
 from arqbench.models.training import accuracy, finetune
@@ -24,12 +25,6 @@ from arqbench.quantization.layers import LayerInfo
 from arqbench.search.ledger import Ledger
 from arqbench.smoothing.certification import Reference
 from arqbench.smoothing.core import SmoothingConfig
-
-
-@dataclass
-class SearchResult:
-    policy: policies.Policy
-    info: dict = field(default_factory=dict)  # method-specific record saved with the cell (history, traces, ...)
 
 
 @dataclass

@@ -25,24 +25,24 @@ from dataclasses import asdict, replace
 
 import torch
 
+from arqbench.contract import ABSTAIN, Certificate, Reference, SmoothingConfig
 from arqbench.errors import ArqbenchError
-from arqbench.files import home, key_hash, torch_load_cached, torch_save_atomic
 from arqbench.hookspecs import hookimpl
-from arqbench.smoothing.certification import Reference
-from arqbench.smoothing.core import (
-    ABSTAIN,
+from arqbench.toolkit import (
     ESTIMATION,
     NOISE_SCHEME,
     REESTIMATION,
     RESELECTION,
-    Certificate,
-    SmoothingConfig,
     batched,
     certified_radius,
     certify_many,
     generators,
     group_size,
+    home,
+    key_hash,
     sample_predictions,
+    torch_load_cached,
+    torch_save_atomic,
     upper_confidence_bound,
 )
 

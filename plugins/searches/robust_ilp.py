@@ -39,13 +39,10 @@ layer names).
 import time
 from dataclasses import replace
 
-from arqbench import plugins
+from arqbench.contract import SearchResult
 from arqbench.errors import ArqbenchError
 from arqbench.hookspecs import hookimpl
-from arqbench.quantization.policy import fixed_layers
-from arqbench.search import sensitivity
-from arqbench.search.context import SearchResult
-from arqbench.search.ilp import ilp_policy, tie_units
+from arqbench.toolkit import fixed_layers, ilp_policy, require_plugin, sensitivity, tie_units
 
 NAME = "robust-ilp"
 
@@ -67,7 +64,7 @@ class RobustILP:
                 and all(isinstance(g, (list, tuple)) and all(isinstance(x, str) for x in g) for g in tie)):
             raise ArqbenchError(f"{NAME}.tie must be 'benchmark', 'none' or a list of lists of layer names, "
                                 f"got {tie!r}")
-        plugins.get("certifier", certifier)
+        require_plugin("certifier", certifier)
         self.metric, self.images, self.n, self.certifier, self.tie = metric, images, n, certifier, tie
 
     def ties(self, ctx) -> list[list[str]]:

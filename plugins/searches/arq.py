@@ -39,14 +39,10 @@ from dataclasses import dataclass, replace
 
 from torch.utils.data import Subset
 
-from arqbench import plugins
+from arqbench.contract import ABSTAIN, SearchContext, SearchResult
 from arqbench.errors import ArqbenchError
 from arqbench.hookspecs import hookimpl
-from arqbench.search.agent import AgentSettings, rl_search
-from arqbench.search.context import SearchContext, SearchResult
-from arqbench.smoothing.certification import certify_subset
-from arqbench.smoothing.core import ABSTAIN, certified_radius, lower_confidence_bound
-from arqbench.smoothing.metrics import summarize
+from arqbench.toolkit import AgentSettings, certified_radius, certify_subset, lower_confidence_bound, rl_search, summarize
 
 FINETUNE_STEPS = 8  # per candidate, as haq's; see the README for how this default was measured
 ESTIMATORS = ("predicted", "certified")
@@ -150,7 +146,7 @@ class ARQ(AgentSettings):
         options = ctx.protocol.plugin_options("certifier", self.certifier)
         if self.estimator == "predicted" and "gamma" in options:
             options["gamma"] = 1.0  # the paired estimate on every image: no from-scratch fallback
-        certifier = plugins.create("certifier", self.certifier, **options)
+        certifier = ctx.protocol.create("certifier", self.certifier, **options)
         reference = ctx.reference()
         final = ctx.smoothing
 
