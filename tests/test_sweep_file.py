@@ -51,10 +51,41 @@ def test_plugin_options_come_from_tables(cli, tmp_path):
     assert record["plugins"]["search"]["options"]["episodes"] == 2 and record["search"]["episodes"] == 2
 
 
+def toml(settings: dict) -> str:
+    """``settings`` as a TOML sweep file (TOML has no null: unset values are left out)."""
+    lines = [f"{key} = {json.dumps(value)}" for key, value in settings.items() if key != "options" and value is not None]
+    for plugin, table in settings.get("options", {}).items():
+        lines += [f'[options."{plugin}"]', *(f"{key} = {json.dumps(value)}" for key, value in table.items())]
+    return "\n".join(lines) + "\n"
+
+
+def test_a_recorded_run_config_is_a_sweep_file_that_gives_the_same_settings(tmp_path):
+    from arqbench.cli import build_parser, parse
+    from arqbench.pipeline.sweepfile import resolved
+
+    def run_config(*argv):  # what a run records, as cli.main resolves it
+        parser = build_parser()
+        return resolved(parse(parser, ["run", *map(str, argv)]), parser)
+
+    first = tmp_path / "first.toml"
+    first.write_text('methods = ["hawq", "robust-ilp"]\n')
+    recorded = run_config("--config", first, "--quantize-ends", "--no-save-models", "--search-activations",
+                          "--sigma", "0.25,0.5", "--episodes", "3", "--option", "robust-ilp.metric=disagreement",
+                          "--option", "hawq.tie=none", "--out", tmp_path / "results")
+    assert recorded["keep-ends"] is False and recorded["save-models"] is False and recorded["config"] == str(first)
+    again = tmp_path / "again.toml"
+    again.write_text(toml(recorded))
+    assert run_config("--config", again) == {**recorded, "config": str(again)}
+    again.write_text(toml({**recorded, "keep-ends": True, "save-models": True}))  # true: the defaults
+    defaults = run_config("--config", again)
+    assert defaults["keep-ends"] is None and defaults["save-models"] is True
+
+
 @pytest.mark.parametrize("text,message", [
     ("sigmas = [0.25]\n", "unknown setting 'sigmas'; known: .*sigma"),
     ("sigma = 'abc'\n", "--sigma expects comma-separated numbers"),
     ("force = 3\n", "'force' is a switch"),
+    ("keep-ends = 'no'\n", "'keep-ends' is a switch"),
     ("sigma = [0.25\n", "is not valid TOML"),
     ("[options]\nhaq = 5\n", "options are \\[options.NAME\\] tables"),
 ])
