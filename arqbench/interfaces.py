@@ -10,7 +10,7 @@ also check their signatures for every first-party plugin).
 The types these methods exchange are imported here, so a plugin can take everything it needs from this
 module: ``Policy`` (``{layer name: (weight bits, activation bits)}``), ``LayerInfo``, ``SmoothingConfig``,
 ``Certificate``, ``Reference``, ``SearchContext``, ``SearchResult``, ``Splits``, ``TrainRecipe``, ``QuantParams``,
-``Workload``.
+``Workload``, ``Cost``.
 """
 
 from pathlib import Path
@@ -24,13 +24,13 @@ from arqbench.quantization.layers import LayerInfo
 from arqbench.quantization.policy import Policy
 from arqbench.quantization.qdq import QuantParams
 from arqbench.search.context import SearchContext, SearchResult
-from arqbench.search.estimate import Workload
+from arqbench.search.estimate import Cost, Workload
 from arqbench.smoothing.certification import Reference
 from arqbench.smoothing.core import Certificate, SmoothingConfig
 
 __all__ = ["Quantizer", "WeightQuantizer", "QuantizedLayer", "Certifier", "Search", "EstimatingSearch", "CostModel",
            "Benchmark", "Policy", "LayerInfo", "QuantParams", "SmoothingConfig", "Certificate", "Reference",
-           "SearchContext", "SearchResult", "Workload", "Splits", "TrainRecipe"]
+           "SearchContext", "SearchResult", "Workload", "Cost", "Splits", "TrainRecipe"]
 
 
 @runtime_checkable
@@ -111,11 +111,13 @@ class Search(Protocol):
 class EstimatingSearch(Search, Protocol):
     """Optional addition to a Search, for ``arqbench run --dry-run``."""
 
-    def estimate(self, work: Workload) -> float:
+    def estimate(self, work: Workload) -> float | Cost:
         """About how many noisy forward passes of one input the search costs on ``work``
         (``arqbench.search.estimate.Workload``: the layers, protocol, split sizes, but no model or data). A
-        training step counts as ``work.train_cost`` forwards per sample. A search without this method is
-        counted as costing nothing (it only does arithmetic on the layers)."""
+        training step counts as ``work.train_cost`` forwards per sample. Work cached and reused by other cells
+        (a profile per base model and seed that every budget reuses) is returned as ``Cost.shared`` under its
+        cache key, so a sweep counts it once. A search without this method is counted as costing nothing (it
+        only does arithmetic on the layers)."""
 
 
 @runtime_checkable

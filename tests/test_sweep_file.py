@@ -152,6 +152,24 @@ def test_dry_run_stage_costs_follow_their_formulas(tmp_path):
     assert "digits" in notes[0] and "forwards/s" in notes[0]
 
 
+def test_work_cached_per_base_model_and_seed_is_counted_once_per_seed_not_once_per_budget(tmp_path):
+    spec = SweepSpec(benchmarks=["digits"], methods=["hawq", "robust-ilp"], sigmas=[0.25, 0.5],
+                     budgets=[0.03, 0.05, 0.1], seeds=[0, 1], out=tmp_path,
+                     overrides={"n0": 20, "n": 200, "test_images": 8,
+                                "options": {"robust-ilp": {"images": 10}, "irs": {"n_p": 0.1},
+                                            "hawq": {"batches": 2, "batch_size": 8, "max_iter": 5}}})
+    estimates = [e for e in dryrun.estimate(spec)[0] if e.cell.method != "fp32"]
+    profile = 10 * (20 + 200) + (1 + 5 * 7) * 10 * (20 + 20)  # as below: f, then 5 free layers x 7 widths
+    traces = 5 * 2 * 8 * (3 + 2 * 7)  # probes x batches x batch size x (a backward, two forwards per layer)
+    for method, cost in (("robust-ilp", profile), ("hawq", traces)):
+        for sigma in (0.25, 0.5):
+            for seed in (0, 1):  # the first budget's cell measures what the other budgets' cells reuse
+                searches = [e.search for e in estimates
+                            if (e.cell.method, e.cell.sigma, e.cell.seed) == (method, sigma, seed)]
+                assert searches == [cost, 0, 0], (method, sigma, seed)
+        assert sum(e.search for e in estimates if e.cell.method == method) == 2 * 2 * cost  # sigmas x seeds
+
+
 def test_robust_ilp_profiles_at_most_ten_thousand_samples_per_image(tmp_path):
     spec = SweepSpec(benchmarks=["digits"], methods=["robust-ilp"], sigmas=[0.25], budgets=[0.05], seeds=[0],
                      out=tmp_path, overrides={"n0": 20, "n": 50_000, "test_images": 8,

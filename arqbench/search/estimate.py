@@ -3,10 +3,11 @@
 Costs are counted in noisy forward passes of one input through the benchmark's model (the dry run
 multiplies them by the model's MACs and divides by a measured forward throughput). A training step
 counts ``TRAIN_COST`` forwards per sample: a forward and a backward pass, about twice a forward's work.
+A search whose work is cached and reused by other cells says so with ``Cost``.
 """
 
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Hashable
 
 from arqbench.quantization.layers import LayerInfo
 from arqbench.smoothing.core import SmoothingConfig
@@ -36,3 +37,14 @@ class Workload:
         where it has that method (an incremental certifier's N_p)."""
         samples = certifier.samples(config) if callable(getattr(certifier, "samples", None)) else config.n
         return images * (config.n0 + samples)
+
+
+@dataclass(frozen=True)
+class Cost:
+    """A search's estimate in parts, for work it caches: ``own`` forwards this cell spends, and ``shared``,
+    ``{key: forwards}`` of work cached per base model under ``key`` (hashable: the settings the cache is keyed
+    by, e.g. the seed) that every cell with the same key reuses. A sweep's estimate counts each key once per
+    base model (benchmark and sigma), in the first cell that needs it."""
+
+    own: float = 0.0
+    shared: dict[Hashable, float] = field(default_factory=dict)
