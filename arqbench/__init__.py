@@ -15,7 +15,7 @@ As a library (``arqbench.api``)::
 
 __version__ = "0.1.0"
 
-_API = {"certify", "run", "load_results", "load_certificates", "quantize", "load_model", "export_onnx",
+_API = {"certify", "run", "load_results", "load_certificates", "quantize", "base_model", "load_model", "export_onnx",
         "Certificates", "SavedModel"}
 __all__ = ["__version__", "plugins", *sorted(_API)]
 
