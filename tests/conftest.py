@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 SCRATCH = Path(__file__).resolve().parents[1] / ".pytest-tmp"  # git-ignored
-PLACES = {"TMPDIR": "tmp", "ARQBENCH_HOME": "home"}
+PLACES = {"TMPDIR": "tmp", "ARQBENCH_HOME": "home", "XDG_CACHE_HOME": "cache"}
 _saved_environment: dict = {}
 
 
@@ -16,9 +16,9 @@ _saved_environment: dict = {}
 def pytest_configure(config):
     """Everything the suite writes stays in the checkout's ``.pytest-tmp/``, emptied when a session starts and
     removed when one passes: pytest's ``tmp_path`` folders (``--basetemp``, unless given), the session's
-    ``ARQBENCH_HOME`` (the digits base model is trained once and shared) and ``TMPDIR`` (what libraries and
-    subprocesses put in the temp directory, Ray's session folder among them). One session per checkout at a
-    time. Set before the test modules import arqbench, so library caches (matplotlib's) land there too."""
+    ``ARQBENCH_HOME`` (the digits base model is trained once and shared), ``TMPDIR`` (what libraries and
+    subprocesses put in the temp directory, Ray's session folder among them) and ``XDG_CACHE_HOME`` (pip's
+    cache, in place of ~/.cache). One session per checkout at a time. Set before the test modules import arqbench, so library caches (matplotlib's) land there too."""
     shutil.rmtree(SCRATCH, ignore_errors=True)
     if config.option.basetemp is None:
         config.option.basetemp = str(SCRATCH / "pytest")
