@@ -230,7 +230,8 @@ def build_parser() -> Parser:
                        help="markdown (with figures), csv, json or latex (booktabs) (default: markdown)")
 
     show = sub.add_parser("show", help="one cell, or every method's cell of a budget folder, layer by layer")
-    show.add_argument("path", type=Path, help="a result file, or a budget folder of `arqbench run --out`")
+    show.add_argument("path", type=Path, help="a result file (or the model saved beside it), or a budget folder of "
+                                              "`arqbench run --out`")
     show.add_argument("--seed", type=int, help="which seed's cells (default: the lowest in the folder)")
     show.add_argument("--format", choices=["table", "csv", "json"], default="table", help="output format")
 

@@ -4,7 +4,8 @@ Per cell, in noisy forward passes of one input (``arqbench.search.estimate``):
 
     certify   = test_images * (n0 + n)                        (the final certification; fp32 rows too)
     fine-tune = finetune_epochs * fine-tune images * TRAIN_COST
-    search    = the search plugin's ``estimate(workload)``      (0 for a search without one)
+    search    = the search plugin's ``estimate(workload)``      (0 for a search without one; work it caches
+                and shares between cells, its ``Cost.shared``, counted once per base model, in the first cell)
 
 Each is multiplied by the model's MACs (the sum over its layers, ``profile_layers``) and turned into seconds
 by the forward throughput of the benchmark's model measured here for about a second (random weights, random
@@ -29,7 +30,7 @@ from arqbench.pipeline.config import Protocol
 from arqbench.pipeline.results import REFERENCE, Cell
 from arqbench.pipeline.sweep import SweepSpec, finished, plan, setup
 from arqbench.quantization.layers import profile_layers
-from arqbench.search.estimate import TRAIN_COST, Workload
+from arqbench.search.estimate import TRAIN_COST, Cost, Workload
 from arqbench.smoothing.core import SmoothingConfig
 
 PROBE_SECONDS = 1.0
@@ -108,7 +109,7 @@ def estimate(spec: SweepSpec) -> tuple[list[Estimate], list[str]]:
         per_benchmark[name] = (data, layers, macs, rate)
         notes.append(f"{name}: {macs / 1e6:.2f}M MACs per forward, {rate:,.0f} forwards/s measured on {device} "
                      f"(batch {min(protocol.batch_size, 1024)}); split sizes from {where}")
-    estimates = []
+    estimates, counted = [], set()
     for cell in plan(spec):
         protocol = protocols[cell.benchmark]
         data, layers, macs, rate = per_benchmark[cell.benchmark]
@@ -122,9 +123,18 @@ def estimate(spec: SweepSpec) -> tuple[list[Estimate], list[str]]:
             if callable(getattr(search, "estimate", None)):
                 work = Workload(layers, benchmarks[cell.benchmark], protocol, smoothing, cell.budget,
                                 len(data.search), len(data.finetune))
-                e.search = float(search.estimate(work))
+                e.search = searched(search.estimate(work), (cell.benchmark, cell.sigma), counted)
         estimates.append(e)
     return estimates, notes
+
+
+def searched(cost: float | Cost, base_model: tuple, counted: set) -> float:
+    """A cell's search forwards: its own, plus the shared work no earlier cell on ``base_model`` counted."""
+    if not isinstance(cost, Cost):
+        return float(cost)
+    new = {key: forwards for key, forwards in cost.shared.items() if (base_model, key) not in counted}
+    counted.update((base_model, key) for key in new)
+    return float(cost.own + sum(new.values()))
 
 
 def show(spec: SweepSpec) -> int:
