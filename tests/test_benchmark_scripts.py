@@ -30,7 +30,8 @@ def script(home: Path, name: str, *args) -> subprocess.CompletedProcess:
 
 
 def test_every_script_in_benchmarks_is_tested_here():
-    tested = {"perf.py", "discrimination.py", "finetune_batchnorm.py", "reward_fidelity.py", "gpu_throughput.py"}
+    tested = {"perf.py", "discrimination.py", "finetune_batchnorm.py", "reward_fidelity.py", "gpu_throughput.py",
+              "threads.py"}
     assert {p.name for p in SCRIPTS.glob("*.py")} == tested
 
 
@@ -76,3 +77,10 @@ def test_gpu_throughput_without_a_gpu_says_so_in_one_line(home):
 def test_gpu_throughput_quick(home):
     out = script(home, "gpu_throughput.py", "--quick").stdout
     assert "digits: certification" in out and "the best forward" in out
+
+
+def test_threads_quick(home):
+    out = script(home, "threads.py", "--quick").stdout
+    lines = out.rstrip().splitlines()
+    for name, line in zip(("digits", "digits-mobilenetv2"), lines[-2:]):
+        assert line.startswith(f"threads {name}: 2/1-thread time quiet ") and ", busy " in line

@@ -57,6 +57,9 @@ class Benchmark:
     # Optional: the number of images in the full dataset's splits, {"train": N, "test": N} (train may be
     # absent), for estimates made where the data is not (``arqbench run --dry-run``).
     data_sizes: dict[str, int] = field(default_factory=dict)
+    # Optional: the CPU thread count this benchmark's work runs fastest at (torch.set_num_threads), chosen by
+    # measurement (benchmarks/threads.py); None: torch's default. ``--threads`` overrides it.
+    threads: int | None = None
 
     def build_model(self) -> nn.Module:
         """A freshly initialised model with input normalisation inside (``arqbench.models.normalize.Normalized``)."""
