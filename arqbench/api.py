@@ -30,7 +30,7 @@ from arqbench.pipeline.saved import load as load_model
 from arqbench.quantization.layers import QUANTIZABLE
 from arqbench.quantization.policy import MAX_BITS, MIN_BITS, Policy
 from arqbench.report import frames
-from arqbench.runtime import PRECISIONS, keep_freed_memory
+from arqbench.runtime import PRECISIONS, check_precision, keep_freed_memory
 from arqbench.smoothing.certificates import Certificates
 from arqbench.smoothing.certification import Reference
 from arqbench.smoothing.core import SmoothingConfig
@@ -57,7 +57,7 @@ def certify(model: nn.Module, inputs: torch.Tensor | Sequence[torch.Tensor], lab
     ``reference`` float model ``model`` derives from, and caches that model's certification in
     ``$ARQBENCH_HOME``) built with ``options``. Noise is seeded by (``seed``, the example's index in
     ``indices``, default 0..N-1), so a certificate does not depend on batching and can be replayed.
-    ``batch_size``: noisy samples per forward; ``precision``: ``fp32``, ``tf32`` or ``bf16`` on a GPU.
+    ``batch_size``: noisy samples per forward; ``precision``: ``fp32``, ``tf32`` (CUDA only) or ``bf16`` (autocast, GPU or CPU).
 
     Returns ``Certificates``: a sequence of ``Certificate`` in input order, with ``.summary(radii)`` (smoothed
     accuracy, certified accuracy at each radius, ACR and its 95% interval, abstain rate) and ``.to_pandas()``.
@@ -72,6 +72,7 @@ def certify(model: nn.Module, inputs: torch.Tensor | Sequence[torch.Tensor], lab
     _check(sigma, n0, n, alpha, batch_size, precision)
     model.eval()
     device = next(model.parameters()).device
+    check_precision(device, precision, "certify: precision")
     if num_classes is None:
         with torch.inference_mode():
             num_classes = int(model(xs[:1].to(device)).shape[-1])

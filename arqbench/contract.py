@@ -468,6 +468,9 @@ class Benchmark:
     normalizations: dict[str, Any] = field(default_factory=dict)
     layout_normalizations: dict[str, str] = field(default_factory=dict)
     data_sizes: DataSizes = field(default_factory=dict)  # optional: the full dataset's split sizes
+    # optional: the CPU thread count this benchmark's work runs fastest at (torch.set_num_threads), chosen by
+    # measurement (benchmarks/threads.py); None: torch's default. ``--threads`` overrides it.
+    threads: int | None = None
     gamma: InitVar[float | None] = None  # deprecated (0.1's field): an option of the irs certifier now
 
     def __post_init__(self, gamma: float | None):

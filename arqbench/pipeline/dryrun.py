@@ -22,13 +22,14 @@ import torch
 from rich import box
 from rich.table import Table
 
+from arqbench import runtime
 from arqbench.console import info, print_table
 from arqbench.errors import ArqbenchError, SkipBenchmark
 from arqbench.models.benchmark import Splits
 from arqbench.models.data import ProtocolData
 from arqbench.pipeline.config import Protocol
 from arqbench.pipeline.results import REFERENCE, Cell
-from arqbench.pipeline.sweep import SweepSpec, finished, plan, setup
+from arqbench.pipeline.sweep import SweepSpec, finished, plan, setup, threads
 from arqbench.quantization.layers import profile_layers
 from arqbench.search.estimate import TRAIN_COST, Cost, Workload
 from arqbench.smoothing.core import SmoothingConfig
@@ -104,11 +105,14 @@ def estimate(spec: SweepSpec) -> tuple[list[Estimate], list[str]]:
         protocol = protocols[name]
         data, where = sizes(benchmark, protocol, spec.data_root)
         layers = profile_layers(benchmark.build_model(), benchmark.input_shape)
-        rate = throughput(benchmark, protocol, device)
+        with runtime.threads(threads(spec, benchmark)):  # as the run will
+            rate = throughput(benchmark, protocol, device)
+            count = torch.get_num_threads()
         macs = sum(layer.macs for layer in layers)
         per_benchmark[name] = (data, layers, macs, rate)
         notes.append(f"{name}: {macs / 1e6:.2f}M MACs per forward, {rate:,.0f} forwards/s measured on {device} "
-                     f"(batch {min(protocol.batch_size, 1024)}); split sizes from {where}")
+                     f"(batch {min(protocol.batch_size, 1024)}, {count} CPU thread{'s' * (count > 1)}); split sizes "
+                     f"from {where}")
     estimates, counted = [], set()
     for cell in plan(spec):
         protocol = protocols[cell.benchmark]
