@@ -23,7 +23,7 @@ from arqbench.pipeline.prepare import Prepared
 from arqbench.pipeline.results import REFERENCE, Cell, now, versions
 from arqbench.quantization import policy as policies
 from arqbench.quantization.costs import cost_summary
-from arqbench.search.context import SearchContext, calibration_batches
+from arqbench.search.context import SearchContext, calibration_batches, equalized
 from arqbench.search.ledger import Ledger
 from arqbench.smoothing.certification import certify_subset
 from arqbench.smoothing.core import Certificate, SmoothingConfig
@@ -107,21 +107,23 @@ class CellRun:
         )
 
     def quantized_model(self, policy: policies.Policy) -> tuple[nn.Module, dict]:
-        """The protocol's quantized model (the run's quantizer, calibrated, then the common noisy fine-tune),
-        and how it was fine-tuned: ``frozen_batchnorm`` when the plain fine-tune diverged and reran."""
+        """The protocol's quantized model (the run's quantizer, calibrated, then the common noisy fine-tune
+        under the protocol's ``finetune_recipe``), and how it was fine-tuned: ``frozen_batchnorm`` when the
+        fine-tune diverged and reran."""
         prepared, protocol = self.prepared, self.protocol
         model = self.calibrated(policy)
         frozen = protocol.finetune_epochs > 0 and finetune(
             model, prepared.data.finetune, prepared.benchmark.finetune, prepared.sigma, self.device,
-            self.cell.seed, epochs=protocol.finetune_epochs, description=f"fine-tune {self.cell.method}",
-            workers=prepared.data.workers)
+            self.cell.seed, tuning=protocol.tuning(), epochs=protocol.finetune_epochs,
+            description=f"fine-tune {self.cell.method}", workers=prepared.data.workers)
         return model.eval(), {"epochs": protocol.finetune_epochs, "frozen_batchnorm": frozen}
 
     def calibrated(self, policy: policies.Policy) -> nn.Module:
-        """The base model quantized by the run's quantizer for ``policy``, calibrated, not yet fine-tuned."""
+        """The base model (equalized as the protocol's ``finetune_recipe`` says) quantized by the run's quantizer
+        for ``policy``, calibrated, not yet fine-tuned."""
         quantizer = self.protocol.create("quantizer", self.protocol.quantizer)
         calibration = calibration_batches(self.prepared.data, self.prepared.sigma, self.device, self.cell.seed)
-        return quantizer.quantize(self.prepared.model, policy, calibration)
+        return quantizer.quantize(equalized(self.prepared.model, self.protocol.tuning()), policy, calibration)
 
     def smoothing(self) -> SmoothingConfig:
         p = self.protocol

@@ -14,12 +14,13 @@ from arqbench import plugins
 from arqbench.errors import ArqbenchError
 from arqbench.models.benchmark import Benchmark
 from arqbench.models.data import SUBSETS
+from arqbench.models.finetune_recipe import DEFAULT as DEFAULT_FINETUNE_RECIPE, FinetuneRecipe
 from arqbench.runtime import PRECISIONS
 
 SHARED = "*"
 DEFAULTS = {
     "n0": 100, "n": 100_000, "alpha": 0.001, "test_images": 500, "batch_size": 1000, "subset": "random",
-    "precision": "fp32", "search_activations": False, "keep_ends": True,
+    "precision": "fp32", "search_activations": False, "keep_ends": True, "finetune_recipe": DEFAULT_FINETUNE_RECIPE,
 }
 PLUGIN_SETTINGS = ("quantizer", "cost_model", "certifier")  # default: the plugin registered as its kind's default
 PRESETS = {
@@ -38,6 +39,7 @@ class Protocol:
     batch_size: int  # noisy samples per forward during certification
     precision: str  # of the certified classifier's forward passes (arqbench.runtime.PRECISIONS)
     finetune_epochs: int
+    finetune_recipe: dict  # FinetuneRecipe's fields (arqbench.models.finetune_recipe): the fine-tune's remedies
     quantizer: str
     cost_model: str
     certifier: str
@@ -47,6 +49,10 @@ class Protocol:
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+    def tuning(self) -> FinetuneRecipe:
+        """The fine-tune's remedies (``finetune_recipe``) as a ``FinetuneRecipe``."""
+        return FinetuneRecipe.parse(self.finetune_recipe)
 
     def plugin_options(self, kind: str, name: str) -> dict:
         """The options this run gives plugin ``name`` of ``kind`` (its own over the shared ones)."""
@@ -88,6 +94,7 @@ def resolve(benchmark: Benchmark, overrides: dict, preset: str | None = None) ->
             raise ArqbenchError(f"unknown preset '{preset}'; available: {', '.join(PRESETS)}")
         values.update(PRESETS[preset])
     values.update({k: v for k, v in overrides.items() if v is not None and k != "options"})
+    values["finetune_recipe"] = FinetuneRecipe.parse({**DEFAULT_FINETUNE_RECIPE, **values["finetune_recipe"]}).as_dict()
     values["options"] = merge_options(benchmark.defaults.get("options"), overrides.get("options"))
     for kind in PLUGIN_SETTINGS:
         if values.get(kind) is None:

@@ -13,12 +13,14 @@ from filelock import FileLock, Timeout
 from arqbench.version import PLUGIN_API, __version__
 from arqbench.errors import ArqbenchError
 from arqbench.files import check_json, read_json, write_json_atomic
+from arqbench.models.finetune_recipe import DEFAULT as DEFAULT_FINETUNE_RECIPE
 from arqbench.pipeline.config import Protocol
 
 REFERENCE = "fp32"  # the float model's row, one per (benchmark, sigma, seed)
 # Protocol settings added after result files were first written, with the value older files were made under:
 # filled in on reading, so older results stay reusable and rank with newer ones made the same way.
 ADDED_SETTINGS = {"subset": "random", "precision": "fp32"}
+ADDED_QUANTIZED_SETTINGS = {"finetune_recipe": DEFAULT_FINETUNE_RECIPE}  # the same, for quantized cells only
 
 
 @dataclass(frozen=True)
@@ -127,6 +129,9 @@ def check(data, path: Path) -> dict:
     if "test_images" in protocol:
         for key, value in ADDED_SETTINGS.items():
             protocol.setdefault(key, value)
+        if data["method"] != REFERENCE:
+            for key, value in ADDED_QUANTIZED_SETTINGS.items():
+                protocol.setdefault(key, value)
     return data
 
 

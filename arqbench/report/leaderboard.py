@@ -30,6 +30,7 @@ from tabulate import tabulate
 
 from arqbench.errors import ArqbenchError
 from arqbench.files import write_bytes_atomic, write_json_atomic, write_text_atomic
+from arqbench.models.finetune_recipe import DEFAULT as DEFAULT_FINETUNE_RECIPE
 from arqbench.pipeline.results import REFERENCE
 from arqbench.report.tables import Board, Row, Table, boards, cost_name
 
@@ -159,6 +160,7 @@ def describe(settings: dict, bold: set = frozenset()) -> str:
         "certifier": lambda v: f"certifier {v}",
         "quantizer": lambda v: f"quantizer {v}", "cost_model": lambda v: f"cost model {v}",
         "finetune_epochs": lambda v: f"fine-tune {v} epochs",
+        "finetune_recipe": lambda v: "fine-tune recipe " + ", ".join(f"{k}={x}" for k, x in sorted(v.items())),
         "search_activations": lambda v: "activation bits searched" if v else "activations at 8 bits",
         "keep_ends": lambda v: "first and last layer at 8 bits" if v else "first and last layer searched",
         "batch_size": lambda v: f"certification batch {v}",
@@ -166,6 +168,8 @@ def describe(settings: dict, bold: set = frozenset()) -> str:
             f"{'every plugin' if name == '*' else name}: {', '.join(f'{k}={x}' for k, x in sorted(o.items()))}"
             for name, o in sorted(v.items())),
     }
+    if settings.get("finetune_recipe") == DEFAULT_FINETUNE_RECIPE:  # the recipe every result had before it was recorded
+        settings = {k: v for k, v in settings.items() if k != "finetune_recipe"}
     parts = []
     for key in [k for k in words if k in settings] + sorted(k for k in settings if k not in words):
         text = words[key](settings[key]) if key in words else f"{key} = {settings[key]}"

@@ -19,7 +19,9 @@ from arqbench import console
 from arqbench.contract import SearchResult  # noqa: F401 (searches' result, re-exported for the core)
 from arqbench.models.benchmark import Benchmark
 from arqbench.models.data import ProtocolData, noisy_batches
+from arqbench.models.finetune_recipe import FinetuneRecipe
 from arqbench.models.training import accuracy, finetune
+from arqbench.quantization.equalization import equalize
 from arqbench.quantization import policy as policies
 from arqbench.quantization.layers import LayerInfo
 from arqbench.search.ledger import Ledger
@@ -54,6 +56,7 @@ class SearchContext:
     def __post_init__(self):
         self.float_cost = self.cost_model.cost(self.layers, policies.float_policy(self.layers))
         self._calibration: list[torch.Tensor] | None = None
+        self._equalized: nn.Module | None = None
         self.finetunes = 0  # candidate fine-tunes run, and how many of them diverged and reran (``finetune``)
         self.frozen_batchnorm_finetunes = 0
 
@@ -72,7 +75,16 @@ class SearchContext:
         return self._calibration
 
     def quantize(self, policy: policies.Policy) -> nn.Module:
-        return self.quantizer.quantize(self.model, policy, self.calibration()).eval()
+        """``policy``'s model by the run's quantizer, from the float model equalized as the protocol's
+        ``finetune_recipe`` says (``equalized``), calibrated."""
+        if self._equalized is None:
+            self._equalized = equalized(self.model, self.tuning())
+        return self.quantizer.quantize(self._equalized, policy, self.calibration()).eval()
+
+    def tuning(self) -> FinetuneRecipe:
+        """The protocol's fine-tune remedies (the default recipe for a protocol that names none)."""
+        tuning = getattr(self.protocol, "tuning", None)
+        return tuning() if tuning else FinetuneRecipe()
 
     def accuracy(self, model: nn.Module) -> float:
         """Clean top-1 accuracy on the search split."""
@@ -87,7 +99,7 @@ class SearchContext:
             self.finetunes += 1
             self.frozen_batchnorm_finetunes += finetune(
                 model, self.data.finetune, self.benchmark.finetune, self.sigma, self.device, self.seed,
-                description="candidate fine-tune", workers=self.data.workers, steps=steps)
+                tuning=self.tuning(), description="candidate fine-tune", workers=self.data.workers, steps=steps)
         return model.eval()
 
     def candidate(self, policy: policies.Policy, finetune_steps: int) -> nn.Module:
@@ -102,6 +114,13 @@ class SearchContext:
 def calibration_batches(data: ProtocolData, sigma: float, device: torch.device, seed: int,
                         batches: int = 4, batch_size: int = 128) -> list[torch.Tensor]:
     return list(noisy_batches(data.finetune, sigma, batches, batch_size, device, seed, data.workers))
+
+
+def equalized(model: nn.Module, tuning: FinetuneRecipe) -> nn.Module:
+    """The float ``model`` cross-layer equalized as ``tuning.equalize`` says (``model`` itself for "none")."""
+    if tuning.equalize == "none":
+        return model
+    return equalize(model, relu6_as_relu=tuning.equalize == "relu6")[0]
 
 
 @contextmanager
