@@ -30,7 +30,7 @@ from arqbench.quantization.layers import profile_layers
 from arqbench.report import cohen, leaderboard
 from arqbench.smoothing.metrics import summarize
 
-REPLAYED = (*CERTIFICATION_SETTINGS, "finetune_epochs", "quantizer")  # what `certify --policy` reproduces
+REPLAYED = (*CERTIFICATION_SETTINGS, "finetune_epochs", "finetune_recipe", "quantizer")  # what `certify --policy` reproduces
 
 
 def run(args, flags: dict) -> int:

@@ -30,8 +30,8 @@ def script(home: Path, name: str, *args) -> subprocess.CompletedProcess:
 
 
 def test_every_script_in_benchmarks_is_tested_here():
-    tested = {"perf.py", "discrimination.py", "finetune_batchnorm.py", "reward_fidelity.py", "gpu_throughput.py",
-              "threads.py", "episodes.py"}
+    tested = {"perf.py", "discrimination.py", "finetune_recipes.py", "finetune_batchnorm.py", "reward_fidelity.py",
+              "gpu_throughput.py", "threads.py", "episodes.py"}
     assert {p.name for p in SCRIPTS.glob("*.py")} == tested
 
 
@@ -56,14 +56,19 @@ def test_reward_fidelity_quick(home):
     assert out.rstrip().splitlines()[-1].startswith("spearman arq=")
 
 
-def test_finetune_batchnorm_quick_on_a_tiny_run(home, tmp_path):
+def test_finetune_recipes_quick_on_a_tiny_run(home, tmp_path):
     results = tmp_path / "results"
     env = {"ARQBENCH_HOME": str(home), "OMP_NUM_THREADS": "1"}
     done = run_subprocess("run", "--methods", "uniform", "--budget", "0.1,0.2", "--out", results, *TINY, env=env)
     assert done.returncode == 0, done.stderr
-    out = script(home, "finetune_batchnorm.py", results, "--quick").stdout
-    assert "clean test accuracy % after the protocol's fine-tune" in out and "batch statistics" in out
+    out = script(home, "finetune_recipes.py", results, "--quick").stdout
+    assert "clean test accuracy % after the protocol's fine-tune, per recipe" in out
     assert "uniform" in out and "10%" in out and "20%" not in out  # --quick: the first cell only
+    assert "recalibrate+freeze-0.5" in out and "per recipe: collapsed models" in out
+    assert out.rstrip().splitlines()[-1].startswith("fewest collapsed models: ")
+    # the README's earlier command: today's recipe beside BatchNorm frozen
+    out = script(home, "finetune_batchnorm.py", results, "--quick").stdout
+    assert "protocol" in out and "frozen" in out and "recalibrate" not in out
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message of a machine without CUDA")
