@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.utils.data import Subset
 
 from arqbench.models.benchmark import Benchmark
 from arqbench.models.data import ProtocolData, noisy_batches
@@ -70,9 +71,10 @@ class SearchContext:
     def quantize(self, policy: policies.Policy) -> nn.Module:
         return self.quantizer.quantize(self.model, policy, self.calibration()).eval()
 
-    def accuracy(self, model: nn.Module) -> float:
-        """Clean top-1 accuracy on the search split."""
-        return accuracy(model, self.data.search, self.device, workers=self.data.workers)
+    def accuracy(self, model: nn.Module, indices: list[int] | None = None) -> float:
+        """Clean top-1 accuracy on the search split (on its images ``indices`` where given)."""
+        data = self.data.search if indices is None else Subset(self.data.search, list(indices))
+        return accuracy(model, data, self.device, workers=self.data.workers)
 
     def finetune(self, model: nn.Module, steps: int) -> nn.Module:
         """The protocol's noise-augmented fine-tune (the benchmark's recipe, same seed), cut to ``steps``
