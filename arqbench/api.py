@@ -164,7 +164,7 @@ def quantize(model: nn.Module, policy: Policy | int | tuple[int, int], quantizer
     (the others stay float), or one bit-width (or (w, a) pair) for all of them; bits in [2, 8].
     ``calibration``: a batch (or a list of batches) of inputs as the model will see them (noisy, for a smoothed
     model) that fix the activation ranges; without it the ranges stay unset, which is only of use to load a
-    saved state_dict next (``arqbench.interfaces.Quantizer``). The copy still trains (straight-through).
+    saved state_dict next (``arqbench.contract.Quantizer``). The copy still trains (straight-through).
     """
     names = [name for name, module in model.named_modules() if isinstance(module, QUANTIZABLE)]
     if isinstance(policy, int) or (isinstance(policy, tuple) and len(policy) == 2):

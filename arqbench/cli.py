@@ -7,7 +7,7 @@ import os
 import sys
 from pathlib import Path
 
-from arqbench import __version__
+from arqbench.version import __version__
 from arqbench.errors import ArqbenchError
 from arqbench.pipeline import sweepfile
 

@@ -7,7 +7,7 @@ from rich import box
 from rich.table import Table
 
 from arqbench import model_commands, plugins
-from arqbench.console import info, say, stdout, warn
+from arqbench.console import info, print_table, print_tables, say, stdout, warn
 from arqbench.errors import ArqbenchError
 from arqbench.files import (
     check_output_dir,
@@ -60,7 +60,7 @@ def list_plugins(args, flags: dict) -> int:
             entry = entries[name]
             marker = "" if not entry.default else "yes" if entry.default is True else f"for {entry.default}"
             table.add_row(kind.replace("_", " "), name, entry.plugin, marker)
-    stdout.print(table)
+    print_table(table, keep=2)
     return 0
 
 
@@ -77,7 +77,7 @@ def list_options(name: str) -> int:
             kind_name = getattr(p.annotation, "__name__", None) or str(p.annotation)
             table.add_row(key, "" if p.annotation is p.empty else kind_name,
                           "(required)" if p.default is p.empty else repr(p.default))
-        stdout.print(table)
+        print_table(table)
     return 0
 
 
@@ -147,7 +147,7 @@ def certify(args, flags: dict) -> int:
             info(f"wrote {args.cohen_out} ({len(certs)} images, Cohen et al.'s certify.py format)")
         table.add_row(name, f"{trained.clean_acc:.4f}", f"{m['smoothed_acc']:.4f}", f"{m['acr']:.4f}",
                       f"{m['abstain_rate']:.4f}", f"{seconds:.2f}")
-    stdout.print(table)
+    print_table(table)
     if source is not None and protocol.certifier in measured:
         changed = _changed(source, sigma, seed, protocol)
         if changed:
@@ -172,7 +172,7 @@ def show(args, flags: dict) -> int:
     elif args.format == "json":
         stdout.file.write(cells.as_json(shown) + "\n")
     else:
-        stdout.print(cells.table(shown))
+        print_tables(cells.tables(shown, stdout.width))
     return 0
 
 
@@ -202,7 +202,7 @@ def profile(args, flags: dict) -> int:
         write_text_atomic(csv, frame.to_csv(index=False))
         title = f"{args.benchmark}, sigma = {sigma:g}, seed {args.seed}: per-layer sensitivity"
         write_bytes_atomic(png, figures.heatmap_png(title, frame))
-        stdout.print(_profile_table(frame, args.metric, title))
+        print_table(_profile_table(frame, args.metric, title))
         info(f"wrote {csv} and {png}")
     return 0
 
@@ -214,7 +214,7 @@ def _profile_table(frame, metric: str, title: str) -> Table:
     grid = weights.pivot_table(index="layer", columns="w_bits", values=value, aggfunc="first")
     grid = grid.reindex(index=list(dict.fromkeys(weights.sort_values("index")["layer"])))
     table = Table(title=f"{title}: {value.replace('_', ' ')} with the weights at b bits (activations 8)",
-                  box=box.SIMPLE_HEAD)
+                  box=box.SIMPLE_HEAD, padding=(0, 1), collapse_padding=True, pad_edge=False, show_edge=False)
     table.add_column("layer \\ b", no_wrap=True)
     for bits in grid.columns:
         table.add_column(f"{bits}", justify="right", no_wrap=True)

@@ -17,10 +17,10 @@ scores on the first half of the split and re-scores on the second.
 import functools
 from dataclasses import dataclass
 
+from arqbench.contract import SearchContext, SearchResult
 from arqbench.errors import ArqbenchError
 from arqbench.hookspecs import hookimpl
-from arqbench.search.agent import AgentSettings, rl_search
-from arqbench.search.context import SearchContext, SearchResult
+from arqbench.toolkit import AgentSettings, rl_search
 
 FINETUNE_STEPS = 8  # per candidate; see the README for how this default was measured
 

@@ -12,6 +12,7 @@ from test_quantization import HandNet
 from arqbench import plugins
 from arqbench.quantization import policy as policies
 from arqbench.quantization.layers import profile_layers
+from arqbench.search.context import quietly
 from arqbench.search.agent import AgentSettings, EpisodeCreditBuffer, rl_search
 from arqbench.search.bit_env import FEATURES, BitAllocationEnv, action_to_bits
 
@@ -25,7 +26,7 @@ def context(budget=0.1, search_activations=False, seed=0):
     fraction = lambda p: BITOPS.cost(LAYERS, p) / FLOAT  # noqa: E731
     return SimpleNamespace(
         layers=LAYERS, fixed=fixed, search_activations=search_activations, seed=seed, budget=budget,
-        cost_fraction=fraction,
+        cost_fraction=fraction, progress=quietly,
         within_budget=lambda p: policies.fit_to_budget(p, LAYERS, fraction, budget, fixed, search_activations))
 
 
@@ -203,3 +204,28 @@ def test_rescoring_without_a_rescore_is_an_error():
         rl_search(context(), synthetic_reward(None), AgentSettings(episodes=2, warmup=2, rescore_top=2))
     with pytest.raises(ValueError, match="rescore_top must be a non-negative integer"):
         AgentSettings(rescore_top=-1)
+
+
+def test_a_search_reports_each_episode_through_the_context_and_prints_nothing_off_a_terminal(capsys):
+    """``ctx.progress`` gets the number of episodes, then one advance per episode; the console's default
+    hook (here off a terminal) prints nothing."""
+    from contextlib import contextmanager
+
+    from arqbench import console
+
+    calls = []
+
+    @contextmanager
+    def recorder(description, total):
+        calls.append((description, total))
+        yield lambda: calls.append("advance")
+        calls.append("closed")
+
+    ctx = context(seed=1)
+    ctx.progress = recorder
+    settings = AgentSettings(episodes=5, warmup=2)
+    rl_search(ctx, synthetic_reward(None), settings, "test search")
+    assert calls == [("test search: episodes", 5), *["advance"] * 5, "closed"]
+    ctx.progress = console.steps
+    rl_search(ctx, synthetic_reward(None), settings, "test search")
+    assert capsys.readouterr() == ("", "")

@@ -211,3 +211,22 @@ def test_a_quantizer_that_leaves_the_model_float_costs_nothing(digits):
         measures = ("acr_drop", "smoothed_acc_drop") if metric == "acr" else ("disagreement",)
         assert len(measured.rows) == 13
         assert all(row[k] == 0 for row in measured.rows for k in measures + ("clean_acc_drop",))
+
+
+def test_a_profile_reports_each_point_it_measures_through_the_context(digits):
+    from contextlib import contextmanager
+
+    calls = []
+
+    @contextmanager
+    def recorder(description, total):
+        calls.append((description, total))
+        yield lambda: calls.append("advance")
+
+    ctx = context(digits, seed=5)
+    ctx.progress = recorder
+    sensitivity.profile(ctx, ["net.fc"], False, "disagreement", "irs", images=2)
+    assert calls == [("sensitivity profile: points", 7), *["advance"] * 7]  # weights at 2..8 bits
+    calls.clear()
+    sensitivity.profile(ctx, ["net.fc"], False, "disagreement", "irs", images=2)
+    assert calls == []  # all reused: nothing to follow

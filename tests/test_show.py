@@ -32,7 +32,10 @@ def results(folder):
     return {p.stem.split("-seed")[0]: json.loads(p.read_text()) for p in folder.glob("*.json")}
 
 
-def test_show_prints_every_layer_with_each_methods_bits(cli, sweep):
+def test_show_prints_every_layer_with_each_methods_bits(cli, sweep, monkeypatch):
+    from arqbench import console
+
+    monkeypatch.setattr(console.stdout, "_width", 120)  # one table (tests/test_narrow_tables.py: at 80)
     folder = sweep / "digits/sigma0.25/budget0.02"
     code, out, err = cli("show", folder)
     assert code == 0, err

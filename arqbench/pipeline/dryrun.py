@@ -21,7 +21,7 @@ import torch
 from rich import box
 from rich.table import Table
 
-from arqbench.console import info, stdout
+from arqbench.console import info, print_table
 from arqbench.errors import ArqbenchError, SkipBenchmark
 from arqbench.models.benchmark import Splits
 from arqbench.models.data import ProtocolData
@@ -149,7 +149,7 @@ def report(spec: SweepSpec, estimates: list[Estimate], notes: list[str]) -> None
         table.add_row(*[c.benchmark] * several, f"{c.sigma:g}", "" if c.budget is None else f"{c.budget:g}",
                       c.method, str(c.seed), e.state, count(e.search), count(e.finetune), count(e.certify),
                       duration(e.seconds) if e.state == "to run" else "-")
-    stdout.print(table)
+    print_table(table, keep=several + 4)  # benchmark, sigma, budget, method, seed
     todo = [e for e in estimates if e.state == "to run"]
     for note in notes:
         info(note)

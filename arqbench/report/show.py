@@ -18,6 +18,7 @@ import pandas as pd
 from rich import box
 from rich.table import Table
 
+from arqbench.console import fitted, natural_width
 from arqbench.errors import ArqbenchError
 from arqbench.pipeline.results import REFERENCE, read
 from arqbench.quantization.policy import FLOAT_BITS
@@ -121,8 +122,9 @@ def _numbers(result: dict, order: list[str]) -> dict:
 # --- output --------------------------------------------------------------------------------------------
 
 
-def table(shown: Shown) -> Table:
-    """The rich table: layers by methods, cost and ACR in the footer."""
+def table(shown: Shown, methods_first: bool = False) -> Table:
+    """The rich table: layers by methods, cost and ACR in the footer; ``methods_first``: the methods' columns
+    right after the layer and its share, then its kind, MACs and weights (to split a narrow window's table)."""
     budget = "" if shown.budget is None else f" budget={100 * shown.budget:g}%"
     others = [s for s in shown.seeds if s != shown.seed]
     title = (f"{shown.benchmark} sigma={shown.sigma:g}{budget} seed={shown.seed}"
@@ -136,20 +138,33 @@ def table(shown: Shown) -> Table:
               pad_edge=False, title_justify="left", caption_justify="left",
               caption=f"share: the layer's share of the float model's {cost_name}; cells: weight/activation bits; "
                       f"footer: {cost_name} % of float, ACR, half-width of its 95% interval over test images")
-    t.add_column("layer", footer=f"{cost_name} %\nACR\n± 95%", no_wrap=True)
-    t.add_column("kind", no_wrap=True)
-    t.add_column("MACs", justify="right", no_wrap=True)
-    t.add_column("weights", justify="right", no_wrap=True)
-    t.add_column("share", justify="right", no_wrap=True)
     columns = [m for m in shown.methods if m["method"] != REFERENCE]
-    for m in columns:
-        t.add_column(m["label"], footer=_footer(m), justify="right", overflow="fold")
+    layer = [("layer", dict(footer=f"{cost_name} %\nACR\n± 95%"), lambda row: row["layer"])]
+    details = [("kind", {}, lambda row: row["kind"] or "—"),
+               ("MACs", dict(justify="right"), lambda row: _compact(row["macs"])),
+               ("weights", dict(justify="right"), lambda row: _compact(row["params"]))]
+    share = [("share", dict(justify="right"), lambda row: _percent(row["float_cost_share"]))]
+    bits = [(_header(m), dict(footer=_footer(m), justify="right"),
+             lambda row, m=m: _bits(m["policy"][row["layer"]])) for m in columns]
+    layout = layer + (share + bits + details if methods_first else details + share + bits)
+    for header, options, _ in layout:
+        t.add_column(header, no_wrap=True, **options)
     for row in shown.layers:
-        share = row["float_cost_share"]
-        t.add_row(row["layer"], row["kind"] or "—", _compact(row["macs"]), _compact(row["params"]),
-                  "—" if share is None else f"{100 * share:.1f}%",
-                  *[_bits(m["policy"][row["layer"]]) for m in columns])
+        t.add_row(*[cell(row) for _, _, cell in layout])
     return t
+
+
+def tables(shown: Shown, width: int) -> list[Table]:
+    """``table`` if it fits ``width`` columns, else the layers with their share and each method's bits (split
+    by methods where needed), then the layers' kind, MACs and weights."""
+    whole = table(shown)
+    return [whole] if natural_width(whole) <= width else fitted(table(shown, methods_first=True), width, keep=2)
+
+
+def _header(m: dict) -> str:
+    """The method, then each of its own options on a line (``label`` without its brackets)."""
+    own = m["label"][len(m["method"]):].strip()
+    return "\n".join([m["method"], *own.strip("()").split(", ")]) if own else m["method"]
 
 
 def _footer(m: dict) -> str:
@@ -165,6 +180,10 @@ def _bits(bits) -> str:
     if bits is None:
         return "—"
     return "fp" if bits[0] >= FLOAT_BITS else f"{bits[0]}/{bits[1]}"
+
+
+def _percent(share) -> str:
+    return "—" if share is None else f"{100 * share:.1f}%"
 
 
 def _compact(value) -> str:

@@ -27,7 +27,6 @@ from stable_baselines3.common.buffers import ReplayBuffer
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.logger import Logger
 
-from arqbench.console import progress
 from arqbench.errors import ArqbenchError
 from arqbench.search.bit_env import BitAllocationEnv
 from arqbench.search.context import SearchContext, SearchResult
@@ -120,13 +119,13 @@ class HAQAgent(DDPG):
 
 
 class _EpisodeProgress(BaseCallback):
-    def __init__(self, bar, task):
+    def __init__(self, advance):
         super().__init__()
-        self.bar, self.task = bar, task
+        self.advance = advance
 
     def _on_step(self) -> bool:
         if self.locals["dones"][0]:
-            self.bar.advance(self.task)
+            self.advance()
         return True
 
 
@@ -164,9 +163,8 @@ def rl_search(ctx: SearchContext, reward, settings: AgentSettings, description: 
         policy = ctx.within_budget(env.policy())
         return SearchResult(policy, {"episodes": 0, "history": []})
     agent = HAQAgent(env, settings, ctx.seed)
-    with progress() as bar:
-        task = bar.add_task(description, total=settings.episodes)
-        agent.learn(total_timesteps=settings.episodes * len(env.steps), callback=_EpisodeProgress(bar, task))
+    with ctx.progress(f"{description}: episodes", settings.episodes) as advance:
+        agent.learn(total_timesteps=settings.episodes * len(env.steps), callback=_EpisodeProgress(advance))
     best = max(env.history, key=lambda record: record["reward"])
     extra = {}
     if settings.rescore_top:

@@ -43,7 +43,7 @@ from filelock import FileLock, Timeout
 from torch.utils.data import Subset
 
 from arqbench import files
-from arqbench.console import info, progress
+from arqbench.console import info
 from arqbench.errors import ArqbenchError, Busy
 from arqbench.models.data import examples
 from arqbench.quantization.policy import MAX_BITS, MIN_BITS, Policy
@@ -57,6 +57,7 @@ IMAGES = 100  # search images certified per point (module docstring: the cost)
 MAX_N = 10_000  # the certifier's n per point unless given: the run's n, at most this (a ranking, not a certificate)
 MEASURES = ("acr", "smoothed_acc", "clean_acc", "disagreement")
 BITS = tuple(range(MIN_BITS, MAX_BITS + 1))
+__all__ = ["profile", "Profile", "policy_loss", "samples", "points", "METRICS", "MEASURES", "IMAGES", "MAX_N"]  # toolkit
 
 
 def samples(run_n: int) -> int:
@@ -81,8 +82,7 @@ class Profile:
     rows: list[dict]  # one per (layer, w_bits, a_bits), in layer order
     reused: int = 0  # points read from the cache by this request
     computed: int = 0
-    seconds: float = 0.0  # spent by this request
-    reused_s: float = 0.0  # what the reused points (and f's numbers, if reused) took when they were measured
+    seconds: float = 0.0  # spent by this request, waits for another process's lock excluded
 
     def frame(self) -> pd.DataFrame:
         """The tidy table: one row per measured point, with the base model, sigma and seed it belongs to."""
@@ -125,6 +125,8 @@ def policy_loss(policy: Policy, sensitivity: dict[str, dict[tuple, float]]) -> f
 def profile(ctx: SearchContext, layers: list[str], activations: bool, metric: str, certifier: str,
             images: int = IMAGES, n: int | None = None, who: str = "sensitivity profile") -> Profile:
     """Measure (or read from the cache) the points of ``layers`` (module docstring); logs what it reused.
+    Reports to ``ctx.ledger`` each point (and f's numbers) it read from the cache, at the seconds it took when
+    measured, each point it measured, and the time it waited for another process measuring the profile.
 
     ``certifier``: the name of the certifier plugin that measures the ACR, built with the run's options for
     it (``ctx.protocol``), f being its reference on the search split (``ctx.reference()``); for metric
@@ -154,7 +156,8 @@ def profile(ctx: SearchContext, layers: list[str], activations: bool, metric: st
     # one process measures a profile at a time: a second one asking for the same points waits, then reuses them
     # (or, told not to wait, says so: a sweep runs its other cells meanwhile)
     try:
-        held = FileLock(path.with_name(f".{path.name}.lock")).acquire(timeout=-1 if ctx.wait_for_shared else 0)
+        with ctx.ledger.waiting():
+            held = FileLock(path.with_name(f".{path.name}.lock")).acquire(timeout=-1 if ctx.wait_for_shared else 0)
     except Timeout:
         raise Busy(f"{who}: another process is measuring this profile") from None
     with held:  # released on leaving
@@ -166,27 +169,32 @@ def profile(ctx: SearchContext, layers: list[str], activations: bool, metric: st
 
         start = time.perf_counter()
         ref = cached.get("reference")
-        reused_s = sum(have[p].get("seconds", 0.0) for p in wanted if p in have) + (ref or {}).get("seconds", 0.0)
+        item = f"sensitivity/{path.stem}"  # the ledger's keys: f"{item}/reference", f"{item}/<layer>/<w>/<a>"
+        for name, w, a in wanted:
+            if (name, w, a) in have:
+                ctx.ledger.reused(f"{item}/{name}/{w}/{a}", have[name, w, a].get("seconds", 0.0))
+        if ref is not None:
+            ctx.ledger.reused(f"{item}/reference", ref.get("seconds", 0.0))
         if missing:
             measure = _Measure(ctx, metric, measurer, config, subset)
             if ref is None:
                 ref = {**measure(ctx.model), "seconds": time.perf_counter() - start}
-            with progress() as bar:
-                task = bar.add_task(who, total=len(missing))
+                ctx.ledger.measured(f"{item}/reference")
+            with ctx.progress(f"{who}: points", len(missing)) as advance:
                 for name, w, a in missing:
                     layer, begun = by_name[name], time.perf_counter()
                     numbers = measure(ctx.quantize({name: (w, a)}))
                     have[name, w, a] = {"layer": name, "index": layer.index, "kind": layer.kind, "w_bits": w,
                                         "a_bits": a, **numbers, **_drops(ref, numbers),
                                         "seconds": time.perf_counter() - begun}
-                    bar.advance(task)
+                    advance()
+                    ctx.ledger.measured(f"{item}/{name}/{w}/{a}")
             order = {l.name: l.index for l in ctx.layers}
             rows = sorted(have.values(), key=lambda r: (order.get(r["layer"], -1), r["a_bits"] != MAX_BITS,
                                                         -r["w_bits"], -r["a_bits"]))
             files.write_json_atomic(path, {"key": key, "reference": ref, "rows": rows})
     seconds = time.perf_counter() - start
-    result = Profile(key, path, ref, [have[p] for p in wanted], len(wanted) - len(missing), len(missing), seconds,
-                     reused_s)
+    result = Profile(key, path, ref, [have[p] for p in wanted], len(wanted) - len(missing), len(missing), seconds)
     if missing:
         info(f"{who}: measured {len(missing)} points ({len(set(layers))} layers) in {seconds:.1f}s"
              + (f", reused {result.reused} from the cache" if result.reused else "") + f"; cached in {path}")

@@ -20,9 +20,9 @@ as HAWQ applies them.
 from torch import nn
 from torch.nn import functional as F
 
+from arqbench.contract import TrainRecipe
 from arqbench.hookspecs import hookimpl
-from arqbench.models.benchmark import TrainRecipe
-from arqbench.models.normalize import Normalized
+from arqbench.toolkit import Normalized
 
 from .digits import NORMALIZATION, Digits, digits
 

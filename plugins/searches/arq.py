@@ -46,14 +46,10 @@ from dataclasses import dataclass, replace
 
 from torch.utils.data import Subset
 
-from arqbench import plugins
+from arqbench.contract import ABSTAIN, SearchContext, SearchResult
 from arqbench.errors import ArqbenchError
 from arqbench.hookspecs import hookimpl
-from arqbench.search.agent import AgentSettings, rl_search
-from arqbench.search.context import SearchContext, SearchResult
-from arqbench.smoothing.certification import certify_subset
-from arqbench.smoothing.core import ABSTAIN, certified_radius, lower_confidence_bound
-from arqbench.smoothing.metrics import summarize
+from arqbench.toolkit import AgentSettings, certified_radius, certify_subset, lower_confidence_bound, rl_search, summarize
 
 FINETUNE_STEPS = 8  # per candidate, as haq's; see the README for how this default was measured
 ESTIMATORS = ("predicted", "certified")
@@ -111,13 +107,12 @@ class ARQ(AgentSettings):
             "reward": {"acr_weight": self.acr_weight, "acc_weight": self.acc_weight, "estimator": self.estimator},
             "float_acr": reference_metrics["acr"], "float_smoothed_acc": reference_metrics["smoothed_acc"],
             "images": self.images, "n": self.n, "finetune_steps": self.finetune_steps, "certifier": self.certifier,
-            "certifier_stats": stats, "reused_s": stats.get("reused_s", 0.0),
+            "certifier_stats": stats,
         })
         if "rescored" in result.info:
-            rescore_stats = dict(getattr(rescore_score.certifier, "stats", {}))
             result.info.update({"rescore_images": self.rescore_images, "rescore_n": self.rescore_n,
-                                "rescore_float_acr": rescore.reference()["acr"], "rescore_certifier_stats": rescore_stats,
-                                "reused_s": result.info["reused_s"] + rescore_stats.get("reused_s", 0.0)})
+                                "rescore_float_acr": rescore.reference()["acr"],
+                                "rescore_certifier_stats": dict(getattr(rescore_score.certifier, "stats", {}))})
         return result
 
     def reward(self, ctx: SearchContext, score, description: str):
@@ -136,6 +131,28 @@ class ARQ(AgentSettings):
 
         reward.reference = reference
         return reward
+
+    @staticmethod
+    def recorded_search_timing(info: dict, timing: dict) -> dict:
+        """The search time's parts of a result file written before cells recorded them
+        (``arqbench.pipeline.timing``). Such a file's ``reused_s`` (in ``info`` and its ``certifier_stats``) summed
+        the float certification's per-image seconds over every read of the cache: ``float_reused`` reads over
+        P scoring passes (the float model, then every candidate of ``history`` that is not a revisit), each
+        pass reading the same D search images, k = ``float_certified`` of them certified by this cell itself
+        (in its own time). So D = (float_reused + k) / P, a read's mean seconds is reused_s / float_reused, and
+        the float certification reused, counted once, is (D - k) * reused_s / float_reused: exactly the sum of
+        the cached images' seconds when k = 0 (each read of an image records the same seconds), their mean
+        times D - k otherwise. Without a history, D is the info's ``images``. ARQ waits on no lock: own = the
+        recorded ``search_s``, wait = 0."""
+        stats = info.get("certifier_stats") or {}
+        reads, certified = stats.get("float_reused", 0), stats.get("float_certified", 0)
+        history = info.get("history")
+        if history:
+            images = (reads + certified) / (1 + sum(not h.get("revisit", False) for h in history))
+        else:
+            images = info.get("images", 0)
+        reused = (images - certified) * stats.get("reused_s", 0.0) / reads if reads else 0.0
+        return {"search_s": timing.get("search_s"), "search_wait_s": 0.0, "search_reused_s": max(reused, 0.0)}
 
     def estimate(self, work) -> float:
         """The float model's certification on the search images (cached after the first run), the float model
@@ -158,7 +175,8 @@ class ARQ(AgentSettings):
     def scorer(self, ctx: SearchContext, rescore: bool = False):
         """``score(model, description) -> (metrics, record)``: the estimator applied to ``model`` on the search
         images, or with ``rescore`` on the re-score's sample (module docstring); ``score.certifier`` is the
-        certifier it uses (its stats count the float cache's reuse)."""
+        certifier it uses (its stats count the float cache's reads; the float certification it reads from the
+        cache is reported to ``ctx.ledger`` through ``ctx.reference()``)."""
         search = ctx.data.search
         first = min(self.images, len(search))
         if rescore:
@@ -173,7 +191,7 @@ class ARQ(AgentSettings):
         options = ctx.protocol.plugin_options("certifier", self.certifier)
         if self.estimator == "predicted" and "gamma" in options:
             options["gamma"] = 1.0  # the paired estimate on every image: no from-scratch fallback
-        certifier = plugins.create("certifier", self.certifier, **options)
+        certifier = ctx.protocol.create("certifier", self.certifier, **options)
         reference = ctx.reference()
         final = ctx.smoothing
 

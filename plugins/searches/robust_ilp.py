@@ -39,13 +39,10 @@ layer names).
 import time
 from dataclasses import replace
 
-from arqbench import plugins
+from arqbench.contract import SearchResult
 from arqbench.errors import ArqbenchError
 from arqbench.hookspecs import hookimpl
-from arqbench.quantization.policy import fixed_layers
-from arqbench.search import sensitivity
-from arqbench.search.context import SearchResult
-from arqbench.search.ilp import ilp_policy, tie_units
+from arqbench.toolkit import fixed_layers, ilp_policy, require_plugin, sensitivity, tie_units
 
 NAME = "robust-ilp"
 
@@ -67,7 +64,7 @@ class RobustILP:
                 and all(isinstance(g, (list, tuple)) and all(isinstance(x, str) for x in g) for g in tie)):
             raise ArqbenchError(f"{NAME}.tie must be 'benchmark', 'none' or a list of lists of layer names, "
                                 f"got {tie!r}")
-        plugins.get("certifier", certifier)
+        require_plugin("certifier", certifier)
         self.metric, self.images, self.n, self.certifier, self.tie = metric, images, n, certifier, tie
 
     def ties(self, ctx) -> list[list[str]]:
@@ -99,6 +96,25 @@ class RobustILP:
         measured = len(free) * len(sensitivity.points(work.protocol.search_activations))
         return images * (config.n0 + config.n) + (1 + measured) * work.certify_forwards(images, certifier, config)
 
+    @staticmethod
+    def recorded_search_timing(info: dict, timing: dict) -> dict:
+        """The search time's parts of a result file written before cells recorded them
+        (``arqbench.pipeline.timing``). Such a file's ``reused_s`` counted each reused profile point once (and
+        f's numbers when they came from the cache), but its ``search_s`` included the time spent waiting for
+        another process that was measuring the same profile. The file records each point's seconds
+        (``profile``), f's (``profile_reference``) and the time inside the profile (``profile_s``): this cell
+        measured M = the points' seconds + f's - reused_s (a reused point's, and a reused f's, seconds are in
+        reused_s), and wait = max(profile_s - M, 0): the lock wait plus the profile's bookkeeping (reading and
+        writing its cache file: milliseconds), so an upper bound on the wait; own = search_s - wait. A file
+        without ``profile_s`` is read as its recorded ``search_s`` and ``reused_s``, the wait unknown."""
+        if "profile_s" not in info or "reused_s" not in info:
+            return {}
+        reused = info["reused_s"]
+        measured = (sum(row.get("seconds", 0.0) for row in info.get("profile") or [])
+                    + (info.get("profile_reference") or {}).get("seconds", 0.0) - reused)
+        wait = max(info["profile_s"] - max(measured, 0.0), 0.0)
+        return {"search_s": timing["search_s"] - wait, "search_wait_s": wait, "search_reused_s": reused}
+
     def search(self, ctx) -> SearchResult:
         start = time.perf_counter()
         table, measured, groups = self.sensitivities(ctx)
@@ -115,8 +131,7 @@ class RobustILP:
             "profile": measured.rows,
             "profile_reference": measured.reference,
             "profile_cache": {"path": str(measured.path), "reused": measured.reused, "computed": measured.computed},
-            "profile_s": profile_s,
-            "reused_s": measured.reused_s,  # cached work counts in the search's cost
+            "profile_s": profile_s,  # waits for another process's profile included (the cell's timing has them apart)
             "settings": {"metric": self.metric, "images": measured.key["images"],
                          "n": measured.key["smoothing"]["n"], "certifier": self.certifier,
                          "certifier_options": measured.key["certifier_options"]},
