@@ -229,3 +229,29 @@ def test_a_search_reports_each_episode_through_the_context_and_prints_nothing_of
     ctx.progress = console.steps
     rl_search(ctx, synthetic_reward(None), settings, "test search")
     assert capsys.readouterr() == ("", "")
+
+
+def test_arq_and_haq_record_their_rescored_candidates(cli, tmp_path):
+    code, out, err = cli("run", "--methods", "arq,haq", "--sigma", "0.25", "--budget", "0.03", "--episodes", "4",
+                         "--option", "arq.warmup=4", "--option", "haq.warmup=4", "--option", "arq.rescore_top=3",
+                         "--option", "haq.rescore_top=3", "--option", "arq.images=4", "--option", "arq.n=100",
+                         "--option", "arq.rescore_images=6", "--option", "arq.rescore_n=200",
+                         "--option", "arq.finetune_steps=1", "--option", "haq.finetune_steps=1", "--out", tmp_path, *TINY)
+    assert code == 0, err
+    for method in ("arq", "haq"):
+        record = json.loads((tmp_path / f"digits/sigma0.25/budget0.03/{method}-seed0.json").read_text())
+        search = record["search"]
+        distinct = [h for h in search["history"] if not h["revisit"]]
+        rescored = search["rescored"]
+        assert len(rescored) == min(3, len(distinct))
+        assert [r["reward"] for r in rescored] == sorted((h["reward"] for h in distinct), reverse=True)[:len(rescored)]
+        assert all({"episode", "policy", "cost", "reward", "rescore", "rescore_record"} <= set(r) for r in rescored)
+        shipped = [r for r in rescored if r["shipped"]]
+        assert len(shipped) == 1 and shipped[0]["rescore"] == max(r["rescore"] for r in rescored)
+        assert record["policy"] == shipped[0]["policy"] and search["best_episode"] == shipped[0]["episode"]
+    arq = json.loads((tmp_path / "digits/sigma0.25/budget0.03/arq-seed0.json").read_text())["search"]
+    assert arq["rescore_certifier_stats"]["float_certified"] == 6  # the re-score's own float certification
+    assert all("acr" in r["rescore_record"] for r in arq["rescored"])
+    haq = json.loads((tmp_path / "digits/sigma0.25/budget0.03/haq-seed0.json").read_text())["search"]
+    assert abs(haq["images"] - haq["rescore_images"]) <= 1  # no haq.images: the search split's two halves
+    assert all("accuracy" in r["rescore_record"] for r in haq["rescored"])
