@@ -18,7 +18,7 @@ from arqbench.version import PLUGIN_API, __version__
 
 _moved.install()  # modules that moved stay importable for one minor version, with a DeprecationWarning
 
-_API = {"certify", "run", "load_results", "load_certificates", "quantize", "load_model", "export_onnx",
+_API = {"certify", "run", "load_results", "load_certificates", "quantize", "base_model", "load_model", "export_onnx",
         "Certificates", "SavedModel"}
 __all__ = ["__version__", "PLUGIN_API", "plugins", *sorted(_API)]
 

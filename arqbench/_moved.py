@@ -17,7 +17,6 @@ import types
 import warnings
 
 REMOVED_IN = "0.3"
-_PLUGINS = "arqbench.bundled"
 MOVED = {
     # the flat core before it was grouped into subpackages (commit 5a2e5b0)
     "arqbench.base_model": "arqbench.models.base_model",
@@ -44,11 +43,6 @@ MOVED = {
     "arqbench.smoothing": "arqbench.smoothing.core",  # now a package: see package_getattr
     # the Protocols' former module (0.1)
     "arqbench.interfaces": "arqbench.contract",
-    # first-party plugins before they were grouped by kind (0.1)
-    **{f"{_PLUGINS}.{name}": f"{_PLUGINS}.{kind}.{name}" for kind, names in {
-        "benchmarks": ("cifar", "cifar_data", "digits", "digits_mobilenetv2", "imagenet", "imagenet_data", "paper"),
-        "quantizers": ("linear_quantizer", "lsq_quantizer"), "certifiers": ("rs", "irs"),
-        "searches": ("arq", "robust_ilp")}.items() for name in names},
 }
 DOOR = ("arqbench.contract", "arqbench.toolkit")
 
@@ -99,6 +93,12 @@ class _MovedFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
 
     def exec_module(self, module):
         pass
+
+
+def keep_old_imports(table: dict[str, str]) -> None:
+    """Answer each old module name of ``table`` (old -> new module) with the deprecated stand-in, as ``MOVED``'s:
+    for a plugin package that moved its own modules (the first-party plugins, grouped by kind in 0.2, do)."""
+    MOVED.update(table)
 
 
 def install() -> None:

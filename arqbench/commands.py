@@ -6,7 +6,7 @@ import torch
 from rich import box
 from rich.table import Table
 
-from arqbench import model_commands, plugins
+from arqbench import model_commands, plugins, runtime
 from arqbench.console import info, print_table, print_tables, say, stdout, warn
 from arqbench.errors import ArqbenchError
 from arqbench.files import (
@@ -109,12 +109,15 @@ def certify(args, flags: dict) -> int:
     check_values([benchmark_name], sigmas=[sigma], device=args.device, checkpoint=args.checkpoint,
                  data_root=args.data_root, seeds=[seed])
     device = torch.device(args.device)
-    threads = ((source or {}).get("versions") or {}).get("threads")
-    if device.type == "cpu" and isinstance(threads, int) and threads > 0 and threads != torch.get_num_threads():
-        torch.set_num_threads(threads)  # CPU training and fine-tuning round differently with another thread count
-        info(f"replaying with {threads} CPU thread{'s' * (threads > 1)}, as {args.policy} was computed")
     benchmark = create_benchmark(benchmark_name, flags.get("options"))
+    threads = ((source or {}).get("versions") or {}).get("threads")
+    if args.threads is None and device.type == "cpu" and isinstance(threads, int) and threads > 0:
+        runtime.set_threads(threads)  # CPU training and fine-tuning round differently with another thread count
+        info(f"replaying with {threads} CPU thread{'s' * (threads > 1)}, as {args.policy} was computed")
+    else:
+        runtime.set_threads(runtime.thread_count(device, args.threads, benchmark))
     protocol = resolve(benchmark, flags, args.preset)
+    runtime.check_precision(device, protocol.precision)
     certifiers = args.certifiers or [protocol.certifier]
     if args.cohen_out is not None and len(certifiers) > 1:
         raise ArqbenchError(f"--cohen-out writes one certifier's certificates; pass one of {','.join(certifiers)} "
@@ -187,8 +190,10 @@ def profile(args, flags: dict) -> int:
         raise ArqbenchError(f"--images must be a positive integer, got {args.images}")
     device = torch.device(args.device)
     benchmark = create_benchmark(args.benchmark, flags.get("options"))
+    runtime.set_threads(runtime.thread_count(device, args.threads, benchmark))
     certifier_name = flags.get("certifier") or plugins.default("certifier", "profile")  # not the final certification's
     protocol = resolve(benchmark, {**flags, "certifier": None}, args.preset)
+    runtime.check_precision(device, protocol.precision)
     plugins.get("certifier", certifier_name)
     for sigma in args.sigma:
         prepared = prepare(benchmark, sigma, protocol, device, data_root=args.data_root, checkpoint=args.checkpoint,
@@ -241,6 +246,7 @@ def train(args, flags: dict) -> int:
     check_values([args.benchmark], sigmas=args.sigma, device=args.device, data_root=args.data_root,
                  checkpoint=args.checkpoint, seeds=[args.seed])
     benchmark = create_benchmark(args.benchmark)
+    runtime.set_threads(runtime.thread_count(torch.device(args.device), args.threads, benchmark))
     splits = benchmark.splits(args.data_root)
     for sigma in args.sigma:
         path = train_base_model(benchmark, sigma, splits, torch.device(args.device), args.seed, args.epochs,

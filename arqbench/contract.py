@@ -15,7 +15,7 @@ does not take is refused before any work. The object then follows its kind's Pro
 import warnings
 from dataclasses import InitVar, asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, ContextManager, Iterable, Protocol, Sequence, TypedDict, runtime_checkable
+from typing import Any, Callable, ContextManager, Hashable, Iterable, Protocol, Sequence, TypedDict, runtime_checkable
 
 import torch
 from torch import nn
@@ -24,12 +24,12 @@ from torch.utils.data import Dataset
 __all__ = [
     # values
     "ABSTAIN", "MIN_BITS", "MAX_BITS", "Policy", "LayerInfo", "SmoothingConfig", "Certificate", "CertificateDetails",
-    "Reference", "QuantParams", "SearchResult", "SearchInfo", "Workload", "TrainRecipe", "Splits", "DataSizes",
+    "Reference", "QuantParams", "SearchResult", "SearchInfo", "Workload", "Cost", "CostLedger", "TrainRecipe", "Splits", "DataSizes",
     # what a plugin is handed
     "RunProtocol", "SearchContext",
     # the five kinds, and their optional additions
     "Quantizer", "WeightQuantizer", "QuantizedLayer", "Certifier", "IncrementalCertifier", "Search",
-    "EstimatingSearch", "CostModel", "Benchmark",
+    "EstimatingSearch", "TimedSearch", "CostModel", "Benchmark",
 ]
 
 ABSTAIN = -1  # a certificate's prediction when the smoothed classifier abstains
@@ -259,6 +259,17 @@ class Workload:
         return images * (config.n0 + samples)
 
 
+@dataclass(frozen=True)
+class Cost:
+    """A search's estimate in parts, for work it caches: ``own`` forwards this cell spends, and ``shared``,
+    ``{key: forwards}`` of work cached per base model under ``key`` (hashable: the settings the cache is keyed
+    by, e.g. the seed) that every cell with the same key reuses. A sweep's estimate counts each key once per
+    base model (benchmark and sigma), in the first cell that needs it."""
+
+    own: float = 0.0
+    shared: dict[Hashable, float] = field(default_factory=dict)
+
+
 @runtime_checkable
 class SearchContext(Protocol):
     """What a search method gets: everything it may use comes through here, so every method runs under the same
@@ -416,10 +427,12 @@ class TimedSearch(Search, Protocol):
 class EstimatingSearch(Search, Protocol):
     """Optional addition to a Search, for ``arqbench run --dry-run``."""
 
-    def estimate(self, work: Workload) -> float:
+    def estimate(self, work: Workload) -> "float | Cost":
         """About how many noisy forward passes of one input the search costs on ``work`` (the layers,
         protocol, split sizes, but no model or data). A training step counts as ``work.train_cost``
-        forwards per sample. A search without this method is counted as costing nothing."""
+        forwards per sample. Work cached and reused by other cells (a profile per base model and seed that
+        every budget reuses) is returned as ``Cost.shared`` under its cache key, so a sweep counts it once. A
+        search without this method is counted as costing nothing."""
 
 
 @runtime_checkable
@@ -455,6 +468,9 @@ class Benchmark:
     normalizations: dict[str, Any] = field(default_factory=dict)
     layout_normalizations: dict[str, str] = field(default_factory=dict)
     data_sizes: DataSizes = field(default_factory=dict)  # optional: the full dataset's split sizes
+    # optional: the CPU thread count this benchmark's work runs fastest at (torch.set_num_threads), chosen by
+    # measurement (benchmarks/threads.py); None: torch's default. ``--threads`` overrides it.
+    threads: int | None = None
     gamma: InitVar[float | None] = None  # deprecated (0.1's field): an option of the irs certifier now
 
     def __post_init__(self, gamma: float | None):

@@ -5,6 +5,7 @@ from pathlib import Path
 import torch
 from rich.table import Table
 
+from arqbench import runtime
 from arqbench.console import info, print_table, warn
 from arqbench.errors import ArqbenchError
 from arqbench.export import FORMATS, export_onnx
@@ -40,6 +41,8 @@ def certify_model(args, flags: dict) -> int:
     settings["options"] = merge_options(loaded.protocol.get("options"), flags.get("options"))
     protocol = resolve(loaded.benchmark, settings, args.preset)
     device = torch.device(args.device)
+    runtime.check_precision(device, protocol.precision)
+    runtime.set_threads(runtime.thread_count(device, args.threads, loaded.benchmark))
     prepared = prepare(loaded.benchmark, sigma, protocol, device, data_root=args.data_root, checkpoint=args.checkpoint,
                        normalization=args.normalization, workers=args.workers)
     theirs = loaded.base_model.get("fingerprint")

@@ -53,9 +53,11 @@ Caches and messages (under ``$ARQBENCH_HOME``, the only place a plugin writes):
 - ``torch_save_atomic``: write a file all at once (no half-written cache entry, even when killed)
 - ``torch_load_cached``: read a cache entry, or None when missing (a corrupt one is removed and rebuilt)
 - ``warn``: a one-line warning to the user
+- ``keep_old_imports``: keep a plugin package's moved modules importable under their old names, with a warning
 """
 
 from arqbench import plugins as _plugins
+from arqbench._moved import keep_old_imports
 from arqbench.console import warn
 from arqbench.files import cache_path, home, key_hash, torch_load_cached, torch_save_atomic
 from arqbench.models.data import loader, permutation
@@ -95,7 +97,7 @@ __all__ = [
     "fixed_layers", "uniform_policy", "require_plugin",
     "quantized_copy", "QuantWrapper",
     "Normalization", "Normalized", "permutation", "loader",
-    "home", "key_hash", "cache_path", "torch_save_atomic", "torch_load_cached", "warn",
+    "home", "key_hash", "cache_path", "torch_save_atomic", "torch_load_cached", "warn", "keep_old_imports",
 ]
 
 

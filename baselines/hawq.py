@@ -23,7 +23,7 @@ import time
 
 import torch
 
-from arqbench.contract import SearchResult
+from arqbench.contract import Cost, SearchResult
 from arqbench.errors import ArqbenchError
 from arqbench.hookspecs import hookimpl
 from arqbench.toolkit import ILP_CHOICES as CHOICES
@@ -62,10 +62,13 @@ class Hawq:
         self.batches, self.batch_size, self.tol, self.max_iter = batches, batch_size, float(tol), max_iter
         self.seed, self.tie = seed, tie
 
-    def estimate(self, work) -> float:
+    def estimate(self, work) -> Cost:
         """At most ``max_iter`` probes, each a gradient and one Hessian-vector product per layer (about a backward
-        pass, two forwards) over every batch; cached per base model, so a later run costs nothing."""
-        return self.max_iter * self.batches * self.batch_size * (work.train_cost + 2 * len(work.layers))
+        pass, two forwards) over every batch; cached per base model and seed, so shared by every budget's cell."""
+        traces = self.max_iter * self.batches * self.batch_size * (work.train_cost + 2 * len(work.layers))
+        seed = work.smoothing.seed if self.seed is None else self.seed
+        key = ("hawq", seed, self.batches, self.batch_size, self.tol, self.max_iter)
+        return Cost(shared={key: traces})
 
     def ties(self, ctx) -> list[list[str]]:
         if self.tie == "benchmark":

@@ -1,6 +1,7 @@
 """``arqbench show``: one cell, or every method's cell of one (benchmark, sigma, budget, seed), layer by layer.
 
-Given a result file, or a folder of result files (a budget folder of ``arqbench run --out``), the table has one
+Given a result file (or a saved model, ``<method>-seed<n>.pt``: the result file beside it), or a folder of result
+files (a budget folder of ``arqbench run --out``), the table has one
 row per quantizable layer in network order (name, kind, MACs, weight count, share of the float model's cost
 under the run's cost model) and one column per method with its weight/activation bits; the footer gives each
 method's cost (% of float) and ACR with the half-width of its 95% interval over test images
@@ -20,6 +21,7 @@ from rich.table import Table
 
 from arqbench.console import fitted, natural_width
 from arqbench.errors import ArqbenchError
+from arqbench.pipeline import saved
 from arqbench.pipeline.results import REFERENCE, read
 from arqbench.quantization.policy import FLOAT_BITS
 from arqbench.report.layers import float_cost_shares, layers_of, network_order
@@ -50,6 +52,7 @@ def collect(path: Path, seed: int | None = None) -> Shown:
             hint = f"; pass one budget folder, e.g. {path / budgets[0]}" if budgets else ""
             raise ArqbenchError(f"{path} holds no result file of a quantized model{hint}")
     elif path.is_file():
+        path = result_file(path)
         quantized = [dict(read(path), path=str(path))]
         if quantized[0]["method"] == REFERENCE:
             raise ArqbenchError(f"{path} is the float model's row and has no policy; show a quantized result or "
@@ -79,6 +82,21 @@ def collect(path: Path, seed: int | None = None) -> Shown:
             for i, name in enumerate(order)]
     methods = [_numbers(r, order) for r in ([reference] if reference else []) + mine]
     return Shown(first["benchmark"], float(first["sigma"]), first.get("budget"), seed, rows, methods, seeds)
+
+
+def result_file(path: Path) -> Path:
+    """The result file to show for the file ``path``: itself, or a saved model's result beside it."""
+    if path.suffix == saved.SUFFIX:
+        result = path.with_suffix(".json")
+        if result.is_file():
+            return result
+        raise ArqbenchError(f"{path} is a model file and no result file {result.name} is beside it; `arqbench show` "
+                            f"takes a result file or a budget folder (certify a saved model with `arqbench certify "
+                            f"--model {path}`)")
+    if path.suffix != ".json":
+        raise ArqbenchError(f"{path} is not a result file (.json); `arqbench show` takes a result file or a budget "
+                            f"folder of `arqbench run --out`")
+    return path
 
 
 def _reference(path: Path, like: dict) -> dict | None:

@@ -77,6 +77,7 @@ def digits() -> Digits:
         radii=(0.25, 0.5, 0.75, 1.0, 1.25, 1.5),
         recipe=TrainRecipe(epochs=30, lr=0.1, batch_size=64, lr_step=12, weight_decay=5e-4),
         finetune=TrainRecipe(epochs=2, lr=0.01, batch_size=64, lr_step=100, weight_decay=5e-4),
+        threads=1,  # benchmarks/threads.py: a second thread does not pay on a model this small
         # n = 10000 certifies radii up to 3.2 sigma (alpha = 0.001); RL searches run 100 episodes, not 600
         defaults={"n0": 100, "n": 10_000, "alpha": 0.001, "test_images": 100, "batch_size": 500,
                   "options": {"*": {"episodes": 100}}},

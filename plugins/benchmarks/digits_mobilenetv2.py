@@ -118,6 +118,7 @@ def digits_mobilenetv2() -> DigitsMobileNetV2Benchmark:
         architecture="digits-mobilenetv2-v1",
         normalizations=base.normalizations,
         layout_normalizations=base.layout_normalizations,
+        threads=1,  # benchmarks/threads.py: a second thread does not pay on a model this small
     )
 
 

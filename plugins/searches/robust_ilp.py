@@ -39,7 +39,7 @@ layer names).
 import time
 from dataclasses import replace
 
-from arqbench.contract import SearchResult
+from arqbench.contract import Cost, SearchResult
 from arqbench.errors import ArqbenchError
 from arqbench.hookspecs import hookimpl
 from arqbench.toolkit import fixed_layers, ilp_policy, require_plugin, sensitivity, tie_units
@@ -86,15 +86,19 @@ class RobustILP:
         table, _, _ = self.sensitivities(ctx)
         return sensitivity.policy_loss(policy, table)
 
-    def estimate(self, work) -> float:
+    def estimate(self, work) -> Cost:
         """f's certification on the search images (cached by the certifier after the first run), then one
-        certification per (free layer, bit choice) point; every point is cached per base model and setting."""
+        certification per (free layer, bit choice) point; all of it is cached per base model, seed and setting
+        and shared by every budget's cell, the ILP itself costs nothing."""
         certifier = work.protocol.create("certifier", self.certifier)
         config = replace(work.smoothing, n=self.n or sensitivity.samples(work.smoothing.n))
         images = min(self.images, work.search_images)
-        free = [l for l in work.layers if l.name not in fixed_layers(work.layers, work.protocol.keep_ends)]
-        measured = len(free) * len(sensitivity.points(work.protocol.search_activations))
-        return images * (config.n0 + config.n) + (1 + measured) * work.certify_forwards(images, certifier, config)
+        free = [l.name for l in work.layers if l.name not in fixed_layers(work.layers, work.protocol.keep_ends)]
+        activations = work.protocol.search_activations
+        measured = len(free) * len(sensitivity.points(activations))
+        profile = images * (config.n0 + config.n) + (1 + measured) * work.certify_forwards(images, certifier, config)
+        key = (NAME, config.seed, self.metric, self.certifier, images, config.n, activations, tuple(free))
+        return Cost(shared={key: profile})
 
     @staticmethod
     def recorded_search_timing(info: dict, timing: dict) -> dict:
