@@ -138,14 +138,15 @@ def top_distinct(history: list[dict], k: int) -> list[dict]:
 
 def rescore_top(history: list[dict], k: int, rescore: Callable) -> list[dict]:
     """Each of the top ``k`` candidates (``top_distinct``) with both its scores: ``reward`` (the search's) and
-    ``rescore`` (``rescore``'s value, its record under ``rescore_record``); ``shipped`` marks the best re-score
-    (ties: the better search reward)."""
+    ``rescore`` (``rescore``'s value, its record under ``rescore_record``), and the seconds its re-score took
+    (``rescore_s``); ``shipped`` marks the best re-score (ties: the better search reward)."""
     rescored = []
     for record in top_distinct(history, k):
+        start = time.perf_counter()
         value, extra = rescore({name: tuple(bits) for name, bits in record["policy"].items()})
         rescored.append({"episode": record["episode"], "policy": record["policy"], "cost": record["cost"],
                          "reward": record["reward"], "rescore": float(value), "rescore_record": extra,
-                         "shipped": False})
+                         "rescore_s": time.perf_counter() - start, "shipped": False})
     if rescored:
         max(rescored, key=lambda r: r["rescore"])["shipped"] = True
     return rescored
@@ -168,12 +169,11 @@ def rl_search(ctx: SearchContext, reward, settings: AgentSettings, description: 
     best = max(env.history, key=lambda record: record["reward"])
     extra = {}
     if settings.rescore_top:
-        start = time.perf_counter()
         rescored = rescore_top(env.history, settings.rescore_top, rescore)
         shipped = next(r for r in rescored if r["shipped"])
         best = next(record for record in env.history if record["episode"] == shipped["episode"])
         extra = {"rescored": rescored, "search_best_episode": rescored[0]["episode"],
-                 "rescore_s": time.perf_counter() - start}
+                 "rescore_s": sum(r["rescore_s"] for r in rescored)}
     policy = {name: (bits[0], bits[1]) for name, bits in best["policy"].items()}
     return SearchResult(policy, {"episodes": len(env.history), "best_episode": best["episode"],
                                  "best_reward": best["reward"], "agent": settings.agent_settings(),
