@@ -31,7 +31,7 @@ def script(home: Path, name: str, *args) -> subprocess.CompletedProcess:
 
 def test_every_script_in_benchmarks_is_tested_here():
     tested = {"perf.py", "discrimination.py", "finetune_batchnorm.py", "reward_fidelity.py", "gpu_throughput.py",
-              "threads.py", "rescoring.py"}
+              "threads.py", "episodes.py", "rescoring.py"}
     assert {p.name for p in SCRIPTS.glob("*.py")} == tested
 
 
@@ -92,3 +92,16 @@ def test_threads_quick(home):
     lines = out.rstrip().splitlines()
     for name, line in zip(("digits", "digits-mobilenetv2"), lines[-2:]):
         assert line.startswith(f"threads {name}: 2/1-thread time quiet ") and ", busy " in line
+
+
+def test_episodes_quick(home, tmp_path):
+    out = script(home, "episodes.py", "--quick", "--out", tmp_path / "episodes").stdout
+    lines = out.rstrip().splitlines()
+    for method in ("arq", "haq"):
+        for episodes in (2, 4):
+            assert any(line.startswith(f"{method} {episodes:>4} episodes: ACR ") and "vs uniform" in line
+                       and "vs robust-ilp" in line for line in lines), (method, episodes)
+    assert lines[-1].startswith("episodes: 4 (method, episodes) rows over seeds [0]")
+    frame = __import__("pandas").read_csv(tmp_path / "episodes" / "episodes.csv")
+    assert sorted(frame.episodes) == [2, 2, 4, 4] and (tmp_path / "episodes" / "episodes.png").stat().st_size > 0
+    assert ((frame.acr_low <= frame.acr) & (frame.acr <= frame.acr_high)).all()
