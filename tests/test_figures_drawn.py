@@ -60,8 +60,9 @@ def test_learning_figure_marks_the_rescored_candidates_and_the_shipped_one():
 
     history = [{"episode": i, "policy": {"a": [b, 8]}, "cost": 0.01 * b, "reward": r, "acr": 0.1 * b, "revisit": False}
                for i, (b, r) in enumerate([(2, -3.0), (3, -1.0), (4, -2.0), (5, 0.5), (6, -0.5)])]
-    rescored = [{"episode": e, "policy": history[e]["policy"], "cost": history[e]["cost"], "reward": history[e]["reward"],
-                 "rescore": s, "rescore_record": {}, "shipped": e == 4} for e, s in ((3, -1.5), (4, -0.2), (1, -0.9))]
+    rescored = [{"episode": e, "policy": history[e]["policy"], "cost": history[e]["cost"],
+                 "reward": history[e]["reward"], "rescore": s, "rescore_record": {}, "shipped": e == 4}
+                for e, s in ((3, -1.5), (4, -0.2), (1, -0.9))]
     result = {"method": "arq", "seed": 0, "policy": {"a": [6, 8]}, "metrics": {"acr": 0.7},
               "search": {"history": history, "rescored": rescored, "best_episode": 4}}
     frame = candidates_frame([(0.05, "arq", result)])

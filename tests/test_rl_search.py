@@ -143,9 +143,11 @@ def noisy(policy):
 def test_top_distinct_skips_revisits_and_breaks_ties_by_episode():
     from arqbench.search.agent import top_distinct
 
-    history = [{"episode": 0, "policy": {"a": [2, 8]}, "reward": 1.0}, {"episode": 1, "policy": {"a": [3, 8]}, "reward": 3.0},
+    history = [{"episode": 0, "policy": {"a": [2, 8]}, "reward": 1.0},
+               {"episode": 1, "policy": {"a": [3, 8]}, "reward": 3.0},
                {"episode": 2, "policy": {"a": [3, 8]}, "reward": 3.0, "revisit": True},
-               {"episode": 3, "policy": {"a": [4, 8]}, "reward": 1.0}, {"episode": 4, "policy": {"a": [5, 8]}, "reward": 2.0}]
+               {"episode": 3, "policy": {"a": [4, 8]}, "reward": 1.0},
+               {"episode": 4, "policy": {"a": [5, 8]}, "reward": 2.0}]
     assert [r["episode"] for r in top_distinct(history, 3)] == [1, 4, 0]
     assert [r["episode"] for r in top_distinct(history, 10)] == [1, 4, 0, 3]
 
@@ -194,7 +196,8 @@ def test_without_rescoring_the_search_is_unchanged():
     assert "rescored" not in off.info
     assert off.info["history"] == on.info["history"]
     best = max(off.info["history"], key=lambda h: h["reward"])
-    assert off.policy == {k: tuple(v) for k, v in best["policy"].items()} and off.info["best_episode"] == best["episode"]
+    assert off.policy == {k: tuple(v) for k, v in best["policy"].items()}
+    assert off.info["best_episode"] == best["episode"]
 
 
 def test_rescoring_without_a_rescore_is_an_error():
@@ -236,7 +239,8 @@ def test_arq_and_haq_record_their_rescored_candidates(cli, tmp_path):
                          "--option", "arq.warmup=4", "--option", "haq.warmup=4", "--option", "arq.rescore_top=3",
                          "--option", "haq.rescore_top=3", "--option", "arq.images=4", "--option", "arq.n=100",
                          "--option", "arq.rescore_images=6", "--option", "arq.rescore_n=200",
-                         "--option", "arq.finetune_steps=1", "--option", "haq.finetune_steps=1", "--out", tmp_path, *TINY)
+                         "--option", "arq.finetune_steps=1", "--option", "haq.finetune_steps=1", "--out", tmp_path,
+                         *TINY)
     assert code == 0, err
     for method in ("arq", "haq"):
         record = json.loads((tmp_path / f"digits/sigma0.25/budget0.03/{method}-seed0.json").read_text())
