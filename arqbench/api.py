@@ -124,7 +124,7 @@ def run(config: str | Path | None = None, **settings) -> pd.DataFrame:
 
     keep_freed_memory()
     where = "arqbench.run()"
-    ran = usecases.run(usecases.run_settings(config, where, **settings), usecases.command_line(config, settings, where))
+    ran = usecases.run(usecases.run_settings(config, settings, where), usecases.command_line(config, settings, where))
     if ran.outcome is None:
         return pd.DataFrame([{"benchmark": e.cell.benchmark, "method": e.cell.method, "sigma": e.cell.sigma,
                               "budget": e.cell.budget, "seed": e.cell.seed, "state": e.state, "search": e.search,

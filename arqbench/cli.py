@@ -271,7 +271,7 @@ def run_settings(parser: Parser, args: argparse.Namespace) -> RunSettings:
                 given.setdefault("options", {}).setdefault(plugin, {})[key] = value
         else:
             given[name] = True if action.nargs == 0 else getattr(args, action.dest)
-    return usecases.run_settings(getattr(args, "config", None), "arqbench run", **given)
+    return usecases.run_settings(getattr(args, "config", None), given, "arqbench run")
 
 
 def main(argv: list[str] | None = None) -> int:

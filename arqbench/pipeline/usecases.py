@@ -1,7 +1,7 @@
 """A sweep from its settings: the one path ``arqbench run`` (the command line) and ``arqbench.run`` (the library)
 both take.
 
-``run_settings(config, where, **given)`` checks the settings a caller gives (by flag name, ``_`` or ``-``:
+``run_settings(config, given, where)`` checks the settings a caller gives (by flag name, ``_`` or ``-``:
 ``test_images=8``, ``quantize_ends=True``, ``save_models=False``, ``options={"haq": {"warmup": 5}}``) and those of a
 TOML sweep file (``arqbench.pipeline.sweepfile``), the caller's winning (``options`` per plugin and key), and
 returns them as a typed ``RunSettings``, each mistake one line as the command line words it. ``run(settings)``
@@ -16,7 +16,7 @@ turns something off recorded by what it turns off: ``keep-ends = false`` for ``-
 
 import os
 import shlex
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -130,7 +130,7 @@ class Ran:
     estimates: list | None = None
 
 
-def run_settings(config: str | Path | None = None, where: str = "arqbench.run()", **given) -> RunSettings:
+def run_settings(config: str | Path | None, given: dict, where: str) -> RunSettings:
     """``given`` (by flag name) over the ``config`` sweep file's, checked and typed; ``where`` names the caller
     in a mistake of its own (a mistake in the file is prefixed ``--config FILE:``)."""
     mine = _typed(_entries(given, where))
