@@ -309,8 +309,8 @@ class SearchContext(Protocol):
     def quantize(self, policy: Policy) -> nn.Module:
         """The float model quantized by the run's quantizer (eval mode)."""
 
-    def accuracy(self, model: nn.Module) -> float:
-        """Clean top-1 accuracy on the search split."""
+    def accuracy(self, model: nn.Module, indices: list[int] | None = None) -> float:
+        """Clean top-1 accuracy on the search split (on its images ``indices`` where given)."""
 
     def finetune(self, model: nn.Module, steps: int) -> nn.Module:
         """The protocol's noise-augmented fine-tune cut to ``steps`` SGD steps (deterministic per policy)."""

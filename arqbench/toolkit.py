@@ -21,7 +21,9 @@ Certifying (noise is the protocol's: seeded per example and phase, so certificat
 Searching:
 
 - ``AgentSettings``: the HAQ agent's settings (episodes, warm-up, exploration, networks): a search subclasses it
-- ``rl_search``: HAQ's DDPG agent over its bit-allocation environment, rewarded by your ``reward(policy)``
+- ``rl_search``: HAQ's DDPG agent over its bit-allocation environment, rewarded by your ``reward(policy)``; with
+  ``rescore_top`` > 0 it ships the best of its top candidates re-scored by your ``rescore(policy)`` (your reward on
+  a larger, independent sample)
 - ``BitAllocationEnv``: the environment (one episode = one pass over the layers, with the action wall)
 - ``ilp_policy``: the bits minimising a per-layer sensitivity table under the budget, by integer programming
 - ``tie_units``: the layer groups the ILP assigns together (tied layers share a precision)

@@ -31,7 +31,7 @@ def script(home: Path, name: str, *args) -> subprocess.CompletedProcess:
 
 def test_every_script_in_benchmarks_is_tested_here():
     tested = {"perf.py", "discrimination.py", "finetune_recipes.py", "finetune_batchnorm.py", "reward_fidelity.py",
-              "gpu_throughput.py", "threads.py", "episodes.py"}
+              "gpu_throughput.py", "threads.py", "episodes.py", "rescoring.py"}
     assert {p.name for p in SCRIPTS.glob("*.py")} == tested
 
 
@@ -54,6 +54,14 @@ def test_reward_fidelity_quick(home):
     assert "[3/3]" in out and "[4/" not in out  # three policies
     assert "final ACR over 3 policies" in out
     assert out.rstrip().splitlines()[-1].startswith("spearman arq=")
+
+
+def test_rescoring_quick(home):
+    out = script(home, "rescoring.py", "--quick").stdout
+    for method in ("arq", "haq"):
+        assert f"{method} seed 0: search " in out and f"{method} k=0 (off): search reward " in out
+        assert f"{method} k=2: search reward " in out and "vs off " in out
+    assert out.rstrip().splitlines()[-1].startswith("rescoring arq k=2 ")
 
 
 def test_finetune_recipes_quick_on_a_tiny_run(home, tmp_path):

@@ -53,3 +53,30 @@ def test_the_acr_figure_labels_the_fp32_band_and_names_no_hollow_markers_it_does
     assert "hollow" not in fig.get_suptitle()
     over = pareto.Point(0.02, 2.5, 0.1, 0.5, (0.02, 0.02), 97.0, 0.5, True)
     assert "hollow" in pareto.figure("t", [("arq", 0, [over])], fp32, [2.0]).get_suptitle()
+
+
+def test_learning_figure_marks_the_rescored_candidates_and_the_shipped_one():
+    from arqbench.report.inside import candidates_frame
+
+    history = [{"episode": i, "policy": {"a": [b, 8]}, "cost": 0.01 * b, "reward": r, "acr": 0.1 * b, "revisit": False}
+               for i, (b, r) in enumerate([(2, -3.0), (3, -1.0), (4, -2.0), (5, 0.5), (6, -0.5)])]
+    rescored = [{"episode": e, "policy": history[e]["policy"], "cost": history[e]["cost"],
+                 "reward": history[e]["reward"], "rescore": s, "rescore_record": {}, "shipped": e == 4}
+                for e, s in ((3, -1.5), (4, -0.2), (1, -0.9))]
+    result = {"method": "arq", "seed": 0, "policy": {"a": [6, 8]}, "metrics": {"acr": 0.7},
+              "search": {"history": history, "rescored": rescored, "best_episode": 4}}
+    frame = candidates_frame([(0.05, "arq", result)])
+    assert frame["rescored"].tolist() == [False, True, False, True, True]
+    assert frame["rescore"].iloc[[1, 3, 4]].tolist() == [-0.9, -1.5, -0.2]
+    assert frame["shipped"].tolist() == [False, False, False, False, True]
+
+    left = figures.learning_figure("t", frame, {"arq": 0}).axes[0]
+    lines = {line.get_label(): line for line in left.get_lines()}
+    ring, diamond = lines["re-scored: search reward"], lines["re-scored: re-score"]
+    assert ring.get_marker() == "o" and diamond.get_marker() == "D"
+    assert list(ring.get_xdata()) == [1, 3, 4] and list(ring.get_ydata()) == [-1.0, 0.5, -0.5]
+    assert list(diamond.get_xdata()) == [1, 3, 4] and list(diamond.get_ydata()) == [-0.9, -1.5, -0.2]
+    star = next(line for line in left.get_lines() if line.get_marker() == "*")
+    assert list(star.get_xdata()) == [4] and list(star.get_ydata()) == [-0.5]  # the best re-score ships
+    segments = left.collections[0].get_segments()  # each re-scored candidate: search reward joined to its re-score
+    assert [(s[0][0], s[0][1], s[1][1]) for s in segments] == [(1, -1.0, -0.9), (3, 0.5, -1.5), (4, -0.5, -0.2)]

@@ -76,10 +76,17 @@ def bits_figure(title: str, bits: pd.DataFrame, colours: dict[str, int]) -> Figu
 
 
 def learning_png(title: str, candidates: pd.DataFrame, colours: dict[str, int]) -> bytes:
+    """``learning_figure`` as PNG bytes."""
+    return _png(learning_figure(title, candidates, colours))
+
+
+def learning_figure(title: str, candidates: pd.DataFrame, colours: dict[str, int]) -> Figure:
     """One row per RL method. Left: reward per episode (dots) and best so far (line), one shade per seed, the
-    shipped episode starred. Right: every scored candidate's cost against its ACR as the search measured it
-    (where it did), their Pareto front, and the shipped policy's final (fine-tuned, fully certified) ACR as a
-    star joined to its search ACR, so the gap between what the search optimised and what shipped shows.
+    shipped episode starred; where the search re-scored its top candidates, each is ringed at its search
+    reward and its re-score drawn as a diamond at the same episode, joined by a thin line. Right: every
+    scored candidate's cost against its ACR as the search measured it (where it did), their Pareto front,
+    and the shipped policy's final (fine-tuned, fully certified) ACR as a star joined to its search ACR, so
+    the gap between what the search optimised and what shipped shows.
 
     ``candidates``: the learning CSV of one (protocol, sigma, budget).
     """
@@ -103,6 +110,15 @@ def learning_png(title: str, candidates: pd.DataFrame, colours: dict[str, int]) 
                 shipped = run[run["shipped"]]
                 left.plot(shipped["episode"], shipped["reward"], linestyle="none", marker="*", markersize=12,
                           color=colour, markeredgecolor="black")
+                rescored = run[run["rescored"]] if "rescored" in run else run.iloc[:0]
+                if len(rescored):
+                    left.vlines(rescored["episode"], rescored["reward"], rescored["rescore"], color="0.4",
+                                linewidth=0.8)
+                    left.plot(rescored["episode"], rescored["reward"], linestyle="none", marker="o", markersize=7,
+                              markerfacecolor="none", markeredgecolor=colour,
+                              label="re-scored: search reward" if first else None)
+                    left.plot(rescored["episode"], rescored["rescore"], linestyle="none", marker="D", markersize=5,
+                              color=colour, markeredgecolor="black", label="re-scored: re-score" if first else None)
                 scored = run[~run["revisit"] & run["search_acr"].notna()]
                 if len(scored):
                     right.plot(100 * scored["cost"], scored["search_acr"], linestyle="none", marker=marker,
@@ -129,7 +145,7 @@ def learning_png(title: str, candidates: pd.DataFrame, colours: dict[str, int]) 
                            fontsize=8, va="top", color="0.4")
             right.legend(fontsize=8, frameon=False)
         fig.suptitle(title + "  (star: the shipped policy; right: dots = candidates' search ACR)", fontsize=10)
-        return _png(fig)
+        return fig
 
 
 def heatmap_png(title: str, profile: pd.DataFrame) -> bytes:

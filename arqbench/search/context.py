@@ -14,6 +14,7 @@ from typing import Any, Callable, ContextManager, Iterator
 
 import torch
 from torch import nn
+from torch.utils.data import Subset
 
 from arqbench import console
 from arqbench.contract import SearchResult  # noqa: F401 (searches' result, re-exported for the core)
@@ -86,9 +87,10 @@ class SearchContext:
         tuning = getattr(self.protocol, "tuning", None)
         return tuning() if tuning else FinetuneRecipe()
 
-    def accuracy(self, model: nn.Module) -> float:
-        """Clean top-1 accuracy on the search split."""
-        return accuracy(model, self.data.search, self.device, workers=self.data.workers)
+    def accuracy(self, model: nn.Module, indices: list[int] | None = None) -> float:
+        """Clean top-1 accuracy on the search split (on its images ``indices`` where given)."""
+        data = self.data.search if indices is None else Subset(self.data.search, list(indices))
+        return accuracy(model, data, self.device, workers=self.data.workers)
 
     def finetune(self, model: nn.Module, steps: int) -> nn.Module:
         """The protocol's noise-augmented fine-tune (the benchmark's recipe, same seed), cut to ``steps``
