@@ -56,9 +56,14 @@ def bits_key(bits) -> str:
 
 class RobustILP:
     def __init__(self, metric: str = "acr", images: int = sensitivity.IMAGES, n: int | None = None,
-                 certifier: str = "irs", tie="benchmark"):
+                 certifier: str = "irs", tie="benchmark", profile: str = sensitivity.METHODS[0],
+                 samples: int = sensitivity.SAMPLES):
         if metric not in sensitivity.METRICS:
             raise ArqbenchError(f"{NAME}.metric must be one of {', '.join(sensitivity.METRICS)}, got {metric!r}")
+        if profile not in sensitivity.METHODS:
+            raise ArqbenchError(f"{NAME}.profile must be one of {', '.join(sensitivity.METHODS)}, got {profile!r}")
+        if not isinstance(samples, int) or samples < 1:
+            raise ArqbenchError(f"{NAME}.samples must be a positive integer, got {samples!r}")
         if not isinstance(images, int) or images < 1:
             raise ArqbenchError(f"{NAME}.images must be a positive integer, got {images!r}")
         if n is not None and (not isinstance(n, int) or n < 1):
@@ -69,6 +74,7 @@ class RobustILP:
                                 f"got {tie!r}")
         plugins.get("certifier", certifier)
         self.metric, self.images, self.n, self.certifier, self.tie = metric, images, n, certifier, tie
+        self.profile, self.samples = profile, samples
 
     def ties(self, ctx) -> list[list[str]]:
         if self.tie == "benchmark":
@@ -81,7 +87,7 @@ class RobustILP:
         units, _ = tie_units(ctx.layers, ctx.fixed, groups, NAME)
         free = [name for unit in units for name in unit]
         measured = sensitivity.profile(ctx, free, ctx.search_activations, self.metric, self.certifier, self.images,
-                                       self.n, who=f"{NAME}: sensitivity profile")
+                                       self.n, f"{NAME}: sensitivity profile", self.profile, self.samples)
         return measured.sensitivity(free, ctx.search_activations, self.metric), measured, groups
 
     def objective(self, ctx, policy) -> float:
@@ -90,13 +96,19 @@ class RobustILP:
         return sensitivity.policy_loss(policy, table)
 
     def estimate(self, work) -> float:
-        """f's certification on the search images (cached by the certifier after the first run), then one
-        certification per (free layer, bit choice) point; every point is cached per base model and setting."""
+        """An upper bound. ``paired``: f on N_p samples per search image, then ``samples`` per image for every
+        (free layer, bit choice) point, as if none were skipped (skipping, by monotonicity in bits, typically
+        saves a third or more). ``certified``: f's certification on the search images (cached by the certifier
+        after the first run), then one certification per point. Every point is cached per base model and
+        setting."""
         certifier = work.protocol.create("certifier", self.certifier)
         config = replace(work.smoothing, n=self.n or sensitivity.samples(work.smoothing.n))
         images = min(self.images, work.search_images)
         free = [l for l in work.layers if l.name not in fixed_layers(work.layers, work.protocol.keep_ends)]
         measured = len(free) * len(sensitivity.points(work.protocol.search_activations))
+        if self.profile == "paired":
+            float_samples = certifier.samples(config) if callable(getattr(certifier, "samples", None)) else config.n
+            return images * (float_samples + measured * min(self.samples, float_samples))
         return images * (config.n0 + config.n) + (1 + measured) * work.certify_forwards(images, certifier, config)
 
     def search(self, ctx) -> SearchResult:
@@ -114,10 +126,12 @@ class RobustILP:
             "ties": groups,
             "profile": measured.rows,
             "profile_reference": measured.reference,
-            "profile_cache": {"path": str(measured.path), "reused": measured.reused, "computed": measured.computed},
+            "profile_cache": {"path": str(measured.path), "reused": measured.reused, "computed": measured.computed,
+                              "skipped": measured.skipped, "forwards": measured.forwards},
             "profile_s": profile_s,
             "reused_s": measured.reused_s,  # cached work counts in the search's cost
-            "settings": {"metric": self.metric, "images": measured.key["images"],
+            "settings": {"metric": self.metric, "profile": self.profile, "samples": self.samples,
+                         "images": measured.key["images"],
                          "n": measured.key["smoothing"]["n"], "certifier": self.certifier,
                          "certifier_options": measured.key["certifier_options"]},
         }
