@@ -6,10 +6,13 @@ certifies is another quantity. Here each layer's sensitivity is measured on the 
 1. For each free layer i and bit choice (weights b, and activations b when they are searched), quantize
    layer i alone (the rest float, the run's quantizer, the common calibration) and measure on the search
    split what the smoothed classifier loses against the float model f (``arqbench.search.sensitivity``):
-   by default (``metric=acr``) the drop in ACR, certified incrementally by ``irs`` (with the run's options
-   for it: N_p = irs.n_p x n samples per image) against f's cached certification, f measured by the same
-   estimator; ``metric=disagreement``: how often the quantized model's prediction on those N_p noisy samples
-   differs from f's.
+   by default (``metric=acr``, ``profile=paired``) the drop in the ACR IRS certifies against f, every point
+   on the same replayed noise as f (f on N_p = irs.n_p x n samples per image, once; a point on the first
+   ``samples`` = 100 of them), measuring each series from 2 bits up and skipping the bits above a point whose
+   drop is within noise of zero (recorded as skipped, at 0); ``profile=certified`` (before version 2:
+   kept for ``benchmarks/profile_fidelity.py``): each point certified by ``irs`` on N_p samples per image
+   against f's cached certification; ``metric=disagreement``: how often the quantized model's prediction
+   on those samples differs from f's.
 2. Assume the losses add up (across layers, and between a layer's weights and its activations:
    s_i(w, a) = s_i(w, 8) + s_i(8, a) - s_i(8, 8)), and choose bits by the ILP of ``arqbench.search.ilp``
    (pulp + CBC, tied layers, the run's cost model and budget) minimizing the summed sensitivity; among
@@ -17,12 +20,13 @@ certifies is another quantity. Here each layer's sensitivity is measured on the 
 
 The additivity assumption is what makes the search cheap (one measurement per layer and bit choice instead of
 one per policy); it ignores how layers' errors compound, so its quality is a measured number (the search's
-reward fidelity), not a given. Cost: free layers x bit choices (7; 13 with activations) x images x n_p noisy
-forwards, plus f's certification once (images x n, cached by ``irs``), as ``estimate`` counts it for
-``--dry-run``; on digits with the defaults (5 free layers, 100 images, n_p = 0.1 x 10000) 35 points, or 65
-with activations: about 54 s of search on 2 quiet CPU cores from a cold cache (214 s on one contended
-thread), f's certification included, and milliseconds once cached. Measured points are cached
-per base model and setting, like HAWQ's traces, and shared with ``arqbench profile``.
+reward fidelity), not a given. Cost (``paired``): images x N_p noisy forwards for f, then images x
+``samples`` per measured point, at most free layers x bit choices (7; 13 with activations): ``estimate``
+counts every point, an upper bound for ``--dry-run`` (skipping typically saves a tenth to a third). On
+digits (5 free layers, activations, 100 images, N_p = 1,000) that is 0.75M forwards at most against the
+``certified`` profile's 7.7M (f's certification at n = 10,000 included); ``benchmarks/profile_fidelity.py``
+measures both side by side with HAWQ's search, and the policies and shipped ACR each gives. Measured points
+are cached per base model and setting, like HAWQ's traces, and shared with ``arqbench profile``.
 
 The result's search info holds ``objective``, the ILP's objective of the chosen policy: its summed
 sensitivity, the loss the additivity assumption predicts (lower is better; as ``hawq``'s objective);
@@ -30,8 +34,9 @@ sensitivity, the loss the additivity assumption predicts (lower is better; as ``
 points, drawn as a heatmap by ``arqbench leaderboard``). ``RobustILP.objective(ctx, policy)`` gives the same
 objective for any policy (measuring the profile if it is not cached), e.g. to rank arbitrary policies.
 
-Options (``--option robust-ilp.KEY=VALUE``): metric (acr | disagreement), images (search images per point,
-default 100), n (the certifier's n, default the run's, at most 10,000), certifier (default irs; its own options, e.g.
+Options (``--option robust-ilp.KEY=VALUE``): metric (acr | disagreement), profile (paired | certified),
+samples (paired: samples per image per point, default 100), images (search images per point, default 100),
+n (the certifier's n, default the run's, at most 10,000), certifier (default irs; its own options, e.g.
 ``--option irs.n_p=0.05`` or ``--np``, set how it measures), tie ("benchmark", "none", or a list of lists of
 layer names).
 """

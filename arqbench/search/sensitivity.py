@@ -5,13 +5,31 @@ by the run's quantizer (weights at w bits, the layer's input activation at a bit
 batches); every other layer stays float (the quantizer gets a policy naming layer i alone). Measured on the
 search split (held out of the training data, never the certification subset):
 
-- metric ``acr``: ACR and smoothed accuracy of the smoothed f_{i,w,a} on the first ``images`` search images,
-  by the given certifier with f as the reference (``irs``: N_p = n_p x n replayed noisy samples per image
-  against f's cached certification, or N_p fresh ones where it re-certifies from scratch); f itself is
-  measured by the same certifier with the same settings and seeds (with ``irs``: f against itself, zero
-  disagreements), so both sides share one estimator and its noise, and a layer left at float loses exactly 0;
-- metric ``disagreement``: the fraction of N_p noisy samples per image (the noise IRS replays) on which
-  f_{i,w,a} and f predict differently (the certifier only sets N_p);
+- metric ``acr``, method ``paired`` (the default): the ACR and smoothed accuracy IRS would certify for the
+  smoothed f_{i,w,a} against f on the first ``images`` search images, estimated on one set of noise shared
+  by f and every point. f is sampled once, on N_p = the certifier's ``samples`` (``irs``: n_p x n) replayed
+  noisy copies of each image (IRS's estimation stream): cA = its most frequent class, pA_lower = the
+  Clopper-Pearson lower bound (alpha) of cA's count. A point is sampled on the first S = ``SAMPLES`` (100)
+  of the same copies only; with d its disagreements with f there, its radius on the image is
+
+      R = sigma Phi^-1(pA_lower - zeta(d)),   zeta(d) = Clopper-Pearson upper bound (``ALPHA_ZETA``) of d / S,
+
+  0 where that is below 1/2 or cA is not the label (IRS's incremental certificate, with S samples and no
+  from-scratch fallback); f's own numbers are the same formula at d = 0, so a model predicting as f on every
+  replayed sample loses exactly 0, and the drop grows with the disagreements. The noise is common to all
+  points, so their differences are estimated paired, and S is a tenth of what ``certified`` spends.
+  Monotonicity in bits: each series (weights at w = 2..8, activations at a = 2..7) is measured from 2 bits
+  up; once a point's loss is within noise of zero (|mean| <= ``Z`` x its standard error over the images:
+  a handful of images with a disagreement at most), the points above it are not measured but recorded as
+  ``skipped``, at 0 on the metric (the value the ILP uses) and None elsewhere;
+- metric ``acr``, method ``certified`` (robust-ilp's profile before version 2): ACR and smoothed accuracy of
+  the smoothed f_{i,w,a} certified by the given certifier with f as the reference (``irs``: N_p = n_p x n
+  replayed noisy samples per image against f's cached certification, or N_p fresh ones where it
+  re-certifies from scratch); f itself is measured by the same certifier with the same settings and seeds
+  (with ``irs``: f against itself, zero disagreements), so both sides share one estimator and its noise,
+  and a layer left at float loses exactly 0;
+- metric ``disagreement``: the fraction of the noisy samples per image (``paired``: S; ``certified``: N_p)
+  on which f_{i,w,a} and f predict differently (``paired`` skips above a point within noise of zero too);
 - always ``clean_acc``: top-1 of the base classifier on the whole search split;
 
 with ``X_drop = X(f) - X(f_{i,w,a})`` for each (disagreement is a loss already: 0 for f).
@@ -22,14 +40,22 @@ single-layer losses, and a layer's loss at (w, a) is s(w, 8) + s(8, a) - s(8, 8)
 different layers interact (they compound, or cancel), so this is an assumption whose quality (how well the
 prediction ranks policies as their certified ACR does) has to be measured, not taken for granted.
 
-Cost: (layers x points) quantize-and-calibrate passes, each followed by images x N_p noisy forwards and one
-clean pass over the search split, plus f's own certification (images x n, cached by the certifier). Digits
-defaults (100 images, n_p = 0.1 x 2000): every layer's weights, 7 x 7 points, about 1M forwards, took 20 s on
-2 CPU cores, f's certification included; the 5 free layers with activations, 65 points, 21-29 s.
+Cost (noisy forward passes; each point also pays one quantize-and-calibrate pass and a clean pass over the
+search split): ``paired``: images x (N_p + S x measured points), at most images x (N_p + S x points) (what
+robust-ilp's dry-run estimate counts); ``certified``: images x (n0 + n) for f's certification (cached by
+``irs``) plus images x N_p (n0 + N_p where IRS falls back) per point. Digits, sigma 0.25, activations (5 free
+layers, 65 points, 100 images, n = 10,000, N_p = 1,000): ``certified`` 7.7M forwards, 181 s on one
+contended thread; ``paired`` without skipping 0.75M, and its Spearman correlation with ``certified`` over the
+65 points 0.978 (``benchmarks/profile_fidelity.py`` measures both side by side, and the policies and
+shipped ACR the ILP gets from each). S = 100 was chosen there: ranking points by their disagreement (what
+drives both profiles) correlates with ``certified`` at 0.958 with S = 50, 0.982 with 100, 0.987 with 200.
+``arq``'s predicted radius (p = pA_f + (k_q - k_f) / S through CERTIFY's bound at n) was tried as the paired
+estimate and rejected: near zero it is dominated by which few images happen to disagree (Spearman 0.6 with
+``certified``, 0.78 between S = 100 and S = 200).
 
 Measured points are cached under ``$ARQBENCH_HOME/sensitivity/<key>.json``, keyed by everything that changes
 them (base model, sigma, seed, the quantizer and the certifier with their options, the certification
-settings, images, metric); a request computes only the points the cache lacks.
+settings, images, metric, method and its settings); a request computes only the points the cache lacks.
 """
 
 import json
