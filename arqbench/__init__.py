@@ -13,11 +13,14 @@ As a library (``arqbench.api``)::
 ``python -m arqbench`` is the ``arqbench`` command.
 """
 
-__version__ = "0.1.0"
+from arqbench import _moved
+from arqbench.version import PLUGIN_API, __version__
 
-_API = {"certify", "run", "load_results", "load_certificates", "quantize", "load_model", "export_onnx",
+_moved.install()  # modules that moved stay importable for one minor version, with a DeprecationWarning
+
+_API = {"certify", "run", "load_results", "load_certificates", "quantize", "base_model", "load_model", "export_onnx",
         "Certificates", "SavedModel"}
-__all__ = ["__version__", "plugins", *sorted(_API)]
+__all__ = ["__version__", "PLUGIN_API", "plugins", *sorted(_API)]
 
 
 def __getattr__(name: str):

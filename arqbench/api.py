@@ -4,6 +4,7 @@
 - ``run(config=None, **settings)``: a sweep, exactly as ``arqbench run`` (same flags, same code), its results
 - ``load_results(path)`` / ``load_certificates(path)``: result files as tidy pandas DataFrames
 - ``quantize(model, policy, quantizer=None, calibration=...)``: a fake-quantized copy of a model
+- ``base_model(benchmark, sigma)``: the trained float model a run of (benchmark, sigma) starts from
 - ``load_model(path)`` / ``export_onnx(model, path, input_shape)``: saved quantized models
 - ``arqbench.plugins``: ``names(kind)``, ``default(kind)``, ``create(kind, name, **options)``, ``defaults(kind, name)``
 
@@ -29,13 +30,13 @@ from arqbench.pipeline.saved import load as load_model
 from arqbench.quantization.layers import QUANTIZABLE
 from arqbench.quantization.policy import MAX_BITS, MIN_BITS, Policy
 from arqbench.report import frames
-from arqbench.runtime import PRECISIONS, keep_freed_memory
+from arqbench.runtime import PRECISIONS, check_precision, keep_freed_memory
 from arqbench.smoothing.certificates import Certificates
 from arqbench.smoothing.certification import Reference
 from arqbench.smoothing.core import SmoothingConfig
 
-__all__ = ["certify", "run", "load_results", "load_certificates", "quantize", "load_model", "export_onnx",
-           "Certificates", "SavedModel"]
+__all__ = ["certify", "run", "load_results", "load_certificates", "quantize", "base_model", "load_model",
+           "export_onnx", "Certificates", "SavedModel"]
 
 
 def certify(model: nn.Module, inputs: torch.Tensor | Sequence[torch.Tensor], labels: Iterable[int], sigma: float,
@@ -56,7 +57,7 @@ def certify(model: nn.Module, inputs: torch.Tensor | Sequence[torch.Tensor], lab
     ``reference`` float model ``model`` derives from, and caches that model's certification in
     ``$ARQBENCH_HOME``) built with ``options``. Noise is seeded by (``seed``, the example's index in
     ``indices``, default 0..N-1), so a certificate does not depend on batching and can be replayed.
-    ``batch_size``: noisy samples per forward; ``precision``: ``fp32``, ``tf32`` or ``bf16`` on a GPU.
+    ``batch_size``: noisy samples per forward; ``precision``: ``fp32``, ``tf32`` (CUDA only) or ``bf16`` (autocast, GPU or CPU).
 
     Returns ``Certificates``: a sequence of ``Certificate`` in input order, with ``.summary(radii)`` (smoothed
     accuracy, certified accuracy at each radius, ACR and its 95% interval, abstain rate) and ``.to_pandas()``.
@@ -71,6 +72,7 @@ def certify(model: nn.Module, inputs: torch.Tensor | Sequence[torch.Tensor], lab
     _check(sigma, n0, n, alpha, batch_size, precision)
     model.eval()
     device = next(model.parameters()).device
+    check_precision(device, precision, "certify: precision")
     if num_classes is None:
         with torch.inference_mode():
             num_classes = int(model(xs[:1].to(device)).shape[-1])
@@ -155,6 +157,23 @@ def load_certificates(path: str | Path) -> pd.DataFrame:
     return frames.certificates_frame(Path(path))
 
 
+def base_model(benchmark: str | None = None, sigma: float = 0.25, checkpoint: str | Path | None = None,
+               data_root: str | Path | None = None, device: str = "cpu") -> nn.Module:
+    """The float base model a run of (``benchmark``, ``sigma``) quantizes, found as ``arqbench run`` finds it
+    (eval mode, on ``device``): ``checkpoint``, the benchmark's conventional checkpoint under ``data_root``, or
+    arqbench's own, trained on first use where the benchmark allows it (``digits``) and cached in
+    ``$ARQBENCH_HOME``. ``benchmark``: default the default benchmark plugin."""
+    from arqbench.models.base_model import base_model as find
+    from arqbench.pipeline.config import create_benchmark
+
+    keep_freed_memory()
+    plugin = create_benchmark(benchmark or plugins.default("benchmark"))
+    data_root = None if data_root is None else Path(data_root)
+    model, _ = find(plugin, float(sigma), plugin.splits(data_root), torch.device(device),
+                    None if checkpoint is None else Path(checkpoint), data_root)
+    return model
+
+
 def quantize(model: nn.Module, policy: Policy | int | tuple[int, int], quantizer: str | None = None,
              calibration: torch.Tensor | Sequence[torch.Tensor] | None = None, options: dict | None = None) -> nn.Module:
     """A fake-quantized copy of ``model`` (eval mode; the model itself is not changed) by the ``quantizer``
@@ -164,7 +183,7 @@ def quantize(model: nn.Module, policy: Policy | int | tuple[int, int], quantizer
     (the others stay float), or one bit-width (or (w, a) pair) for all of them; bits in [2, 8].
     ``calibration``: a batch (or a list of batches) of inputs as the model will see them (noisy, for a smoothed
     model) that fix the activation ranges; without it the ranges stay unset, which is only of use to load a
-    saved state_dict next (``arqbench.interfaces.Quantizer``). The copy still trains (straight-through).
+    saved state_dict next (``arqbench.contract.Quantizer``). The copy still trains (straight-through).
     """
     names = [name for name, module in model.named_modules() if isinstance(module, QUANTIZABLE)]
     if isinstance(policy, int) or (isinstance(policy, tuple) and len(policy) == 2):

@@ -7,7 +7,7 @@ import os
 import sys
 from pathlib import Path
 
-from arqbench import __version__
+from arqbench.version import __version__
 from arqbench.errors import ArqbenchError
 from arqbench.pipeline import sweepfile
 
@@ -103,6 +103,18 @@ def ints(flag: str):
     return parse
 
 
+def positive_int(flag: str):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = 0
+        if value < 1:
+            raise ArqbenchError(f"{flag} expects a positive integer, got '{text}'")
+        return value
+    return parse
+
+
 def names(flag: str):
     def parse(text: str) -> list[str]:
         values = [v.strip() for v in text.split(",")]
@@ -138,8 +150,9 @@ def add_protocol_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--subset", help="certified test images: random (seeded, default), cohen (every 20th from 0, "
                                     "Cohen et al.'s CIFAR-10 --skip 20), cohen-imagenet (every 100th)")
     g.add_argument("--precision", choices=["fp32", "tf32", "bf16"],
-                   help="arithmetic of the certified classifier's forward passes on a GPU (default fp32; tf32, bf16: "
-                        "faster, and the certificate is of the classifier so run; recorded in every result)")
+                   help="arithmetic of the certified classifier's forward passes (default fp32; tf32: TF32 tensor "
+                        "cores, CUDA only; bf16: autocast to bfloat16, on a GPU or the CPU; the certificate is of "
+                        "the classifier so run; recorded in every result)")
     g.add_argument("--batch-size", type=int, help="noisy samples per forward when certifying")
     g.add_argument("--finetune-epochs", type=int, help="quantization-aware fine-tune epochs, same for every method")
     g.add_argument("--certifier", help="certifier plugin for the final certification (see `arqbench list`)")
@@ -170,6 +183,9 @@ def add_place_flags(p: argparse.ArgumentParser, checkpoint: str | None = None) -
                         "it (e.g. cohen for a CIFAR-10 model trained with Cohen et al.'s code; default: the one the "
                         "checkpoint records or its layout implies)")
     p.add_argument("--workers", type=int, default=0, help="DataLoader worker processes (0: load in the main process)")
+    p.add_argument("--threads", type=positive_int("--threads"), metavar="N",
+                   help="CPU threads of torch's operators, recorded in each result (default: on the CPU the "
+                        "benchmark's measured preference, e.g. 1 for the small embedded ones, else torch's default)")
 
 
 def overrides(args) -> dict:
@@ -230,7 +246,8 @@ def build_parser() -> Parser:
                        help="markdown (with figures), csv, json or latex (booktabs) (default: markdown)")
 
     show = sub.add_parser("show", help="one cell, or every method's cell of a budget folder, layer by layer")
-    show.add_argument("path", type=Path, help="a result file, or a budget folder of `arqbench run --out`")
+    show.add_argument("path", type=Path, help="a result file (or the model saved beside it), or a budget folder of "
+                                              "`arqbench run --out`")
     show.add_argument("--seed", type=int, help="which seed's cells (default: the lowest in the folder)")
     show.add_argument("--format", choices=["table", "csv", "json"], default="table", help="output format")
 
@@ -302,7 +319,7 @@ def parse(parser: Parser, argv: list[str]) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     """Exit status: 0 done; 1 some cells failed (each recorded with its reason); 2 a mistake in the command,
     its files or the environment, stated as one line before any work; 130 interrupted."""
-    from arqbench.runtime import keep_caches_home, keep_freed_memory
+    from arqbench.runtime import keep_caches_home, keep_freed_memory, threads
 
     keep_caches_home()  # before --help or a command loads the plugins (and the libraries that make caches)
     try:
@@ -321,7 +338,8 @@ def main(argv: list[str] | None = None) -> int:
         if data.WORKERS < 0:
             raise ArqbenchError(f"--workers must be >= 0, got {data.WORKERS}")
         flags = overrides(args) if hasattr(args, "option") else {}
-        return COMMANDS[args.command](args, flags)
+        with threads(None):  # a command may set torch's thread count; a caller in this process gets theirs back
+            return COMMANDS[args.command](args, flags)
     except ArqbenchError as exc:
         return error(str(exc))
     except OSError as exc:  # the system refused a path: too long, no space, read-only, ...

@@ -6,8 +6,8 @@ import torch
 from rich import box
 from rich.table import Table
 
-from arqbench import model_commands, plugins
-from arqbench.console import info, say, stdout, warn
+from arqbench import model_commands, plugins, runtime
+from arqbench.console import info, print_table, print_tables, say, stdout, warn
 from arqbench.errors import ArqbenchError
 from arqbench.files import (
     check_output_dir,
@@ -60,7 +60,7 @@ def list_plugins(args, flags: dict) -> int:
             entry = entries[name]
             marker = "" if not entry.default else "yes" if entry.default is True else f"for {entry.default}"
             table.add_row(kind.replace("_", " "), name, entry.plugin, marker)
-    stdout.print(table)
+    print_table(table, keep=2)
     return 0
 
 
@@ -77,7 +77,7 @@ def list_options(name: str) -> int:
             kind_name = getattr(p.annotation, "__name__", None) or str(p.annotation)
             table.add_row(key, "" if p.annotation is p.empty else kind_name,
                           "(required)" if p.default is p.empty else repr(p.default))
-        stdout.print(table)
+        print_table(table)
     return 0
 
 
@@ -109,12 +109,15 @@ def certify(args, flags: dict) -> int:
     check_values([benchmark_name], sigmas=[sigma], device=args.device, checkpoint=args.checkpoint,
                  data_root=args.data_root, seeds=[seed])
     device = torch.device(args.device)
-    threads = ((source or {}).get("versions") or {}).get("threads")
-    if device.type == "cpu" and isinstance(threads, int) and threads > 0 and threads != torch.get_num_threads():
-        torch.set_num_threads(threads)  # CPU training and fine-tuning round differently with another thread count
-        info(f"replaying with {threads} CPU thread{'s' * (threads > 1)}, as {args.policy} was computed")
     benchmark = create_benchmark(benchmark_name, flags.get("options"))
+    threads = ((source or {}).get("versions") or {}).get("threads")
+    if args.threads is None and device.type == "cpu" and isinstance(threads, int) and threads > 0:
+        runtime.set_threads(threads)  # CPU training and fine-tuning round differently with another thread count
+        info(f"replaying with {threads} CPU thread{'s' * (threads > 1)}, as {args.policy} was computed")
+    else:
+        runtime.set_threads(runtime.thread_count(device, args.threads, benchmark))
     protocol = resolve(benchmark, flags, args.preset)
+    runtime.check_precision(device, protocol.precision)
     certifiers = args.certifiers or [protocol.certifier]
     if args.cohen_out is not None and len(certifiers) > 1:
         raise ArqbenchError(f"--cohen-out writes one certifier's certificates; pass one of {','.join(certifiers)} "
@@ -147,7 +150,7 @@ def certify(args, flags: dict) -> int:
             info(f"wrote {args.cohen_out} ({len(certs)} images, Cohen et al.'s certify.py format)")
         table.add_row(name, f"{trained.clean_acc:.4f}", f"{m['smoothed_acc']:.4f}", f"{m['acr']:.4f}",
                       f"{m['abstain_rate']:.4f}", f"{seconds:.2f}")
-    stdout.print(table)
+    print_table(table)
     if source is not None and protocol.certifier in measured:
         changed = _changed(source, sigma, seed, protocol)
         if changed:
@@ -172,7 +175,7 @@ def show(args, flags: dict) -> int:
     elif args.format == "json":
         stdout.file.write(cells.as_json(shown) + "\n")
     else:
-        stdout.print(cells.table(shown))
+        print_tables(cells.tables(shown, stdout.width))
     return 0
 
 
@@ -187,8 +190,10 @@ def profile(args, flags: dict) -> int:
         raise ArqbenchError(f"--images must be a positive integer, got {args.images}")
     device = torch.device(args.device)
     benchmark = create_benchmark(args.benchmark, flags.get("options"))
+    runtime.set_threads(runtime.thread_count(device, args.threads, benchmark))
     certifier_name = flags.get("certifier") or plugins.default("certifier", "profile")  # not the final certification's
     protocol = resolve(benchmark, {**flags, "certifier": None}, args.preset)
+    runtime.check_precision(device, protocol.precision)
     plugins.get("certifier", certifier_name)
     for sigma in args.sigma:
         prepared = prepare(benchmark, sigma, protocol, device, data_root=args.data_root, checkpoint=args.checkpoint,
@@ -202,7 +207,7 @@ def profile(args, flags: dict) -> int:
         write_text_atomic(csv, frame.to_csv(index=False))
         title = f"{args.benchmark}, sigma = {sigma:g}, seed {args.seed}: per-layer sensitivity"
         write_bytes_atomic(png, figures.heatmap_png(title, frame))
-        stdout.print(_profile_table(frame, args.metric, title))
+        print_table(_profile_table(frame, args.metric, title))
         info(f"wrote {csv} and {png}")
     return 0
 
@@ -214,7 +219,7 @@ def _profile_table(frame, metric: str, title: str) -> Table:
     grid = weights.pivot_table(index="layer", columns="w_bits", values=value, aggfunc="first")
     grid = grid.reindex(index=list(dict.fromkeys(weights.sort_values("index")["layer"])))
     table = Table(title=f"{title}: {value.replace('_', ' ')} with the weights at b bits (activations 8)",
-                  box=box.SIMPLE_HEAD)
+                  box=box.SIMPLE_HEAD, padding=(0, 1), collapse_padding=True, pad_edge=False, show_edge=False)
     table.add_column("layer \\ b", no_wrap=True)
     for bits in grid.columns:
         table.add_column(f"{bits}", justify="right", no_wrap=True)
@@ -241,6 +246,7 @@ def train(args, flags: dict) -> int:
     check_values([args.benchmark], sigmas=args.sigma, device=args.device, data_root=args.data_root,
                  checkpoint=args.checkpoint, seeds=[args.seed])
     benchmark = create_benchmark(args.benchmark)
+    runtime.set_threads(runtime.thread_count(torch.device(args.device), args.threads, benchmark))
     splits = benchmark.splits(args.data_root)
     for sigma in args.sigma:
         path = train_base_model(benchmark, sigma, splits, torch.device(args.device), args.seed, args.epochs,

@@ -1,6 +1,6 @@
 """Quantized models to ONNX with QuantizeLinear/DequantizeLinear (QDQ) nodes at the policy's bit-widths.
 
-Every layer of the quantized model that describes itself as integers (``arqbench.interfaces.QuantizedLayer``)
+Every layer of the quantized model that describes itself as integers (``arqbench.contract.QuantizedLayer``)
 becomes a ``arqbench.quantization.qdq.QDQLayer``, which PyTorch's TorchScript-based exporter
 (``torch.onnx.export(..., dynamo=False)``, no extra package needed to write) writes as
 
@@ -35,7 +35,7 @@ def qdq_model(model: nn.Module) -> nn.Module:
     converted = as_qdq(copy.deepcopy(model).cpu().eval())
     if not any(isinstance(m, QDQLayer) for m in converted.modules()):
         raise ArqbenchError("the model has no quantized layer that describes itself as integers (a quantizer's "
-                            "layers need quant_params(), arqbench.interfaces.QuantizedLayer); it cannot be exported "
+                            "layers need quant_params(), arqbench.contract.QuantizedLayer); it cannot be exported "
                             "with QDQ nodes")
     return converted
 

@@ -6,8 +6,9 @@ import os
 import reprlib
 import socket
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 
@@ -20,6 +21,16 @@ def home() -> Path:
         return Path(os.environ["ARQBENCH_HOME"]).expanduser()
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(base) / "arqbench"
+
+
+@contextmanager
+def scratch(prefix: str) -> Iterator[Path]:
+    """A fresh folder for a library's working files under ``$ARQBENCH_HOME/scratch``, removed on leaving (after
+    an error or ^C too), so a run writes nothing in the temp directory."""
+    root = home() / "scratch"
+    root.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=prefix, dir=root) as path:
+        yield Path(path)
 
 
 def key_hash(key: dict) -> str:

@@ -10,7 +10,7 @@ once, with one argument:
 to be called once per thing the plugin provides. ``name`` is how users choose it (unique per kind: a
 clash is an error naming both plugins). ``factory(**options)`` builds the object; its keyword parameters
 are the plugin's options (``--option NAME.KEY=VALUE``). What the object must do is its kind's Protocol in
-``arqbench.interfaces``, named in each hook below. ``default=True`` makes it what a run uses when the user
+``arqbench.contract``, named in each hook below. ``default=True`` makes it what a run uses when the user
 names no plugin of its kind (the core names none itself); a string makes it the default for that use only
 (``"profile"``: the certifier ``arqbench profile`` measures with). One default per kind and use: a second is
 an error naming both plugins; `arqbench list` shows which they are.
@@ -24,9 +24,9 @@ hookimpl = pluggy.HookimplMarker("arqbench")
 
 @hookspec
 def register_quantizer(register):
-    """Register quantizers, objects following ``arqbench.interfaces.Quantizer``: ``quantize(model, policy,
+    """Register quantizers, objects following ``arqbench.contract.Quantizer``: ``quantize(model, policy,
     calibration)`` returns a fake-quantized copy that still trains (optionally ``quantize_weight``,
-    ``interfaces.WeightQuantizer``, which sensitivity searches need).
+    ``contract.WeightQuantizer``, which sensitivity searches need).
 
     :param register: ``register(name, factory)``; e.g. ``register("linear", LinearQuantizer)``.
     """
@@ -34,9 +34,10 @@ def register_quantizer(register):
 
 @hookspec
 def register_certifier(register):
-    """Register certifiers, objects following ``arqbench.interfaces.Certifier``: ``certify(model, examples,
+    """Register certifiers, objects following ``arqbench.contract.Certifier``: ``certify(model, examples,
     config, num_classes, reference=None)`` returns one certificate per example, each holding with
-    probability at least 1 - alpha.
+    probability at least 1 - alpha (optionally ``samples(config)`` and ``stats``,
+    ``contract.IncrementalCertifier``, when it reuses a cached certification of the reference).
 
     :param register: ``register(name, factory)``; e.g. ``register("rs", RandomizedSmoothing)``.
     """
@@ -44,7 +45,7 @@ def register_certifier(register):
 
 @hookspec
 def register_search(register):
-    """Register search methods, objects following ``arqbench.interfaces.Search``: ``search(ctx)`` returns a
+    """Register search methods, objects following ``arqbench.contract.Search``: ``search(ctx)`` returns a
     bit policy within ``ctx.budget`` (and a record of how it was found).
 
     :param register: ``register(name, factory)``; e.g. ``register("hawq", Hawq)``.
@@ -53,7 +54,7 @@ def register_search(register):
 
 @hookspec
 def register_cost_model(register):
-    """Register cost models, objects following ``arqbench.interfaces.CostModel``: ``cost(layers, policy)``;
+    """Register cost models, objects following ``arqbench.contract.CostModel``: ``cost(layers, policy)``;
     budgets are fractions of the float model's cost.
 
     :param register: ``register(name, factory)``; e.g. ``register("bitops", BitOps)``.
@@ -62,8 +63,8 @@ def register_cost_model(register):
 
 @hookspec
 def register_benchmark(register):
-    """Register benchmarks, objects following ``arqbench.interfaces.Benchmark``: a model, its data, its
-    training recipe, protocol defaults (subclass ``arqbench.models.benchmark.Benchmark``).
+    """Register benchmarks, objects following ``arqbench.contract.Benchmark``: a model, its data, its
+    training recipe, protocol defaults (a subclass of ``arqbench.contract.Benchmark``).
 
     :param register: ``register(name, factory)``; e.g. ``register("digits", digits)``.
     """

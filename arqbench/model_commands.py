@@ -5,7 +5,8 @@ from pathlib import Path
 import torch
 from rich.table import Table
 
-from arqbench.console import info, stdout, warn
+from arqbench import runtime
+from arqbench.console import info, print_table, warn
 from arqbench.errors import ArqbenchError
 from arqbench.export import FORMATS, export_onnx
 from arqbench.models.training import accuracy
@@ -40,6 +41,8 @@ def certify_model(args, flags: dict) -> int:
     settings["options"] = merge_options(loaded.protocol.get("options"), flags.get("options"))
     protocol = resolve(loaded.benchmark, settings, args.preset)
     device = torch.device(args.device)
+    runtime.check_precision(device, protocol.precision)
+    runtime.set_threads(runtime.thread_count(device, args.threads, loaded.benchmark))
     prepared = prepare(loaded.benchmark, sigma, protocol, device, data_root=args.data_root, checkpoint=args.checkpoint,
                        normalization=args.normalization, workers=args.workers)
     theirs = loaded.base_model.get("fingerprint")
@@ -60,7 +63,7 @@ def certify_model(args, flags: dict) -> int:
         table.add_column(column)
     table.add_row(f"{clean:.4f}", f"{metrics['smoothed_acc']:.4f}", f"{metrics['acr']:.4f}",
                   f"{metrics['abstain_rate']:.4f}", f"{seconds:.2f}")
-    stdout.print(table)
+    print_table(table, keep=0)
     result_path = Path(args.model).with_suffix(".json")
     if not result_path.is_file():
         return 0
@@ -88,7 +91,7 @@ def compare(recorded: dict, measured: dict, path: Path) -> int:
         equal = abs(a - b) < 1e-9
         same &= equal
         table.add_row(key, f"{a:.6f}", f"{b:.6f}", "yes" if equal else "NO")
-    stdout.print(table)
+    print_table(table)
     return 0 if same else 1
 
 

@@ -23,12 +23,12 @@ import time
 
 import torch
 
-from arqbench import files
-from arqbench.console import warn
+from arqbench.contract import Cost, SearchResult
 from arqbench.errors import ArqbenchError
 from arqbench.hookspecs import hookimpl
-from arqbench.search.context import SearchResult
-from arqbench.search.ilp import CHOICES, ilp_policy, tie_units  # noqa: F401 (tie_units: part of hawq's API)
+from arqbench.toolkit import ILP_CHOICES as CHOICES
+from arqbench.toolkit import tie_units  # noqa: F401 (part of hawq's API)
+from arqbench.toolkit import cache_path, ilp_policy, torch_load_cached, torch_save_atomic, warn
 
 from .hessian import layer_traces, noisy_labelled_batches
 
@@ -62,10 +62,13 @@ class Hawq:
         self.batches, self.batch_size, self.tol, self.max_iter = batches, batch_size, float(tol), max_iter
         self.seed, self.tie = seed, tie
 
-    def estimate(self, work) -> float:
+    def estimate(self, work) -> Cost:
         """At most ``max_iter`` probes, each a gradient and one Hessian-vector product per layer (about a backward
-        pass, two forwards) over every batch; cached per base model, so a later run costs nothing."""
-        return self.max_iter * self.batches * self.batch_size * (work.train_cost + 2 * len(work.layers))
+        pass, two forwards) over every batch; cached per base model and seed, so shared by every budget's cell."""
+        traces = self.max_iter * self.batches * self.batch_size * (work.train_cost + 2 * len(work.layers))
+        seed = work.smoothing.seed if self.seed is None else self.seed
+        key = ("hawq", seed, self.batches, self.batch_size, self.tol, self.max_iter)
+        return Cost(shared={key: traces})
 
     def ties(self, ctx) -> list[list[str]]:
         if self.tie == "benchmark":
@@ -74,21 +77,22 @@ class Hawq:
 
     def traces(self, ctx) -> tuple[dict[str, dict], float, bool]:
         """Per-layer traces (cached on disk), the seconds computing them took, and whether they came from
-        the cache (then those seconds were spent by an earlier run)."""
+        the cache (then those seconds were spent by an earlier run, and are reported to ``ctx.ledger``)."""
         seed = ctx.seed if self.seed is None else self.seed
         names = [l.name for l in ctx.layers]
         key = {"what": "hutchinson-traces", "version": TRACE_VERSION, "reference": ctx.reference_key,
                "sigma": ctx.sigma, "batches": self.batches, "batch_size": self.batch_size, "tol": self.tol,
                "max_iter": self.max_iter, "seed": seed, "layers": names}
-        path = files.cache_path("hessian", key)
-        cached = files.torch_load_cached(path)
+        path = cache_path("hessian", key)
+        cached = torch_load_cached(path)
         if isinstance(cached, dict) and set(cached.get("traces", {})) == set(names):
+            ctx.ledger.reused(f"hessian/{path.stem}", float(cached["seconds"]))  # counts in the search's cost
             return cached["traces"], float(cached["seconds"]), True
         start = time.perf_counter()
         batches = noisy_labelled_batches(ctx.data.finetune, ctx.sigma, self.batches, self.batch_size, seed)
         traces = layer_traces(ctx.model, names, batches, self.tol, self.max_iter, seed)
         seconds = time.perf_counter() - start
-        files.torch_save_atomic(path, {"traces": traces, "seconds": seconds})
+        torch_save_atomic(path, {"traces": traces, "seconds": seconds})
         return traces, seconds, False
 
     def search(self, ctx) -> SearchResult:
@@ -114,7 +118,6 @@ class Hawq:
             "activations": "a = w" if ctx.search_activations else "8",
             "trace_cached": cached,
             "trace_s": trace_s,
-            "reused_s": trace_s if cached else 0.0,  # cached work counts in the search's cost
             "settings": {"batches": self.batches, "batch_size": self.batch_size, "tol": self.tol,
                          "max_iter": self.max_iter, "seed": ctx.seed if self.seed is None else self.seed},
         }

@@ -15,7 +15,7 @@ from torch import nn
 from torch.nn import functional as F
 from torch.utils.data import Dataset
 
-from arqbench.models.data import loader
+from arqbench.toolkit import loader
 
 MIN_ITER = 2
 

@@ -2,9 +2,8 @@
 
 import random
 
+from arqbench.contract import MAX_BITS, MIN_BITS, SearchResult
 from arqbench.hookspecs import hookimpl
-from arqbench.quantization.policy import MAX_BITS, MIN_BITS
-from arqbench.search.context import SearchResult
 
 
 class RandomPolicy:

@@ -1,10 +1,10 @@
 """Search ``uniform``: the highest single weight bit-width (activations 8, or the same when searched)
 whose cost meets the budget."""
 
+from arqbench.contract import MAX_BITS, MIN_BITS, SearchResult
 from arqbench.errors import InfeasibleBudget
 from arqbench.hookspecs import hookimpl
-from arqbench.quantization.policy import MAX_BITS, MIN_BITS, uniform_policy
-from arqbench.search.context import SearchResult
+from arqbench.toolkit import uniform_policy
 
 
 class Uniform:

@@ -2,6 +2,7 @@
 
     python benchmarks/discrimination.py --benchmark digits-mobilenetv2      # 24 policies at 1.1%, activations searched
     python benchmarks/discrimination.py --benchmark digits --budget 0.0255 --no-search-activations
+    python benchmarks/discrimination.py --quick   # seconds: digits, 2 policies, n=100, 5 images, no fine-tune
 
 Samples ``--policies`` different random policies that meet ``--budget``: every free unit (a layer, or a group of
 layers the benchmark ties; the first and last layer stay 8/8) draws weight bits uniformly from [2, 8]
@@ -93,7 +94,7 @@ def describe(policy: Policy, layers) -> str:
 
 def parse(argv):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--benchmark", default="digits-mobilenetv2")
+    parser.add_argument("--benchmark", help="default: digits-mobilenetv2 (digits with --quick)")
     parser.add_argument("--sigma", type=float, default=0.25)
     parser.add_argument("--budget", type=float, default=0.011, help="fraction of float cost (default 0.011)")
     parser.add_argument("--policies", type=int, default=24, help="random policies (default 24)")
@@ -104,7 +105,16 @@ def parse(argv):
     parser.add_argument("--n", type=int)
     parser.add_argument("--test-images", type=int)
     parser.add_argument("--finetune-epochs", type=int)
-    return parser.parse_args(argv)
+    parser.add_argument("--quick", action="store_true",
+                        help="a smoke run in seconds (checks it runs; its numbers mean nothing): digits, 2 policies, "
+                             "n=100, 5 images, no fine-tune, unless given")
+    args = parser.parse_args(argv)
+    quick = {"benchmark": "digits", "policies": 2, "n": 100, "test_images": 5, "finetune_epochs": 0}
+    for key, value in quick.items():
+        if args.quick and getattr(args, key) in (None, parser.get_default(key)):
+            setattr(args, key, value)
+    args.benchmark = args.benchmark or "digits-mobilenetv2"
+    return args
 
 
 def main(argv=None) -> None:

@@ -2,6 +2,7 @@
 
     python benchmarks/finetune_batchnorm.py leaderboards/results/digits-mobilenetv2/sigma0.25/budget0.0075
     python benchmarks/finetune_batchnorm.py leaderboards/results/digits --seed 0
+    python benchmarks/finetune_batchnorm.py RESULTS --quick    # the first cell only (checks it runs)
 
 For every finished quantized cell under the given result folders (``--seed`` keeps one seed), the
 cell's policy is quantized and calibrated as its cell was, then fine-tuned as the protocol does
@@ -47,6 +48,7 @@ def main() -> int:
     parser.add_argument("results", nargs="+", type=Path, help="result folders (an arqbench run --out, or a folder in one)")
     parser.add_argument("--seed", type=int, help="only this seed's cells")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--quick", action="store_true", help="only the first cell (in the table's order)")
     args = parser.parse_args()
     keep_freed_memory()
     device = torch.device(args.device)
@@ -58,7 +60,8 @@ def main() -> int:
     for column in ("benchmark", "sigma", "budget", "method", "seed", "recorded", "batch statistics", "frozen"):
         table.add_column(column)
     prepared = {}
-    for r in sorted(cells, key=lambda r: (r["benchmark"], r["sigma"], r["budget"], r["method"], r["seed"])):
+    cells = sorted(cells, key=lambda r: (r["benchmark"], r["sigma"], r["budget"], r["method"], r["seed"]))
+    for r in cells[:1] if args.quick else cells:
         benchmark = create_benchmark(r["benchmark"])
         protocol = resolve(benchmark, known_settings(r["config"]["protocol"]))
         key = (r["benchmark"], r["sigma"], json.dumps(protocol.as_dict(), sort_keys=True))
@@ -69,7 +72,7 @@ def main() -> int:
         batch, frozen = (fine_tuned_accuracy(runner, r, f) for f in (False, True))
         table.add_row(r["benchmark"], f"{r['sigma']:g}", f"{100 * r['budget']:g}%", r["method"], str(r["seed"]),
                       f"{100 * r['metrics']['clean_acc']:.1f}", f"{100 * batch:.1f}", f"{100 * frozen:.1f}")
-    Console().print(table)
+    Console(width=160).print(table)
     return 0
 
 

@@ -1,14 +1,16 @@
 """Certification throughput on a GPU against the best plain forward throughput of the same model.
 
     python benchmarks/gpu_throughput.py                       # the three paper models and digits
-    python benchmarks/gpu_throughput.py --models resnet50-imagenet --images 2
+    python benchmarks/gpu_throughput.py --models resnet50-imagenet
+    python benchmarks/gpu_throughput.py --quick    # seconds: digits, one batch size, short timings, small n
 
 For each model (random weights, random inputs: throughput does not depend on them) it measures the best
 plain ``model(x)`` rate the GPU reaches over precision (fp32 with TF32 off, tf32, bf16 autocast; NHWC
 memory for the reduced ones) and batch size, then certifies a few images at the paper protocol (n0 = 100,
 n = 100,000) with ``--precision`` of that best forward and the same batch size, and reports noisy samples
 per second of certification, its ratio to the best forward, and both at strict fp32 too (certifying with
-n = 20,000 there: the rate does not depend on n).
+n = 20,000 there: the rate does not depend on n). Without a CUDA device it says so in one line and exits
+with status 0: there is nothing to measure.
 """
 
 import argparse
@@ -39,7 +41,7 @@ def forward_rate(model, x, device, name, seconds: float) -> float:
     return calls * len(x) / (time.perf_counter() - start)
 
 
-def certify_rate(model, benchmark, device, name, batch, images, n=100_000) -> float:
+def certify_rate(model, benchmark, device, name, batch, images, n) -> float:
     config = SmoothingConfig(sigma=0.25, n0=100, n=n, alpha=0.001, batch_size=batch, seed=0, precision=name)
     xs = torch.rand(images, *benchmark.input_shape, device=device)
     group = [(i, xs[i], 0) for i in range(images)]
@@ -57,7 +59,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", default="resnet20-cifar10,resnet50-imagenet,mobilenetv2-imagenet,digits")
     parser.add_argument("--seconds", type=float, default=2.0)
+    parser.add_argument("--quick", action="store_true", help="digits, its smallest batch, 0.2 s per rate, n=2,000 "
+                                                             "(checks it runs; its numbers mean little)")
     args = parser.parse_args()
+    if not torch.cuda.is_available():
+        print("gpu_throughput: no CUDA device here; this script measures GPU throughput, nothing was measured")
+        return
+    n, n32 = 100_000, 20_000
+    if args.quick:
+        args.models, args.seconds, n, n32 = "digits", 0.2, 2_000, 2_000
     device = torch.device("cuda")
     print(f"GPU {torch.cuda.get_device_name(0)}, torch {torch.__version__}, CUDA {torch.version.cuda}, "
           f"cuDNN {torch.backends.cudnn.version()}")
@@ -70,7 +80,7 @@ def main() -> None:
         strict = (0.0, None)
         for prec in ("fp32", "tf32", "bf16"):
             channels_last(model, device, prec)
-            for batch in BATCHES[name]:
+            for batch in BATCHES[name][:1] if args.quick else BATCHES[name]:
                 x = torch.rand(batch, *benchmark.input_shape, device=device)
                 if prec != "fp32" and x.dim() == 4:
                     x = x.contiguous(memory_format=torch.channels_last)
@@ -83,9 +93,9 @@ def main() -> None:
             model.to(memory_format=torch.contiguous_format)
         rate, prec, batch = best
         channels_last(model, device, prec)
-        cert = certify_rate(model, benchmark, device, prec, batch, IMAGES[name])
+        cert = certify_rate(model, benchmark, device, prec, batch, IMAGES[name], n)
         model.to(memory_format=torch.contiguous_format)
-        cert32 = certify_rate(model, benchmark, device, "fp32", strict[1], max(1, IMAGES[name] // 2), n=20_000)
+        cert32 = certify_rate(model, benchmark, device, "fp32", strict[1], max(1, IMAGES[name] // 2), n32)
         line = (f"{name}: certification {cert:,.0f} samples/s at {prec} batch {batch} = {cert / rate:.2f}x the best "
                 f"forward ({rate:,.0f}); fp32: {cert32:,.0f} vs {strict[0]:,.0f} forward = {cert32 / strict[0]:.2f}x")
         print(line, flush=True)

@@ -3,6 +3,7 @@
     python benchmarks/perf.py                  # digits and resnet20-cifar10, plus the default `arqbench run`
     python benchmarks/perf.py --skip-run       # without timing the default run
     python benchmarks/perf.py --device cuda    # on a GPU (see also benchmarks/gpu_throughput.py)
+    python benchmarks/perf.py --quick          # seconds: digits at tiny n, no default run (checks it runs)
 
 Per benchmark (resnet20-cifar10 with random weights and random inputs: its timings are real, its ACR
 is not, so no ACR-based figure is reported for it):
@@ -53,9 +54,10 @@ SETTINGS = {  # per benchmark: forward batch, certification n and images; search
     "digits": dict(batch=500, n=10_000, images=100, episodes=20, warmup=5),
     "resnet20-cifar10": dict(batch=400, n=2_000, images=4, episodes=4, warmup=2),
 }
+QUICK = dict(batch=100, n=200, images=2, episodes=2, warmup=1)  # --quick: every step runs, no figure means anything
 
 
-def throughput(model, x, seconds=2.0) -> float:
+def throughput(model, x, seconds: float) -> float:
     """Samples per second of ``model(x)`` under inference mode."""
     with torch.inference_mode():
         model(x)
@@ -100,8 +102,8 @@ def equal_acr_speedup(irs: list[tuple[float, float]], rs: list[tuple[float, floa
     return [float(np.interp(acr, acrs, seconds)) / t for acr, t in irs]
 
 
-def measure(name: str, device: torch.device) -> tuple[list[tuple], dict]:
-    s = SETTINGS[name]
+def measure(name: str, device: torch.device, quick: bool = False) -> tuple[list[tuple], dict]:
+    s, seconds_per_rate = (QUICK, 0.2) if quick else (SETTINGS[name], 2.0)
     benchmark = plugins.create("benchmark", name)
     protocol = resolve(benchmark, {"n0": 100, "n": s["n"], "test_images": s["images"], "batch_size": s["batch"],
                                    "search_activations": True})
@@ -109,7 +111,7 @@ def measure(name: str, device: torch.device) -> tuple[list[tuple], dict]:
     rows, headline = [], {}
     x = (torch.rand(s["batch"], *benchmark.input_shape) + 0.25 * torch.randn(s["batch"], *benchmark.input_shape))
     x = x.to(device)
-    raw = throughput(prep.model, x)
+    raw = throughput(prep.model, x, seconds_per_rate)
     run = CellRun(Cell(name, 0.25, 0.05, "perf", 0), prep, protocol, device)
     config = run.smoothing()
     rs = plugins.create("certifier", "rs")
@@ -120,8 +122,8 @@ def measure(name: str, device: torch.device) -> tuple[list[tuple], dict]:
 
     ctx = run.context()
     policy = ctx.within_budget(mixed_policy(prep.layers, ctx.fixed))
-    qmodel = run.quantized_model(policy)  # the protocol's quantizer and fine-tune
-    quant = throughput(qmodel, x)
+    qmodel, _ = run.quantized_model(policy)  # the protocol's quantizer and fine-tune
+    quant = throughput(qmodel, x, seconds_per_rate)
     rows.append(("fake-quantized / float forward time", f"{raw / quant:.2f}", f"{raw / quant:.2f}x", "<= 1.5x"))
 
     reference = prep.reference("test")
@@ -152,7 +154,8 @@ def measure(name: str, device: torch.device) -> tuple[list[tuple], dict]:
 
     common = {"episodes": s["episodes"], "warmup": s["warmup"]}
     haq = plugins.create("search", "haq", **common)
-    arq = protocol.create("search", "arq") if name == "digits" else plugins.create("search", "arq", images=s["images"])
+    arq = (protocol.create("search", "arq") if name == "digits" and not quick else
+           plugins.create("search", "arq", images=s["images"], **({"n": s["n"]} if quick else {})))
     arq = replace(arq, **common, finetune_steps=haq.finetune_steps)
     _, haq_seconds = timed(lambda: haq.search(run.context()))
     arq.scorer(run.context())(prep.model, "float")  # the float certification of the search split, paid once
@@ -176,13 +179,17 @@ def main() -> None:
     parser.add_argument("--benchmarks", default="digits,resnet20-cifar10")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--skip-run", action="store_true")
+    parser.add_argument("--quick", action="store_true", help="digits only, tiny n and episodes, no default run: "
+                                                             "checks every step runs (seconds); its figures mean nothing")
     args = parser.parse_args()
+    if args.quick:
+        args.benchmarks, args.skip_run = "digits", True
     keep_freed_memory()  # as the CLI does
     os.environ.setdefault("ARQBENCH_HOME", tempfile.mkdtemp(prefix="arqbench-perf-"))
     device = torch.device(args.device)
     rows, headline = [], {}
     for name in args.benchmarks.split(","):
-        measured, headline[name] = measure(name, device)
+        measured, headline[name] = measure(name, device, args.quick)
         rows += measured
     if not args.skip_run:
         rows.append(default_run())

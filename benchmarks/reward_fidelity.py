@@ -2,6 +2,7 @@
 
     python benchmarks/reward_fidelity.py                    # 24 policies, digits, sigma 0.25, budget 2.5%
     python benchmarks/reward_fidelity.py --finetune-steps 0,8,32 --policies 30
+    python benchmarks/reward_fidelity.py --quick      # seconds: 3 policies, tiny n and images (checks it runs)
 
 Seeded random policies within the budget (weights and activations searched, the action wall of the
 protocol) are each scored by every search's own objective on the search split, and then taken through
@@ -75,16 +76,24 @@ def main() -> None:
                                                                "(default: the searches' default)")
     parser.add_argument("--option", action="append", default=[], metavar="NAME.KEY=VALUE",
                         help="a plugin option, as for `arqbench run` (e.g. arq.images=50)")
+    parser.add_argument("--quick", action="store_true",
+                        help="a smoke run in seconds (checks it runs; its numbers mean nothing): 3 policies, n=100 "
+                             "and 5 images (ARQ: 10 images at its n), one fine-tune epoch, one Hessian batch (options given win)")
     args = parser.parse_args()
     keep_freed_memory()
     from arqbench.cli import option
 
     options: dict = {}
+    settings: dict = {"search_activations": True}
+    if args.quick:
+        args.policies = 3
+        settings.update(n=100, test_images=5, finetune_epochs=1)
+        options = {"arq": {"images": 10}, "robust-ilp": {"images": 5, "n": 100}, "hawq": {"batches": 1}}
     for name, key, value in map(option, args.option):
         options.setdefault(name, {})[key] = value
     device = torch.device("cpu")
     benchmark = plugins.create("benchmark", args.benchmark)
-    protocol = resolve(benchmark, {"search_activations": True, "options": options})
+    protocol = resolve(benchmark, {**settings, "options": options})
     prepared = prepare(benchmark, args.sigma, protocol, device)
     run = CellRun(Cell(args.benchmark, args.sigma, args.budget, "fidelity", args.seed), prepared, protocol, device)
     ctx = run.context()

@@ -1,25 +1,51 @@
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
+from pathlib import Path
 
 import pytest
 
-from arqbench.runtime import keep_freed_memory
+SCRATCH = Path(__file__).resolve().parents[1] / ".pytest-tmp"  # git-ignored
+PLACES = {"TMPDIR": "tmp", "ARQBENCH_HOME": "home", "XDG_CACHE_HOME": "cache"}
+_saved_environment: dict = {}
 
-keep_freed_memory()  # as the CLI does: tests run models at the speed users see
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config):
+    """Everything the suite writes stays in the checkout's ``.pytest-tmp/``, emptied when a session starts and
+    removed when one passes: pytest's ``tmp_path`` folders (``--basetemp``, unless given), the session's
+    ``ARQBENCH_HOME`` (the digits base model is trained once and shared), ``TMPDIR`` (what libraries and
+    subprocesses put in the temp directory, Ray's session folder among them) and ``XDG_CACHE_HOME`` (pip's
+    cache, in place of ~/.cache). One session per checkout at a time. Set before the test modules import arqbench, so library caches (matplotlib's) land there too."""
+    shutil.rmtree(SCRATCH, ignore_errors=True)
+    if config.option.basetemp is None:
+        config.option.basetemp = str(SCRATCH / "pytest")
+    for variable, folder in PLACES.items():
+        (SCRATCH / folder).mkdir(parents=True)
+        _saved_environment[variable] = os.environ.get(variable)
+        os.environ[variable] = str(SCRATCH / folder)
+    tempfile.tempdir = None  # gettempdir() reads TMPDIR again
+
+    from arqbench.runtime import keep_caches_home, keep_freed_memory
+
+    keep_caches_home()  # as the CLI does
+    keep_freed_memory()  # as the CLI does: tests run models at the speed users see
 
 
-@pytest.fixture(scope="session", autouse=True)
-def arqbench_home(tmp_path_factory):
-    """One cache home per test session: the digits base model is trained once and shared."""
-    home = tmp_path_factory.mktemp("arqbench-home")
-    old = os.environ.get("ARQBENCH_HOME")
-    os.environ["ARQBENCH_HOME"] = str(home)
-    yield home
-    if old is None:
-        os.environ.pop("ARQBENCH_HOME", None)
-    else:
-        os.environ["ARQBENCH_HOME"] = old
+def pytest_sessionfinish(session, exitstatus):
+    if exitstatus == 0:
+        shutil.rmtree(SCRATCH, ignore_errors=True)  # a failed session's folders stay until the next starts
+
+
+def pytest_unconfigure(config):
+    for variable, value in _saved_environment.items():
+        if value is None:
+            os.environ.pop(variable, None)
+        else:
+            os.environ[variable] = value
+    tempfile.tempdir = None
 
 
 # Small but real protocol settings for tests: a few images, few samples.

@@ -37,6 +37,10 @@ def test_the_readme_notebook_example_runs_as_written(tmp_path, monkeypatch, caps
     assert cells.loc[cells.method == "fp32", "model_path"].isna().all()  # the float row saves no model
     assert len(certs) == 20 and certs.summary([0.25])["images"] == 20
     assert (tmp_path / "notebook-results").is_dir()
+    with torch.no_grad():  # the trained model, not an untrained one whose constant predictions agree with anything
+        accuracy = (scope["float_model"](scope["noisy"]).argmax(1) == scope["labels"][64:264]).float().mean()
+    assert accuracy >= 0.8 and scope["agree"] >= 0.8
+    assert f"4-bit model: {scope['agree']:.0%} of 200 noisy test inputs" in capsys.readouterr().out
 
 
 class Linear(torch.nn.Module):

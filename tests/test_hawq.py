@@ -4,7 +4,10 @@ import itertools
 import json
 import math
 import random
+import tempfile
+from pathlib import Path
 
+import pulp
 import pytest
 import torch
 from arqbench.baselines.hawq import CHOICES, Hawq, ilp_policy, tie_units
@@ -137,6 +140,27 @@ def test_a_tie_with_a_fixed_layer_holds_the_group_at_8_bits():
     layers = toy_layers(5)
     policy, _ = ilp_policy(layers, {"l0"}, [["l0", "l2"]], toy_omega(layers, 0), fraction(layers), 0.05, False)
     assert policy["l0"] == policy["l2"] == (8, 8)
+
+
+def test_the_ilp_solver_keeps_its_files_under_the_cache_home_and_leaves_the_temp_directory_empty(tmp_path,
+                                                                                                  monkeypatch):
+    empty, home = tmp_path / "tmp", tmp_path / "home"
+    empty.mkdir()
+    monkeypatch.setenv("TMPDIR", str(empty))
+    monkeypatch.setattr(tempfile, "tempdir", None)  # gettempdir() reads TMPDIR again
+    monkeypatch.setenv("ARQBENCH_HOME", str(home))
+    folders = []
+    solve = pulp.PULP_CBC_CMD.actualSolve
+
+    def watched(self, *args, **kwargs):  # where CBC's model and solution files go
+        folders.append(Path(self.tmpDir))
+        return solve(self, *args, **kwargs)
+
+    monkeypatch.setattr(pulp.PULP_CBC_CMD, "actualSolve", watched)
+    layers = toy_layers(5)
+    policy, _ = ilp_policy(layers, {"l0"}, [], toy_omega(layers, 0), fraction(layers), 0.05, False)
+    assert policy and folders and all(folder.parent == home / "scratch" for folder in folders)
+    assert list(empty.iterdir()) == [] and list((home / "scratch").iterdir()) == []
 
 
 def test_infeasible_budget_is_one_clear_line():

@@ -54,12 +54,12 @@ def wheel(tmp_path_factory):
 
 def test_the_wheel_carries_the_core_every_plugin_and_the_license(wheel):
     names = set(zipfile.ZipFile(wheel).namelist())
-    for module in ("arqbench/__main__.py", "arqbench/api.py", "arqbench/bundled/rs.py", "arqbench/bundled/arq.py",
+    for module in ("arqbench/__main__.py", "arqbench/api.py", "arqbench/bundled/certifiers/rs.py", "arqbench/bundled/searches/arq.py",
                    "arqbench/baselines/haq.py", "arqbench/pipeline/saved.py", "arqbench/quantization/qdq.py"):
         assert module in names, module
     metadata = next(n for n in names if n.endswith(".dist-info/entry_points.txt"))
     entry_points = zipfile.ZipFile(wheel).read(metadata).decode()
-    assert "rs = arqbench.bundled.rs" in entry_points and "arqbench = arqbench.cli:main" in entry_points
+    assert "rs = arqbench.bundled.certifiers.rs" in entry_points and "arqbench = arqbench.cli:main" in entry_points
     assert any(n.endswith(".dist-info/licenses/LICENSE") for n in names)
 
 

@@ -5,7 +5,7 @@ import math
 
 import pytest
 import torch
-from arqbench.bundled.lsq_quantizer import EPS, LSQLayer, lsq
+from arqbench.bundled.quantizers.lsq_quantizer import EPS, LSQLayer, lsq
 from conftest import TINY
 from hypothesis import given, settings
 from hypothesis import strategies as st

@@ -7,7 +7,7 @@ import pickle
 import numpy as np
 import pytest
 import torch
-from arqbench.bundled.cifar import CifarResNet
+from arqbench.bundled.benchmarks.cifar import CifarResNet
 from PIL import Image
 from torch import nn
 

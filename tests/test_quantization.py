@@ -155,7 +155,7 @@ def test_validate_rejects_foreign_or_out_of_range_policies():
 
 
 def test_activation_rounding_matches_pytorch_fake_quantize_and_its_gradient():
-    from arqbench.bundled.linear_quantizer import quantize_activation
+    from arqbench.bundled.quantizers.linear_quantizer import quantize_activation
 
     torch.manual_seed(0)
     x = torch.randn(1000) * 3

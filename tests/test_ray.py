@@ -3,7 +3,7 @@ cells run as Ray tasks, a sharded certification merges into exactly the file a l
 and a cell failing in a worker is recorded as failed while the sweep goes on."""
 
 import json
-import os
+import secrets
 
 import pytest
 import torch
@@ -16,10 +16,21 @@ SWEEP = ["--methods", "uniform,random", "--budget", "0.05", *TINY]
 
 
 @pytest.fixture(scope="module")
-def cluster():
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+def monkeypatch_module():
+    with pytest.MonkeyPatch.context() as patch:
+        yield patch
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory, monkeypatch_module):
+    """A local Ray whose session folder (logs, sockets) is under the test session's basetemp, shut down after;
+    its authentication token in the environment, not saved in ~/.ray/auth_token as a new cluster's would be."""
+    monkeypatch_module.setenv("RAY_USAGE_STATS_ENABLED", "0")
+    monkeypatch_module.setenv("RAY_AUTH_TOKEN", secrets.token_hex(32))
+    monkeypatch_module.setenv("RAY_AUTH_MODE", "")  # so it is restored after: a new cluster sets it to "token"
+    monkeypatch_module.delenv("RAY_AUTH_MODE")
     ray.init(address="local", num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1",
-             log_to_driver=False)
+             log_to_driver=False, _temp_dir=str(tmp_path_factory.mktemp("ray")))
     yield
     ray.shutdown()
 

@@ -28,11 +28,16 @@ def test_the_readme_quantizer_plugin_installs_and_runs(tmp_path):
     env = {"PYTHONPATH": str(tmp_path)}
     listed = run_subprocess("list", env=env)
     assert listed.returncode == 0 and "per-tensor" in listed.stdout, listed.stderr
-    out = tmp_path / "results"
-    result = run_subprocess("run", "--quantizer", "per-tensor", "--methods", "uniform", "--budget", "0.05",
-                            "--out", out, *TINY, env=env)
+    # the README's command, in a clone whose default results folder holds the main job's cells (linear quantizer)
+    command = re.search(r"`arqbench (run --quantizer per-tensor [^`]*)`", README).group(1).split()
+    out = command[command.index("--out") + 1]
+    clone = tmp_path / "clone"
+    clone.mkdir()
+    shorter = ["--methods", "uniform", "--budget", "0.05", *TINY]  # after the README's flags: these win
+    assert run_subprocess("run", *shorter, cwd=clone).returncode == 0
+    result = run_subprocess(*command, *shorter, env=env, cwd=clone)
     assert result.returncode == 0, result.stderr
-    record = json.loads((out / "digits/sigma0.25/budget0.05/uniform-seed0.json").read_text())
+    record = json.loads((clone / out / "digits/sigma0.25/budget0.05/uniform-seed0.json").read_text())
     assert record["status"] == "ok" and record["config"]["protocol"]["quantizer"] == "per-tensor"
 
 

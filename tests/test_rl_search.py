@@ -1,6 +1,7 @@
 """HAQ's environment and agent (shared with ARQ), and the haq search end to end."""
 
 import json
+import zlib
 from types import SimpleNamespace
 
 import numpy as np
@@ -11,6 +12,7 @@ from test_quantization import HandNet
 from arqbench import plugins
 from arqbench.quantization import policy as policies
 from arqbench.quantization.layers import profile_layers
+from arqbench.search.context import quietly
 from arqbench.search.agent import AgentSettings, EpisodeCreditBuffer, rl_search
 from arqbench.search.bit_env import FEATURES, BitAllocationEnv, action_to_bits
 
@@ -24,7 +26,7 @@ def context(budget=0.1, search_activations=False, seed=0):
     fraction = lambda p: BITOPS.cost(LAYERS, p) / FLOAT  # noqa: E731
     return SimpleNamespace(
         layers=LAYERS, fixed=fixed, search_activations=search_activations, seed=seed, budget=budget,
-        cost_fraction=fraction,
+        cost_fraction=fraction, progress=quietly,
         within_budget=lambda p: policies.fit_to_budget(p, LAYERS, fraction, budget, fixed, search_activations))
 
 
@@ -125,3 +127,135 @@ def test_a_revisited_policy_is_scored_once():
         while not done:
             done = env.step(np.array([0.5]))[2]
     assert len(calls) == 1 and [h["revisit"] for h in env.history] == [False, True, True]
+
+
+def true_value(policy):
+    """A fake candidate's true quality: distinct for distinct policies."""
+    return sum(w * np.sqrt(2 + i) + a * np.sqrt(11 + i) for i, (w, a) in enumerate(policy[k] for k in sorted(policy)))
+
+
+def noisy(policy):
+    """The search reward: the true value plus a large noise fixed per policy (a revisit scores the same)."""
+    seed = zlib.crc32(json.dumps(sorted((k, list(v)) for k, v in policy.items())).encode())
+    return true_value(policy) + 20 * np.random.default_rng(seed).normal(), {}
+
+
+def test_top_distinct_skips_revisits_and_breaks_ties_by_episode():
+    from arqbench.search.agent import top_distinct
+
+    history = [{"episode": 0, "policy": {"a": [2, 8]}, "reward": 1.0},
+               {"episode": 1, "policy": {"a": [3, 8]}, "reward": 3.0},
+               {"episode": 2, "policy": {"a": [3, 8]}, "reward": 3.0, "revisit": True},
+               {"episode": 3, "policy": {"a": [4, 8]}, "reward": 1.0},
+               {"episode": 4, "policy": {"a": [5, 8]}, "reward": 2.0}]
+    assert [r["episode"] for r in top_distinct(history, 3)] == [1, 4, 0]
+    assert [r["episode"] for r in top_distinct(history, 10)] == [1, 4, 0, 3]
+
+
+def test_rescoring_ships_the_best_rescore_of_exactly_the_top_k_distinct_candidates():
+    calls = []
+
+    def exact(policy):
+        calls.append(policy)
+        return true_value(policy), {"exact": True}
+
+    settings = AgentSettings(episodes=30, warmup=30, rescore_top=5)
+    result = rl_search(context(budget=1.0, search_activations=True, seed=1), noisy, settings, rescore=exact)
+    history = result.info["history"]
+    distinct = {}
+    for h in history:
+        distinct.setdefault(json.dumps(h["policy"], sort_keys=True), h)
+    top = sorted(distinct.values(), key=lambda h: -h["reward"])[:5]
+    # exactly the top 5 distinct policies, each re-scored once, in search-reward order
+    assert [{k: list(v) for k, v in p.items()} for p in calls] == [h["policy"] for h in top]
+    best_rescore = max(top, key=lambda h: true_value(h["policy"]))
+    search_argmax = max(history, key=lambda h: h["reward"])
+    assert best_rescore["episode"] != search_argmax["episode"]  # the noise fooled the argmax; the re-score did not
+    assert result.policy == {k: tuple(v) for k, v in best_rescore["policy"].items()}
+    assert result.info["best_episode"] == best_rescore["episode"]
+    assert result.info["search_best_episode"] == search_argmax["episode"]
+    rescored = result.info["rescored"]
+    assert [r["episode"] for r in rescored] == [h["episode"] for h in top]
+    for r, h in zip(rescored, top):
+        assert r["policy"] == h["policy"] and r["cost"] == h["cost"] and r["reward"] == h["reward"]
+        assert r["rescore"] == pytest.approx(true_value(h["policy"])) and r["rescore_record"] == {"exact": True}
+    assert [r["shipped"] for r in rescored] == [h is best_rescore for h in top]
+
+
+def test_without_rescoring_the_search_is_unchanged():
+    """rescore_top = 0 never calls the re-score and ships the argmax; the episodes do not depend on k."""
+    def never(policy):
+        raise AssertionError("re-scored with rescore_top=0")
+
+    ctx = context(budget=1.0, search_activations=True, seed=1)
+    off = rl_search(ctx, noisy, AgentSettings(episodes=30, warmup=10, batch_size=8), rescore=never)
+    plain = rl_search(ctx, noisy, AgentSettings(episodes=30, warmup=10, batch_size=8))
+    on = rl_search(ctx, noisy, AgentSettings(episodes=30, warmup=10, batch_size=8, rescore_top=3),
+                   rescore=lambda p: (true_value(p), {}))
+    assert off.info == plain.info and off.policy == plain.policy
+    assert "rescored" not in off.info
+    assert off.info["history"] == on.info["history"]
+    best = max(off.info["history"], key=lambda h: h["reward"])
+    assert off.policy == {k: tuple(v) for k, v in best["policy"].items()}
+    assert off.info["best_episode"] == best["episode"]
+
+
+def test_rescoring_without_a_rescore_is_an_error():
+    from arqbench.errors import ArqbenchError
+
+    with pytest.raises(ArqbenchError, match="rescore_top"):
+        rl_search(context(), synthetic_reward(None), AgentSettings(episodes=2, warmup=2, rescore_top=2))
+    with pytest.raises(ValueError, match="rescore_top must be a non-negative integer"):
+        AgentSettings(rescore_top=-1)
+
+
+def test_a_search_reports_each_episode_through_the_context_and_prints_nothing_off_a_terminal(capsys):
+    """``ctx.progress`` gets the number of episodes, then one advance per episode; the console's default
+    hook (here off a terminal) prints nothing."""
+    from contextlib import contextmanager
+
+    from arqbench import console
+
+    calls = []
+
+    @contextmanager
+    def recorder(description, total):
+        calls.append((description, total))
+        yield lambda: calls.append("advance")
+        calls.append("closed")
+
+    ctx = context(seed=1)
+    ctx.progress = recorder
+    settings = AgentSettings(episodes=5, warmup=2)
+    rl_search(ctx, synthetic_reward(None), settings, "test search")
+    assert calls == [("test search: episodes", 5), *["advance"] * 5, "closed"]
+    ctx.progress = console.steps
+    rl_search(ctx, synthetic_reward(None), settings, "test search")
+    assert capsys.readouterr() == ("", "")
+
+
+def test_arq_and_haq_record_their_rescored_candidates(cli, tmp_path):
+    code, out, err = cli("run", "--methods", "arq,haq", "--sigma", "0.25", "--budget", "0.03", "--episodes", "4",
+                         "--option", "arq.warmup=4", "--option", "haq.warmup=4", "--option", "arq.rescore_top=3",
+                         "--option", "haq.rescore_top=3", "--option", "arq.images=4", "--option", "arq.n=100",
+                         "--option", "arq.rescore_images=6", "--option", "arq.rescore_n=200",
+                         "--option", "arq.finetune_steps=1", "--option", "haq.finetune_steps=1", "--out", tmp_path,
+                         *TINY)
+    assert code == 0, err
+    for method in ("arq", "haq"):
+        record = json.loads((tmp_path / f"digits/sigma0.25/budget0.03/{method}-seed0.json").read_text())
+        search = record["search"]
+        distinct = [h for h in search["history"] if not h["revisit"]]
+        rescored = search["rescored"]
+        assert len(rescored) == min(3, len(distinct))
+        assert [r["reward"] for r in rescored] == sorted((h["reward"] for h in distinct), reverse=True)[:len(rescored)]
+        assert all({"episode", "policy", "cost", "reward", "rescore", "rescore_record"} <= set(r) for r in rescored)
+        shipped = [r for r in rescored if r["shipped"]]
+        assert len(shipped) == 1 and shipped[0]["rescore"] == max(r["rescore"] for r in rescored)
+        assert record["policy"] == shipped[0]["policy"] and search["best_episode"] == shipped[0]["episode"]
+    arq = json.loads((tmp_path / "digits/sigma0.25/budget0.03/arq-seed0.json").read_text())["search"]
+    assert arq["rescore_certifier_stats"]["float_certified"] == 6  # the re-score's own float certification
+    assert all("acr" in r["rescore_record"] for r in arq["rescored"])
+    haq = json.loads((tmp_path / "digits/sigma0.25/budget0.03/haq-seed0.json").read_text())["search"]
+    assert abs(haq["images"] - haq["rescore_images"]) <= 1  # no haq.images: the search split's two halves
+    assert all("accuracy" in r["rescore_record"] for r in haq["rescored"])

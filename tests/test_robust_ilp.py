@@ -7,7 +7,7 @@ import random
 
 import pytest
 import torch
-from arqbench.bundled.robust_ilp import RobustILP
+from arqbench.bundled.searches.robust_ilp import RobustILP
 from conftest import TINY
 from hypothesis import given, settings
 from hypothesis import strategies as st

@@ -318,3 +318,22 @@ def test_the_cache_key_names_the_method_and_version(digits):
     assert fewer.path != paired.path and fewer.reused == 0
     with pytest.raises(ArqbenchError, match="method must be one of"):
         sensitivity.profile(ctx, ["net.fc"], False, "acr", "irs", method="exact")
+
+
+def test_a_profile_reports_each_point_it_measures_through_the_context(digits):
+    from contextlib import contextmanager
+
+    calls = []
+
+    @contextmanager
+    def recorder(description, total):
+        calls.append((description, total))
+        yield lambda: calls.append("advance")
+
+    ctx = context(digits, seed=5)
+    ctx.progress = recorder
+    sensitivity.profile(ctx, ["net.fc"], False, "disagreement", "irs", images=2)
+    assert calls == [("sensitivity profile: points", 7), *["advance"] * 7]  # weights at 2..8 bits
+    calls.clear()
+    sensitivity.profile(ctx, ["net.fc"], False, "disagreement", "irs", images=2)
+    assert calls == []  # all reused: nothing to follow

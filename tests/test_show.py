@@ -32,7 +32,10 @@ def results(folder):
     return {p.stem.split("-seed")[0]: json.loads(p.read_text()) for p in folder.glob("*.json")}
 
 
-def test_show_prints_every_layer_with_each_methods_bits(cli, sweep):
+def test_show_prints_every_layer_with_each_methods_bits(cli, sweep, monkeypatch):
+    from arqbench import console
+
+    monkeypatch.setattr(console.stdout, "_width", 120)  # one table (tests/test_narrow_tables.py: at 80)
     folder = sweep / "digits/sigma0.25/budget0.02"
     code, out, err = cli("show", folder)
     assert code == 0, err
@@ -80,6 +83,23 @@ def test_show_errors_are_one_line(cli, sweep):
                           ((sweep / "digits/sigma0.25/budget0.02", "--seed", "9"), "no result for seed 9")):
         code, _, err = cli("show", *args)
         assert code == 2 and message in err and len(err.strip().splitlines()) == 1
+
+
+def test_show_of_a_saved_model_shows_its_result_and_never_calls_a_valid_file_broken(cli, sweep, tmp_path):
+    budget = sweep / "digits/sigma0.25/budget0.02"
+    code, of_model, err = cli("show", budget / "hawq-seed0.pt", "--format", "json")
+    assert code == 0, err
+    code, of_result, err = cli("show", budget / "hawq-seed0.json", "--format", "json")
+    assert code == 0 and of_model == of_result and json.loads(of_model)["methods"][-1]["method"] == "hawq"
+    alone = tmp_path / "hawq-seed0.pt"
+    alone.write_bytes((budget / "hawq-seed0.pt").read_bytes())  # a saved model without its result
+    notes = tmp_path / "notes.csv"
+    notes.write_text("a,b\n")
+    for path, message in ((alone, f"certify a saved model with `arqbench certify --model {alone}`"),
+                          (notes, "is not a result file (.json)")):
+        code, _, err = cli("show", path)
+        assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
+        assert "delete" not in err and "not valid JSON" not in err
 
 
 def test_leaderboard_writes_bits_and_learning_figures_with_their_data(cli, sweep, tmp_path):

@@ -51,10 +51,41 @@ def test_plugin_options_come_from_tables(cli, tmp_path):
     assert record["plugins"]["search"]["options"]["episodes"] == 2 and record["search"]["episodes"] == 2
 
 
+def toml(settings: dict) -> str:
+    """``settings`` as a TOML sweep file (TOML has no null: unset values are left out)."""
+    lines = [f"{key} = {json.dumps(value)}" for key, value in settings.items() if key != "options" and value is not None]
+    for plugin, table in settings.get("options", {}).items():
+        lines += [f'[options."{plugin}"]', *(f"{key} = {json.dumps(value)}" for key, value in table.items())]
+    return "\n".join(lines) + "\n"
+
+
+def test_a_recorded_run_config_is_a_sweep_file_that_gives_the_same_settings(tmp_path):
+    from arqbench.cli import build_parser, parse
+    from arqbench.pipeline.sweepfile import resolved
+
+    def run_config(*argv):  # what a run records, as cli.main resolves it
+        parser = build_parser()
+        return resolved(parse(parser, ["run", *map(str, argv)]), parser)
+
+    first = tmp_path / "first.toml"
+    first.write_text('methods = ["hawq", "robust-ilp"]\n')
+    recorded = run_config("--config", first, "--quantize-ends", "--no-save-models", "--search-activations",
+                          "--sigma", "0.25,0.5", "--episodes", "3", "--option", "robust-ilp.metric=disagreement",
+                          "--option", "hawq.tie=none", "--out", tmp_path / "results")
+    assert recorded["keep-ends"] is False and recorded["save-models"] is False and recorded["config"] == str(first)
+    again = tmp_path / "again.toml"
+    again.write_text(toml(recorded))
+    assert run_config("--config", again) == {**recorded, "config": str(again)}
+    again.write_text(toml({**recorded, "keep-ends": True, "save-models": True}))  # true: the defaults
+    defaults = run_config("--config", again)
+    assert defaults["keep-ends"] is None and defaults["save-models"] is True
+
+
 @pytest.mark.parametrize("text,message", [
     ("sigmas = [0.25]\n", "unknown setting 'sigmas'; known: .*sigma"),
     ("sigma = 'abc'\n", "--sigma expects comma-separated numbers"),
     ("force = 3\n", "'force' is a switch"),
+    ("keep-ends = 'no'\n", "'keep-ends' is a switch"),
     ("sigma = [0.25\n", "is not valid TOML"),
     ("[options]\nhaq = 5\n", "options are \\[options.NAME\\] tables"),
 ])
@@ -119,6 +150,24 @@ def test_dry_run_stage_costs_follow_their_formulas(tmp_path):
     assert uniform.macs == 64 * 16 * 9 + 2 * 64 * 16 * 16 * 9 + 16 * 32 * 16 * 9 + 16 * 32 * 32 * 9 + 16 * 32 * 16 + 320
     assert uniform.seconds == pytest.approx(uniform.forwards / uniform.per_second)
     assert "digits" in notes[0] and "forwards/s" in notes[0]
+
+
+def test_work_cached_per_base_model_and_seed_is_counted_once_per_seed_not_once_per_budget(tmp_path):
+    spec = SweepSpec(benchmarks=["digits"], methods=["hawq", "robust-ilp"], sigmas=[0.25, 0.5],
+                     budgets=[0.03, 0.05, 0.1], seeds=[0, 1], out=tmp_path,
+                     overrides={"n0": 20, "n": 200, "test_images": 8,
+                                "options": {"robust-ilp": {"images": 10}, "irs": {"n_p": 0.1},
+                                            "hawq": {"batches": 2, "batch_size": 8, "max_iter": 5}}})
+    estimates = [e for e in dryrun.estimate(spec)[0] if e.cell.method != "fp32"]
+    profile = 10 * (20 + 200) + (1 + 5 * 7) * 10 * (20 + 20)  # as below: f, then 5 free layers x 7 widths
+    traces = 5 * 2 * 8 * (3 + 2 * 7)  # probes x batches x batch size x (a backward, two forwards per layer)
+    for method, cost in (("robust-ilp", profile), ("hawq", traces)):
+        for sigma in (0.25, 0.5):
+            for seed in (0, 1):  # the first budget's cell measures what the other budgets' cells reuse
+                searches = [e.search for e in estimates
+                            if (e.cell.method, e.cell.sigma, e.cell.seed) == (method, sigma, seed)]
+                assert searches == [cost, 0, 0], (method, sigma, seed)
+        assert sum(e.search for e in estimates if e.cell.method == method) == 2 * 2 * cost  # sigmas x seeds
 
 
 def test_robust_ilp_profiles_at_most_ten_thousand_samples_per_image(tmp_path):

@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from arqbench import __version__
+from arqbench.version import __version__
 from arqbench.errors import ArqbenchError
 from arqbench.files import torch_save_atomic
 from arqbench.models.normalize import Normalization

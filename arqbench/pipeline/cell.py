@@ -24,6 +24,7 @@ from arqbench.pipeline.results import REFERENCE, Cell, now, versions
 from arqbench.quantization import policy as policies
 from arqbench.quantization.costs import cost_summary
 from arqbench.search.context import SearchContext, calibration_batches
+from arqbench.search.ledger import Ledger
 from arqbench.smoothing.certification import certify_subset
 from arqbench.smoothing.core import Certificate, SmoothingConfig
 from arqbench.smoothing.metrics import summarize
@@ -59,35 +60,41 @@ class CellRun:
         return self.record(trained, [self.certify(trained.model, (k, shards)) for k in range(shards)])
 
     def train(self, policy: policies.Policy | None = None) -> Trained:
-        """Search (unless ``policy`` is given, or the cell is the fp32 row) and fine-tune the cell's model."""
-        timing = {"search_s": 0.0, "search_cost_s": 0.0, "finetune_s": 0.0, "certify_s": 0.0}
+        """Search (unless ``policy`` is given, or the cell is the fp32 row) and fine-tune the cell's model.
+        The search's time is recorded in parts (``arqbench.search.ledger``): ``search_s`` (own work, waits
+        excluded), ``search_wait_s``, ``search_reused_s`` and ``search_cost_s`` (own + reused)."""
+        timing = {"search_s": 0.0, "search_wait_s": 0.0, "search_reused_s": 0.0, "search_cost_s": 0.0,
+                  "finetune_s": 0.0, "certify_s": 0.0}
         search: dict = {}
         tuning: dict = {}
         model = self.prepared.model
         if self.cell.method != REFERENCE:
             start = time.perf_counter()
+            ledger = Ledger()
             if policy is None:
-                policy, search = self.search()
+                policy, search = self.search(ledger)
             policy = policies.validate(policy, self.prepared.layers, f"policy from {self.cell.method}")
-            timing["search_s"] = time.perf_counter() - start
-            timing["search_cost_s"] = timing["search_s"] + float(search.get("reused_s", 0.0))
+            timing["search_s"] = time.perf_counter() - start - ledger.wait_s
+            timing["search_wait_s"], timing["search_reused_s"] = ledger.wait_s, ledger.reused_s
+            timing["search_cost_s"] = timing["search_s"] + ledger.reused_s
             start = time.perf_counter()
             model, tuning = self.quantized_model(policy)
             timing["finetune_s"] = time.perf_counter() - start
         clean = accuracy(model, self.prepared.data.test, self.device, workers=self.prepared.data.workers)
         return Trained(model, policy, search, timing, clean, versions(self.device), tuning)
 
-    def search(self) -> tuple[policies.Policy, dict]:
-        """The cell's method, with the run's options for it, on the cell's search context."""
+    def search(self, ledger: Ledger) -> tuple[policies.Policy, dict]:
+        """The cell's method, with the run's options for it, on the cell's search context, which reports the
+        cached work it reused and its waits to ``ledger``."""
         torch.manual_seed(self.cell.seed)
-        context = self.context()
+        context = self.context(ledger)
         found = self.protocol.create("search", self.cell.method).search(context)
         if context.finetunes:
             return found.policy, {**found.info, "candidate_finetunes": context.finetunes,
                                   "frozen_batchnorm_finetunes": context.frozen_batchnorm_finetunes}
         return found.policy, found.info
 
-    def context(self) -> SearchContext:
+    def context(self, ledger: Ledger | None = None) -> SearchContext:
         """What the cell's search method gets (``arqbench.search.context``)."""
         cell, prepared, protocol = self.cell, self.prepared, self.protocol
         return SearchContext(
@@ -96,7 +103,7 @@ class CellRun:
             cost_model=protocol.create("cost_model", protocol.cost_model), budget=cell.budget, sigma=cell.sigma,
             seed=cell.seed, device=self.device, fixed=prepared.fixed_layers(protocol),
             search_activations=protocol.search_activations, smoothing=self.smoothing(), protocol=protocol,
-            reference_key=prepared.reference_key, wait_for_shared=self.wait_for_shared,
+            reference_key=prepared.reference_key, wait_for_shared=self.wait_for_shared, ledger=ledger or Ledger(),
         )
 
     def quantized_model(self, policy: policies.Policy) -> tuple[nn.Module, dict]:

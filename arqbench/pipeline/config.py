@@ -52,9 +52,9 @@ class Protocol:
         """The options this run gives plugin ``name`` of ``kind`` (its own over the shared ones)."""
         return plugins.resolve_options(kind, name, self.options.get(name), self.options.get(SHARED))
 
-    def create(self, kind: str, name: str):
-        """The plugin object, built with this run's options for it."""
-        return plugins.create(kind, name, **self.plugin_options(kind, name))
+    def create(self, kind: str, name: str, **overrides):
+        """The plugin object, built with this run's options for it, ``overrides`` winning."""
+        return plugins.create(kind, name, **{**self.plugin_options(kind, name), **overrides})
 
 
 def create_benchmark(name: str, options: dict | None = None):

@@ -4,7 +4,8 @@ Per cell, in noisy forward passes of one input (``arqbench.search.estimate``):
 
     certify   = test_images * (n0 + n)                        (the final certification; fp32 rows too)
     fine-tune = finetune_epochs * fine-tune images * TRAIN_COST
-    search    = the search plugin's ``estimate(workload)``      (0 for a search without one)
+    search    = the search plugin's ``estimate(workload)``      (0 for a search without one; work it caches
+                and shares between cells, its ``Cost.shared``, counted once per base model, in the first cell)
 
 Each is multiplied by the model's MACs (the sum over its layers, ``profile_layers``) and turned into seconds
 by the forward throughput of the benchmark's model measured here for about a second (random weights, random
@@ -21,15 +22,16 @@ import torch
 from rich import box
 from rich.table import Table
 
-from arqbench.console import info, stdout
+from arqbench import runtime
+from arqbench.console import info, print_table
 from arqbench.errors import ArqbenchError, SkipBenchmark
 from arqbench.models.benchmark import Splits
 from arqbench.models.data import ProtocolData
 from arqbench.pipeline.config import Protocol
 from arqbench.pipeline.results import REFERENCE, Cell
-from arqbench.pipeline.sweep import SweepSpec, finished, plan, setup
+from arqbench.pipeline.sweep import SweepSpec, finished, plan, setup, threads
 from arqbench.quantization.layers import profile_layers
-from arqbench.search.estimate import TRAIN_COST, Workload
+from arqbench.search.estimate import TRAIN_COST, Cost, Workload
 from arqbench.smoothing.core import SmoothingConfig
 
 PROBE_SECONDS = 1.0
@@ -103,12 +105,15 @@ def estimate(spec: SweepSpec) -> tuple[list[Estimate], list[str]]:
         protocol = protocols[name]
         data, where = sizes(benchmark, protocol, spec.data_root)
         layers = profile_layers(benchmark.build_model(), benchmark.input_shape)
-        rate = throughput(benchmark, protocol, device)
+        with runtime.threads(threads(spec, benchmark)):  # as the run will
+            rate = throughput(benchmark, protocol, device)
+            count = torch.get_num_threads()
         macs = sum(layer.macs for layer in layers)
         per_benchmark[name] = (data, layers, macs, rate)
         notes.append(f"{name}: {macs / 1e6:.2f}M MACs per forward, {rate:,.0f} forwards/s measured on {device} "
-                     f"(batch {min(protocol.batch_size, 1024)}); split sizes from {where}")
-    estimates = []
+                     f"(batch {min(protocol.batch_size, 1024)}, {count} CPU thread{'s' * (count > 1)}); split sizes "
+                     f"from {where}")
+    estimates, counted = [], set()
     for cell in plan(spec):
         protocol = protocols[cell.benchmark]
         data, layers, macs, rate = per_benchmark[cell.benchmark]
@@ -122,9 +127,18 @@ def estimate(spec: SweepSpec) -> tuple[list[Estimate], list[str]]:
             if callable(getattr(search, "estimate", None)):
                 work = Workload(layers, benchmarks[cell.benchmark], protocol, smoothing, cell.budget,
                                 len(data.search), len(data.finetune))
-                e.search = float(search.estimate(work))
+                e.search = searched(search.estimate(work), (cell.benchmark, cell.sigma), counted)
         estimates.append(e)
     return estimates, notes
+
+
+def searched(cost: float | Cost, base_model: tuple, counted: set) -> float:
+    """A cell's search forwards: its own, plus the shared work no earlier cell on ``base_model`` counted."""
+    if not isinstance(cost, Cost):
+        return float(cost)
+    new = {key: forwards for key, forwards in cost.shared.items() if (base_model, key) not in counted}
+    counted.update((base_model, key) for key in new)
+    return float(cost.own + sum(new.values()))
 
 
 def show(spec: SweepSpec) -> int:
@@ -149,7 +163,7 @@ def report(spec: SweepSpec, estimates: list[Estimate], notes: list[str]) -> None
         table.add_row(*[c.benchmark] * several, f"{c.sigma:g}", "" if c.budget is None else f"{c.budget:g}",
                       c.method, str(c.seed), e.state, count(e.search), count(e.finetune), count(e.certify),
                       duration(e.seconds) if e.state == "to run" else "-")
-    stdout.print(table)
+    print_table(table, keep=several + 4)  # benchmark, sigma, budget, method, seed
     todo = [e for e in estimates if e.state == "to run"]
     for note in notes:
         info(note)

@@ -22,6 +22,7 @@ from typing import Iterable, Iterator
 
 import torch
 
+from arqbench import runtime
 from arqbench.console import console, info
 from arqbench.errors import ArqbenchError
 from arqbench.files import home
@@ -45,6 +46,7 @@ class Task:
     total: int = 0
     model_path: Path | None = None  # where the cell's quantized model is saved (None: not saved)
     wait_for_shared: bool = True  # False: a search raises errors.Busy rather than wait (local executor only)
+    threads: int | None = None  # CPU threads of the cell's work (None: torch's setting; runtime.thread_count)
 
     def runner(self, device) -> CellRun:
         return CellRun(self.cell, self.prepared, self.protocol, torch.device(device), self.model_path,
@@ -112,7 +114,8 @@ class LocalExecutor:
             yield task, attempt(self.run_one, task)
 
     def run_one(self, task: Task) -> dict:
-        return task.runner(self.device).run(shards=shards(task, self.certify_shards))
+        with runtime.threads(task.threads):
+            return task.runner(self.device).run(shards=shards(task, self.certify_shards))
 
 
 @dataclass(frozen=True)
@@ -127,6 +130,7 @@ class Job:
     normalization: str | None  # --normalization
     fingerprint: str  # the driver's base model: the worker's must be the same
     workers: int
+    threads: int | None = None  # CPU threads of the cell's work (Task.threads)
 
 
 _PREPARED: dict[tuple, Prepared] = {}  # per worker process: the last few (benchmark, sigma) prepared
@@ -170,8 +174,9 @@ def _console_lines(fn):
 @_console_lines
 def _train_remote(job: Job) -> tuple[Trained, torch.nn.Module | None]:
     """Ray task: search + fine-tune; the model travels apart (None for the fp32 row: workers have it)."""
-    prepared = _prepared(job)
-    trained = CellRun(job.cell, prepared, job.protocol, torch.device(job.device)).train()
+    with runtime.threads(job.threads):
+        prepared = _prepared(job)
+        trained = CellRun(job.cell, prepared, job.protocol, torch.device(job.device)).train()
     model = None if trained.model is prepared.model else trained.model.cpu()
     return replace(trained, model=None), model
 
@@ -179,9 +184,10 @@ def _train_remote(job: Job) -> tuple[Trained, torch.nn.Module | None]:
 @_console_lines
 def _certify_remote(job: Job, model: torch.nn.Module | None, shard: tuple[int, int]) -> tuple[list, float]:
     """Ray task: certify one slice of the certification subset."""
-    prepared = _prepared(job)
-    model = prepared.model if model is None else model.to(torch.device(job.device)).eval()
-    return CellRun(job.cell, prepared, job.protocol, torch.device(job.device)).certify(model, shard)
+    with runtime.threads(job.threads):
+        prepared = _prepared(job)
+        model = prepared.model if model is None else model.to(torch.device(job.device)).eval()
+        return CellRun(job.cell, prepared, job.protocol, torch.device(job.device)).certify(model, shard)
 
 
 class RayExecutor:
@@ -256,7 +262,7 @@ class RayExecutor:
                     exhausted = True
                     break
                 job = Job(task.cell, task.protocol, self.device, self.data_root, self.checkpoint,
-                          self.normalization, task.prepared.fingerprint, task.prepared.data.workers)
+                          self.normalization, task.prepared.fingerprint, task.prepared.data.workers, task.threads)
                 trained_ref, model_ref = train.remote(job)
                 parts = shards(task, self.certify_shards)
                 shard_refs = [certify.remote(job, model_ref, (k, parts)) for k in range(parts)]

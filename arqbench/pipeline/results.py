@@ -10,7 +10,7 @@ import numpy
 import torch
 from filelock import FileLock, Timeout
 
-from arqbench import __version__
+from arqbench.version import PLUGIN_API, __version__
 from arqbench.errors import ArqbenchError
 from arqbench.files import check_json, read_json, write_json_atomic
 from arqbench.pipeline.config import Protocol
@@ -177,6 +177,7 @@ def versions(device: torch.device) -> dict:
         "threads": torch.get_num_threads(),  # CPU results (training above all) depend on it
         "platform": platform.platform(),
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
+        "plugin_api": PLUGIN_API,  # the plugin contract the plugins below were loaded under
         "plugins": plugin_versions(),
     }
 

@@ -7,7 +7,7 @@ policy, quantizer (name and options), the quantized model's state_dict (weights,
 input normalisation, the quantizer's calibrated ranges or learned steps), the cell, its protocol, the
 base model's fingerprint and versions. ``load`` rebuilds the model without any data: the benchmark's fresh
 model, quantized with an empty calibration, then the saved state_dict loaded (the quantizer contract,
-``arqbench.interfaces.Quantizer``, makes that the saved function, bit for bit).
+``arqbench.contract.Quantizer``, makes that the saved function, bit for bit).
 """
 
 import json

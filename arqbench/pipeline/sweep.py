@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 from scipy.stats import norm
 
-from arqbench import plugins
+from arqbench import plugins, runtime
 from arqbench.console import failed, info, warn
 from arqbench.errors import ArqbenchError, Busy, SkipBenchmark
 from arqbench.files import check_output_dir, remove_stale_temps
@@ -44,6 +44,7 @@ class SweepSpec:
     gpus_per_task: float = 0
     certify_shards: int = 1  # Ray tasks (local: slices) one cell's final certification is split into
     workers: int = 0  # DataLoader worker processes
+    threads: int | None = None  # --threads: CPU threads (None: each benchmark's preference, runtime.thread_count)
     save_models: bool = True  # each quantized cell's model beside its result (arqbench.pipeline.saved)
     settings: dict | None = None  # the resolved run settings (flags and --config file), recorded in every result
 
@@ -58,7 +59,7 @@ class SweepSpec:
                    device=args.device, data_root=args.data_root, checkpoint=args.checkpoint,
                    normalization=args.normalization, force=args.force, executor=args.executor,
                    address=args.address, cpus_per_task=args.cpus_per_task, gpus_per_task=args.gpus_per_task,
-                   certify_shards=args.certify_shards, workers=args.workers,
+                   certify_shards=args.certify_shards, workers=args.workers, threads=args.threads,
                    command=shlex.join(["arqbench", *map(str, args.argv)]),
                    save_models=getattr(args, "save_models", True), settings=getattr(args, "settings", None))
 
@@ -203,6 +204,8 @@ def setup(spec: SweepSpec) -> tuple[dict, dict[str, Protocol]]:
                  spec.checkpoint, spec.data_root)
     benchmarks = {name: create_benchmark(name, spec.overrides.get("options")) for name in spec.benchmarks}
     protocols = {name: resolve(b, spec.overrides, spec.preset) for name, b in benchmarks.items()}
+    for protocol in protocols.values():
+        runtime.check_precision(torch.device(spec.device), protocol.precision)
     for name, b in benchmarks.items():
         check_plugins(protocols[name], spec.methods)
         check_budgets(b, protocols[name], spec.budgets)
@@ -265,7 +268,7 @@ def run_sweep(spec: SweepSpec) -> Outcome:
             yield executors.Task(cell, protocols[cell.benchmark], prepared[cell.benchmark, cell.sigma],
                                  numbers.setdefault(cell, len(numbers) + 1), len(runnable),
                                  saved.model_path(cell.path(spec.out)) if spec.save_models else None,
-                                 wait_for_shared=wait)
+                                 wait_for_shared=wait, threads=threads(spec, benchmarks[cell.benchmark]))
 
     try:
         with executor:
@@ -300,13 +303,19 @@ def prepare_all(spec: SweepSpec, benchmarks: dict, protocols: dict, cells: list[
         if key in prepared:
             continue
         try:
-            prepared[key] = prepare(benchmarks[cell.benchmark], cell.sigma, protocols[cell.benchmark], device,
-                                    data_root=spec.data_root, checkpoint=spec.checkpoint,
-                                    normalization=spec.normalization, workers=spec.workers)
+            with runtime.threads(threads(spec, benchmarks[cell.benchmark])):  # a base model may be trained here
+                prepared[key] = prepare(benchmarks[cell.benchmark], cell.sigma, protocols[cell.benchmark], device,
+                                        data_root=spec.data_root, checkpoint=spec.checkpoint,
+                                        normalization=spec.normalization, workers=spec.workers)
         except SkipBenchmark as exc:
             prepared[key] = str(exc)
             outcome.skipped.append(str(exc))
     return prepared
+
+
+def threads(spec: SweepSpec, benchmark) -> int | None:
+    """The CPU thread count of ``benchmark``'s work in this sweep (``runtime.thread_count``)."""
+    return runtime.thread_count(torch.device(spec.device), spec.threads, benchmark)
 
 
 def record(task: executors.Task, result: dict | Exception, spec: SweepSpec, outcome: Outcome, held: dict) -> None:

@@ -18,6 +18,10 @@ a list is a comma list; ``true`` sets a switch. Plugin options go in ``[options.
 The file stands for flags written before the command line's, so a flag given on the command line overrides
 the file's value (``--option``s add to the file's, the command line's winning per key). An unknown key is
 one error naming the known ones. The same translation turns ``arqbench.run(**settings)``'s keywords into flags.
+
+A result's ``run_config`` (``resolved``) is a sweep file too: a switch that turns something off is recorded
+by what it turns off (``keep-ends = false`` for ``--quantize-ends``, ``save-models = false`` for
+``--no-save-models``), and ``config``, the file its values were read from, is ignored (they are all there).
 """
 
 import argparse
@@ -28,6 +32,7 @@ from arqbench.errors import ArqbenchError
 
 NOT_IN_FILE = {"config", "help"}  # flags a sweep file cannot set
 NOT_RECORDED = {"dry-run"}
+SOURCE = "config"  # recorded beside the settings it supplied; a file naming it is read without it
 
 
 def run_flags(parser: argparse.ArgumentParser) -> dict[str, argparse.Action]:
@@ -41,13 +46,21 @@ def run_flags(parser: argparse.ArgumentParser) -> dict[str, argparse.Action]:
 def to_argv(settings: dict, flags: dict[str, argparse.Action], where: str) -> list[str]:
     """Command-line arguments for ``settings`` (``{flag name: value}``); ``where`` names the source in errors."""
     argv: list[str] = []
+    recorded = switched_off(flags)
     for key, value in settings.items():
         name = str(key).replace("_", "-")
         if name in ("option", "options"):
             argv += _options(value, where)
             continue
+        if name == SOURCE:
+            continue
+        if name in recorded and name not in flags:
+            if not isinstance(value, bool):
+                raise ArqbenchError(f"{where}: '{key}' is a switch; give true or false, got {value!r}")
+            argv += [] if value else [recorded[name].option_strings[0]]
+            continue
         if name not in flags:
-            known = ", ".join(sorted({*flags, "options"} - {"option"}))
+            known = ", ".join(sorted({*flags, *recorded, "options"} - {"option"}))
             raise ArqbenchError(f"{where}: unknown setting '{key}'; known: {known}")
         action, flag = flags[name], f"--{name}"
         if action.nargs == 0:  # a switch
@@ -60,6 +73,13 @@ def to_argv(settings: dict, flags: dict[str, argparse.Action], where: str) -> li
             text = ",".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
             argv.append(f"{flag}={text}")
     return argv
+
+
+def switched_off(flags: dict[str, argparse.Action]) -> dict[str, argparse.Action]:
+    """The switches that turn something off, by the name ``resolved`` records them under (what they turn
+    off: ``keep-ends`` for ``--quantize-ends``); true is the default, false the switch."""
+    return {action.dest.replace("_", "-"): action for action in flags.values()
+            if isinstance(action, argparse._StoreFalseAction)}
 
 
 def _options(value, where: str) -> list[str]:
@@ -116,5 +136,5 @@ def resolved(args: argparse.Namespace, parser: argparse.ArgumentParser) -> dict:
             name = action.dest.replace("_", "-")
         out[name] = str(value) if isinstance(value, Path) else value
     if getattr(args, "config", None) is not None:
-        out["config"] = str(args.config)
+        out[SOURCE] = str(args.config)
     return out

@@ -1,33 +1,11 @@
 """What a search sees of a network: its quantizable layers, in execution order, with their shapes and MACs."""
 
-from dataclasses import asdict, dataclass
-
 import torch
 from torch import nn
 
+from arqbench.contract import LayerInfo
+
 QUANTIZABLE = (nn.Conv2d, nn.Linear)
-
-
-@dataclass(frozen=True)
-class LayerInfo:
-    index: int
-    name: str
-    kind: str  # "conv" or "linear"
-    in_channels: int
-    out_channels: int
-    kernel_size: int
-    stride: int
-    groups: int
-    params: int  # weight elements
-    in_size: int  # input feature-map height * width (1 for linear layers)
-    macs: int  # multiply-accumulates of one forward of one input
-
-    @property
-    def depthwise(self) -> bool:
-        return self.kind == "conv" and self.groups > 1 and self.groups == self.in_channels
-
-    def as_dict(self) -> dict:
-        return asdict(self)
 
 
 def profile_layers(model: nn.Module, input_shape: tuple[int, ...]) -> list[LayerInfo]:

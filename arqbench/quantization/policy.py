@@ -5,10 +5,9 @@ from typing import Callable, Iterable
 
 from arqbench.errors import ArqbenchError, InfeasibleBudget
 from arqbench.files import check_json, read_json
-from arqbench.quantization.layers import LayerInfo
+from arqbench.contract import MAX_BITS, MIN_BITS, LayerInfo, Policy
 
-Policy = dict[str, tuple[int, int]]
-MIN_BITS, MAX_BITS, FLOAT_BITS = 2, 8, 32
+FLOAT_BITS = 32
 
 
 def fixed_layers(layers: list[LayerInfo], keep_ends: bool = True) -> set[str]:

@@ -1,6 +1,6 @@
 """A quantized layer as integers, and as the quantize/dequantize (QDQ) graph that ONNX runtimes read.
 
-A quantizer's wrapped layers may describe themselves as ``QuantParams`` (``arqbench.interfaces.QuantizedLayer``):
+A quantizer's wrapped layers may describe themselves as ``QuantParams`` (``arqbench.contract.QuantizedLayer``):
 integer weights with one scale per output channel, and the grid of the input activation. ``QDQLayer`` computes
 the layer from exactly those numbers:
 
@@ -12,23 +12,11 @@ activation (uint8 when the grid is unsigned, else int8; Clip to the b-bit levels
 the 8-bit type) and DequantizeLinear (per channel, axis 0) of an int8 initializer for the weight.
 """
 
-from dataclasses import dataclass
-
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-
-@dataclass(frozen=True)
-class QuantParams:
-    """One quantized Conv2d/Linear as integers: ``weight * weight_scale`` (per output channel) is the weight it
-    computes with, ``round(x / input_scale)`` clipped to ``input_levels`` its input's integer grid."""
-
-    weight: torch.Tensor  # int8, the layer's weight shape, values within weight_levels
-    weight_scale: torch.Tensor  # float32, one per output channel
-    weight_levels: tuple[int, int]  # (q_min, q_max) of the weight grid, e.g. (-7, 7) at 4 bits
-    input_scale: float
-    input_levels: tuple[int, int]  # (q_min, q_max) of the input grid: (0, 2^b - 1) unsigned, else signed
+from arqbench.contract import QuantParams
 
 
 def _type_of(levels: tuple[int, int]) -> torch.dtype:

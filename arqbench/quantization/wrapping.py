@@ -6,6 +6,7 @@ from typing import Callable, Iterable, Protocol
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from arqbench.quantization.layers import QUANTIZABLE
 
@@ -16,6 +17,43 @@ class Calibrated(Protocol):
     calibrating: bool
 
     def finish_calibration(self) -> None: ...
+
+
+class QuantWrapper(nn.Module):
+    """A base for the module a quantizer puts in place of a Conv2d/Linear (a ``Calibrated`` one): subclasses
+    override ``quantize_input`` and ``quantized_weight`` (and, to observe ranges, ``finish_calibration``); the
+    forward computes the wrapped layer (its bias, stride, padding, groups) with them."""
+
+    def __init__(self, layer: nn.Module, w_bits: int, a_bits: int):
+        super().__init__()
+        self.layer = layer
+        self.w_bits, self.a_bits = w_bits, a_bits
+        self.calibrating = False  # True while ``quantized_copy`` runs the calibration batches
+
+    @property
+    def weight(self) -> torch.Tensor:
+        return self.layer.weight
+
+    def quantize_input(self, x: torch.Tensor) -> torch.Tensor:
+        """The input activation as the layer computes with it (here: unchanged)."""
+        return x
+
+    def quantized_weight(self) -> torch.Tensor:
+        """The weight as the layer computes with it (here: unchanged)."""
+        return self.weight
+
+    def finish_calibration(self) -> None:
+        """Fix the grids from what calibration observed."""
+        self.calibrating = False
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x, w = self.quantize_input(x), self.quantized_weight()
+        if isinstance(self.layer, nn.Conv2d):
+            return self.layer._conv_forward(x, w, self.layer.bias)
+        return F.linear(x, w, self.layer.bias)
+
+    def extra_repr(self) -> str:
+        return f"w_bits={self.w_bits}, a_bits={self.a_bits}"
 
 
 def quantized_copy(model: nn.Module, policy: dict, wrap: Callable[[nn.Module, int, int], nn.Module],

@@ -26,59 +26,67 @@ def _colour(index: int) -> str:
 
 
 def bits_png(title: str, bits: pd.DataFrame, colours: dict[str, int]) -> bytes:
-    """One panel per budget: each layer (network order) with one bar per method, the mean weight bits over
-    seeds (a black tick at the mean activation bits), over grey bars of the layer's share of the float cost.
+    return _png(bits_figure(title, bits, colours))
+
+
+def bits_figure(title: str, bits: pd.DataFrame, colours: dict[str, int]) -> Figure:
+    """Where each method put its bits: per budget, a heatmap of layers (rows, network order) by methods
+    (columns) of the mean weight bits over seeds, and one of the mean activation bits beside it; at the left,
+    each layer's share of the float model's cost. Every cell is annotated with its bits.
 
     ``bits``: the bits CSV of one (protocol, sigma): budget, label, seed, layer, index, w_bits, a_bits,
     float_cost_share.
     """
     budgets = sorted(bits["budget"].unique())
+    layers = bits.drop_duplicates("layer").sort_values("index")
+    names = list(layers["layer"])
+    methods = [m for m in colours if m in set(bits["label"])]
     with matplotlib.style.context("default"):
-        fig = Figure(figsize=(max(6.0, 4.2 * len(budgets)), 4.4), dpi=100, layout="constrained")
-        axes = np.atleast_1d(fig.subplots(1, len(budgets), sharey=True, squeeze=False)[0])
-        for ax, budget in zip(axes, budgets):
+        width = 2.2 + (0.42 * len(methods) + 0.25) * 2 * len(budgets) + 0.8
+        fig = Figure(figsize=(max(6.0, width), 0.3 * len(names) + 2.2), dpi=100, layout="constrained")
+        axes = fig.subplots(1, 1 + 2 * len(budgets), sharey=True,
+                            width_ratios=[max(2, len(methods) // 2)] + [len(methods)] * 2 * len(budgets))
+        share = axes[0]
+        values = 100 * layers["float_cost_share"].fillna(0).to_numpy()
+        share.barh(np.arange(len(names)), values, color="0.6", height=0.7)
+        for i, v in enumerate(values):
+            share.text(v, i, f" {v:.1f}", va="center", fontsize=7)
+        share.set_xlim(0, 1.35 * max(values.max(), 1e-9))
+        share.set_yticks(range(len(names)), [n.removeprefix("net.") for n in names], fontsize=8)
+        share.set_ylim(len(names) - 0.5, -0.5)
+        share.set_title("share of\nfloat cost (%)", fontsize=9)
+        share.tick_params(axis="x", labelsize=7)
+        for k, budget in enumerate(budgets):
             here = bits[bits["budget"] == budget]
-            layers = here.drop_duplicates("layer").sort_values("index")
-            names = list(layers["layer"])
-            x = np.arange(len(names))
-            share = ax.twinx()
-            share.bar(x, 100 * layers["float_cost_share"].fillna(0).to_numpy(), width=0.92, color="0.9",
-                      label="share of float cost (right axis)")
-            share.set_ylabel("share of float cost (%)", color="0.5")
-            share.tick_params(axis="y", colors="0.5")
-            ax.set_zorder(share.get_zorder() + 1)
-            ax.patch.set_visible(False)
-            methods = [m for m in colours if m in set(here["label"])]
-            width = 0.8 / max(1, len(methods))
-            for k, method in enumerate(methods):
-                mean = here[here["label"] == method].groupby("layer")[["w_bits", "a_bits"]].mean().reindex(names)
-                pos = x - 0.4 + width * (k + 0.5)
-                ax.bar(pos, mean["w_bits"], width=width, color=_colour(colours[method]), label=method)
-                ax.plot(pos, mean["a_bits"], linestyle="none", marker="_", markersize=max(3, 60 * width),
-                        color="black")
-            ax.set_xticks(x, [n.removeprefix("net.") for n in names], rotation=45, ha="right", fontsize=8)
-            ax.set_ylim(0, 8.5)
-            ax.set_yticks(range(0, 9, 2))
-            ax.set_title(f"budget {100 * budget:g}% of float", fontsize=10)
-            ax.grid(True, axis="y", color="0.85")
-        axes[0].set_ylabel("weight bits (bars), activation bits (ticks)")
-        legend = {}
-        for ax in axes:  # every method, in colour order, whichever panel it appears in
-            handles, names = ax.get_legend_handles_labels()
-            legend.update(zip(names, handles))
-        handles, names = share.get_legend_handles_labels()
-        methods = [m for m in colours if m in legend]
-        fig.legend([legend[m] for m in methods] + handles, methods + names, loc="outside lower center",
-                   ncols=min(len(methods) + 1, 7), frameon=False, fontsize=9)
-        fig.suptitle(title + "  (mean over seeds)", fontsize=10)
-        return _png(fig)
+            for ax, column, what in ((axes[1 + 2 * k], "w_bits", "weights"), (axes[2 + 2 * k], "a_bits",
+                                                                             "activations")):
+                grid = here.pivot_table(index="layer", columns="label", values=column, aggfunc="mean")
+                data = grid.reindex(index=names, columns=methods).to_numpy(dtype=float)
+                image = ax.imshow(data, cmap="viridis", vmin=2, vmax=8, aspect="auto")
+                for (i, j), v in np.ndenumerate(data):
+                    if np.isfinite(v):
+                        ax.text(j, i, f"{v:.0f}" if v == round(v) else f"{v:.1f}", ha="center", va="center",
+                                fontsize=7, color="white" if v < 5 else "black")
+                ax.set_xticks(range(len(methods)), methods, rotation=90, fontsize=8)
+                ax.tick_params(axis="y", left=False)
+                ax.set_title(f"budget {100 * budget:g}%\n{what}", fontsize=9)
+        fig.colorbar(image, ax=list(axes), shrink=0.6, pad=0.01, label="bits (mean over seeds)")
+        fig.suptitle(title + "  (bits per layer, mean over seeds)", fontsize=10)
+        return fig
 
 
 def learning_png(title: str, candidates: pd.DataFrame, colours: dict[str, int]) -> bytes:
+    """``learning_figure`` as PNG bytes."""
+    return _png(learning_figure(title, candidates, colours))
+
+
+def learning_figure(title: str, candidates: pd.DataFrame, colours: dict[str, int]) -> Figure:
     """One row per RL method. Left: reward per episode (dots) and best so far (line), one shade per seed, the
-    shipped episode starred. Right: every scored candidate's cost against its ACR as the search measured it
-    (where it did), their Pareto front, and the shipped policy's final (fine-tuned, fully certified) ACR as a
-    star joined to its search ACR, so the gap between what the search optimised and what shipped shows.
+    shipped episode starred; where the search re-scored its top candidates, each is ringed at its search
+    reward and its re-score drawn as a diamond at the same episode, joined by a thin line. Right: every
+    scored candidate's cost against its ACR as the search measured it (where it did), their Pareto front,
+    and the shipped policy's final (fine-tuned, fully certified) ACR as a star joined to its search ACR, so
+    the gap between what the search optimised and what shipped shows.
 
     ``candidates``: the learning CSV of one (protocol, sigma, budget).
     """
@@ -102,6 +110,15 @@ def learning_png(title: str, candidates: pd.DataFrame, colours: dict[str, int]) 
                 shipped = run[run["shipped"]]
                 left.plot(shipped["episode"], shipped["reward"], linestyle="none", marker="*", markersize=12,
                           color=colour, markeredgecolor="black")
+                rescored = run[run["rescored"]] if "rescored" in run else run.iloc[:0]
+                if len(rescored):
+                    left.vlines(rescored["episode"], rescored["reward"], rescored["rescore"], color="0.4",
+                                linewidth=0.8)
+                    left.plot(rescored["episode"], rescored["reward"], linestyle="none", marker="o", markersize=7,
+                              markerfacecolor="none", markeredgecolor=colour,
+                              label="re-scored: search reward" if first else None)
+                    left.plot(rescored["episode"], rescored["rescore"], linestyle="none", marker="D", markersize=5,
+                              color=colour, markeredgecolor="black", label="re-scored: re-score" if first else None)
                 scored = run[~run["revisit"] & run["search_acr"].notna()]
                 if len(scored):
                     right.plot(100 * scored["cost"], scored["search_acr"], linestyle="none", marker=marker,
@@ -128,13 +145,19 @@ def learning_png(title: str, candidates: pd.DataFrame, colours: dict[str, int]) 
                            fontsize=8, va="top", color="0.4")
             right.legend(fontsize=8, frameon=False)
         fig.suptitle(title + "  (star: the shipped policy; right: dots = candidates' search ACR)", fontsize=10)
-        return _png(fig)
+        return fig
 
 
 def heatmap_png(title: str, profile: pd.DataFrame) -> bytes:
+    return _png(heatmap_figure(title, profile))
+
+
+def heatmap_figure(title: str, profile: pd.DataFrame) -> Figure:
     """Layers (rows, network order) by bits (columns): the loss when only that layer is quantized, mean over
     the seeds present. Columns of panels: the metric (ACR drop, or disagreement) and the clean-accuracy drop;
-    a second row for the activations when they were profiled. Every cell is annotated with its value.
+    a second row for the activations when they were profiled. Every cell is annotated with its value, to two
+    decimals (one from 10, none from 100); a panel whose values are all >= 0 is white to red from 0, one
+    with gains too is blue-white-red around 0.
 
     ``profile``: the sensitivity CSV: layer, index, w_bits, a_bits, acr_drop | disagreement, clean_acc_drop.
     """
@@ -157,11 +180,15 @@ def heatmap_png(title: str, profile: pd.DataFrame) -> bytes:
                 grid = rows.pivot_table(index="layer", columns=column, values=value, aggfunc="mean")
                 grid = grid.reindex(index=layers, columns=range(2, 9)) * scale
                 data = grid.to_numpy(dtype=float)
-                bound = np.nanmax(np.abs(data)) if np.isfinite(data).any() else 1.0
-                image = ax.imshow(data, cmap="RdBu_r", vmin=-bound or -1, vmax=bound or 1, aspect="auto")
+                bound = (np.nanmax(np.abs(data)) if np.isfinite(data).any() else 0.0) or 1.0
+                if np.nanmin(data, initial=0.0) >= 0:
+                    image = ax.imshow(data, cmap="Reds", vmin=0, vmax=bound, aspect="auto")
+                else:
+                    image = ax.imshow(data, cmap="RdBu_r", vmin=-bound, vmax=bound, aspect="auto")
+                decimals = 0 if bound >= 100 else 1 if bound >= 10 else 2
                 for (i, j), v in np.ndenumerate(data):
                     if np.isfinite(v):
-                        ax.text(j, i, f"{v:.3g}", ha="center", va="center", fontsize=7,
+                        ax.text(j, i, f"{v:.{decimals}f}", ha="center", va="center", fontsize=7,
                                 color="white" if abs(v) > 0.6 * bound else "black")
                 ax.set_xticks(range(7), [str(b) for b in range(2, 9)])
                 ax.set_yticks(range(len(layers)), [n.removeprefix("net.") for n in layers], fontsize=8)
@@ -169,4 +196,4 @@ def heatmap_png(title: str, profile: pd.DataFrame) -> bytes:
                 ax.set_title(f"{labels[value]}, {part}", fontsize=10)
                 fig.colorbar(image, ax=ax, shrink=0.8)
         fig.suptitle(title + "  (only that layer quantized; red: loses robustness; mean over seeds)", fontsize=10)
-        return _png(fig)
+        return fig

@@ -7,7 +7,9 @@ Columns of a cell's row, all flat:
 - numbers: ``clean_acc, smoothed_acc, acr, acr_low, acr_high`` (Student's t 95% interval over the certified
   images, ``arqbench.smoothing.intervals``), ``abstain_rate, images, cert_at_<r>`` for each radius r, then
   ``<cost model>_fraction`` and ``<cost model>_cost`` for every cost model (``bitops_fraction``, ...),
-  ``cost_model, cost_fraction, within_budget``, the timings ``search_s, search_cost_s, finetune_s, certify_s``
+  ``cost_model, cost_fraction, within_budget``, the timings ``search_s`` (own work), ``search_wait_s,
+  search_reused_s, search_cost_s`` (own + reused; ``arqbench.pipeline.timing``, derived for older files),
+  ``finetune_s, certify_s``
 - protocol: ``n0, n, alpha, test_images, subset, precision, batch_size, finetune_epochs, certifier, quantizer,
   search_activations, keep_ends``
 - provenance: ``policy`` (a dict), ``base_model`` (fingerprint), ``model_path, model_bytes`` (the saved model,
@@ -19,11 +21,12 @@ from pathlib import Path
 import pandas as pd
 
 from arqbench.pipeline.results import read, read_all
+from arqbench.pipeline.timing import SEARCH_TIMINGS, search_timing
 from arqbench.smoothing.intervals import mean_interval, per_image
 
 PROTOCOL = ("n0", "n", "alpha", "test_images", "subset", "precision", "batch_size", "finetune_epochs", "certifier",
             "quantizer", "search_activations", "keep_ends")
-TIMINGS = ("search_s", "search_cost_s", "finetune_s", "certify_s")
+TIMINGS = (*SEARCH_TIMINGS, "finetune_s", "certify_s")
 IDENTITY = ["benchmark", "method", "sigma", "budget", "seed", "status", "error"]
 
 
@@ -52,7 +55,7 @@ def cell_row(result: dict) -> dict:
         row[f"{name}_fraction"], row[f"{name}_cost"] = model.get("fraction"), model.get("cost")
     row["cost_model"], row["cost_fraction"] = cost.get("cost_model"), cost.get("fraction")
     row["within_budget"] = cost.get("within_budget")
-    timing = result.get("timing") or {}
+    timing = {**(result.get("timing") or {}), **search_timing(result)}
     row.update({key: timing.get(key) for key in TIMINGS})
     protocol = (result.get("config") or {}).get("protocol") or {}
     row.update({key: protocol.get(key) for key in PROTOCOL})

@@ -10,7 +10,8 @@ Every figure has its numbers in a tidy CSV of the same name beside it, built fro
   ``history`` of scored candidates (HAQ, ARQ): every candidate (episode, policy as JSON, cost, reward, best
   reward so far, the ACR / smoothed accuracy / accuracy the search measured where it did, whether it is on
   the Pareto front of cost against search ACR of its run, whether it is the shipped policy, and the shipped
-  policy's final ACR);
+  policy's final ACR; for a search that re-scored its top candidates, ``rescored`` marks them and ``rescore``
+  gives their re-score);
 - ``<benchmark>-sigma<s>[-<protocol>]-sensitivity.{png,csv}``, for searches that record a per-layer
   sensitivity ``profile`` (rows of ``arqbench.search.sensitivity``; ``robust-ilp`` does): the profile of
   each seed's base model, as a layers-by-bits heatmap (mean over seeds). With several such methods, one
@@ -153,6 +154,8 @@ def candidates_frame(cells: list[tuple[float, str, dict]]) -> pd.DataFrame:
         shipped = search.get("best_episode")
         if shipped is None:
             shipped = next((h["episode"] for h in history if h["policy"] == result.get("policy")), None)
+        rescores = {r["episode"]: r["rescore"] for r in search.get("rescored") or []
+                    if isinstance(r, dict) and "rescore" in r}
         best = float("-inf")
         run = []
         for h in history:
@@ -163,6 +166,7 @@ def candidates_frame(cells: list[tuple[float, str, dict]]) -> pd.DataFrame:
                         "best_reward": best, "search_acr": h.get("acr"), "search_smoothed_acc": h.get("smoothed_acc"),
                         "search_accuracy": h.get("accuracy"), "pareto": False, "shipped": h["episode"] == shipped,
                         "final_acr": (result.get("metrics") or {}).get("acr") if h["episode"] == shipped else None,
+                        "rescored": h["episode"] in rescores, "rescore": rescores.get(h["episode"]),
                         "policy": json.dumps(h.get("policy"), separators=(",", ":")),
                         "path": result.get("path")})
         _mark_front(run)

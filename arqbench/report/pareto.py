@@ -36,14 +36,21 @@ def _spread(error) -> tuple[float, float]:
 
 def png(title: str, series: list[tuple[str, int, list[Point]]], reference: Point | None,
         budgets: list[float], cost: str = "BitOPs") -> bytes:
+    buffer = io.BytesIO()
+    figure(title, series, reference, budgets, cost).savefig(buffer, format="png", metadata={"Software": None})
+    return buffer.getvalue()
+
+
+def figure(title: str, series: list[tuple[str, int, list[Point]]], reference: Point | None,
+           budgets: list[float], cost: str = "BitOPs") -> Figure:
     """``series``: (method, colour index, its points); ``reference``: the fp32 row; ``budgets`` in % of float;
     ``cost``: the cost model's name for the x axis."""
     with matplotlib.style.context("default"):
         fig = Figure(figsize=(11, 4.2), dpi=100, layout="constrained")
         axes = fig.subplots(1, 2)
-        panels = (("acr", "acr_err", "ACR (95% interval over images)"),
-                  ("acc", "acc_err", "smoothed accuracy (%, ± std over seeds)"))
-        for ax, (value, error, ylabel) in zip(axes, panels):
+        panels = (("acr", "acr_err", "ACR (95% interval over images)", "fp32 ACR's 95% interval"),
+                  ("acc", "acc_err", "smoothed accuracy (%, ± std over seeds)", "fp32 accuracy ± std"))
+        for ax, (value, error, ylabel, band) in zip(axes, panels):
             for budget in budgets:
                 ax.axvline(budget, color="0.85", linewidth=0.8, linestyle=":", zorder=0)
             if reference is not None:
@@ -51,7 +58,7 @@ def png(title: str, series: list[tuple[str, int, list[Point]]], reference: Point
                 below, above = _spread(getattr(reference, error))
                 if below or above:
                     ax.axhspan(getattr(reference, value) - below, getattr(reference, value) + above,
-                               color="black", alpha=0.08, linewidth=0)
+                               color="black", alpha=0.08, linewidth=0, label=band)
             for method, index, points in series:
                 points = sorted(points, key=lambda p: p.x)
                 colour = f"C{index % 10}"
@@ -71,9 +78,11 @@ def png(title: str, series: list[tuple[str, int, list[Point]]], reference: Point
             ax.set_xlabel(f"{cost} (% of float); dotted: budgets")
             ax.set_ylabel(ylabel)
             ax.grid(True, axis="y", color="0.9")
-        handles, labels = axes[0].get_legend_handles_labels()
-        fig.legend(handles, labels, loc="outside right upper", frameon=False)
-        fig.suptitle(title + "  (means over seeds; hollow: over budget or other base model)", fontsize=10)
-        buffer = io.BytesIO()
-        fig.savefig(buffer, format="png", metadata={"Software": None})
-    return buffer.getvalue()
+        legend = {}
+        for ax in axes:  # the methods and fp32's line once, each panel's fp32 band
+            legend.update({label: handle for handle, label in zip(*ax.get_legend_handles_labels())})
+        fig.legend(list(legend.values()), list(legend), loc="outside right upper", frameon=False)
+        hollow = any(p.flagged for _, _, points in series for p in points)
+        fig.suptitle(title + "  (means over seeds; horizontal bars: cost ± std over seeds"
+                     + ("; hollow: over budget or other base model" if hollow else "") + ")", fontsize=10)
+        return fig

@@ -1,6 +1,7 @@
 """``arqbench show``: one cell, or every method's cell of one (benchmark, sigma, budget, seed), layer by layer.
 
-Given a result file, or a folder of result files (a budget folder of ``arqbench run --out``), the table has one
+Given a result file (or a saved model, ``<method>-seed<n>.pt``: the result file beside it), or a folder of result
+files (a budget folder of ``arqbench run --out``), the table has one
 row per quantizable layer in network order (name, kind, MACs, weight count, share of the float model's cost
 under the run's cost model) and one column per method with its weight/activation bits; the footer gives each
 method's cost (% of float) and ACR with the half-width of its 95% interval over test images
@@ -18,7 +19,9 @@ import pandas as pd
 from rich import box
 from rich.table import Table
 
+from arqbench.console import fitted, natural_width
 from arqbench.errors import ArqbenchError
+from arqbench.pipeline import saved
 from arqbench.pipeline.results import REFERENCE, read
 from arqbench.quantization.policy import FLOAT_BITS
 from arqbench.report.layers import float_cost_shares, layers_of, network_order
@@ -49,6 +52,7 @@ def collect(path: Path, seed: int | None = None) -> Shown:
             hint = f"; pass one budget folder, e.g. {path / budgets[0]}" if budgets else ""
             raise ArqbenchError(f"{path} holds no result file of a quantized model{hint}")
     elif path.is_file():
+        path = result_file(path)
         quantized = [dict(read(path), path=str(path))]
         if quantized[0]["method"] == REFERENCE:
             raise ArqbenchError(f"{path} is the float model's row and has no policy; show a quantized result or "
@@ -78,6 +82,21 @@ def collect(path: Path, seed: int | None = None) -> Shown:
             for i, name in enumerate(order)]
     methods = [_numbers(r, order) for r in ([reference] if reference else []) + mine]
     return Shown(first["benchmark"], float(first["sigma"]), first.get("budget"), seed, rows, methods, seeds)
+
+
+def result_file(path: Path) -> Path:
+    """The result file to show for the file ``path``: itself, or a saved model's result beside it."""
+    if path.suffix == saved.SUFFIX:
+        result = path.with_suffix(".json")
+        if result.is_file():
+            return result
+        raise ArqbenchError(f"{path} is a model file and no result file {result.name} is beside it; `arqbench show` "
+                            f"takes a result file or a budget folder (certify a saved model with `arqbench certify "
+                            f"--model {path}`)")
+    if path.suffix != ".json":
+        raise ArqbenchError(f"{path} is not a result file (.json); `arqbench show` takes a result file or a budget "
+                            f"folder of `arqbench run --out`")
+    return path
 
 
 def _reference(path: Path, like: dict) -> dict | None:
@@ -121,8 +140,9 @@ def _numbers(result: dict, order: list[str]) -> dict:
 # --- output --------------------------------------------------------------------------------------------
 
 
-def table(shown: Shown) -> Table:
-    """The rich table: layers by methods, cost and ACR in the footer."""
+def table(shown: Shown, methods_first: bool = False) -> Table:
+    """The rich table: layers by methods, cost and ACR in the footer; ``methods_first``: the methods' columns
+    right after the layer and its share, then its kind, MACs and weights (to split a narrow window's table)."""
     budget = "" if shown.budget is None else f" budget={100 * shown.budget:g}%"
     others = [s for s in shown.seeds if s != shown.seed]
     title = (f"{shown.benchmark} sigma={shown.sigma:g}{budget} seed={shown.seed}"
@@ -136,20 +156,33 @@ def table(shown: Shown) -> Table:
               pad_edge=False, title_justify="left", caption_justify="left",
               caption=f"share: the layer's share of the float model's {cost_name}; cells: weight/activation bits; "
                       f"footer: {cost_name} % of float, ACR, half-width of its 95% interval over test images")
-    t.add_column("layer", footer=f"{cost_name} %\nACR\n± 95%", no_wrap=True)
-    t.add_column("kind", no_wrap=True)
-    t.add_column("MACs", justify="right", no_wrap=True)
-    t.add_column("weights", justify="right", no_wrap=True)
-    t.add_column("share", justify="right", no_wrap=True)
     columns = [m for m in shown.methods if m["method"] != REFERENCE]
-    for m in columns:
-        t.add_column(m["label"], footer=_footer(m), justify="right", overflow="fold")
+    layer = [("layer", dict(footer=f"{cost_name} %\nACR\n± 95%"), lambda row: row["layer"])]
+    details = [("kind", {}, lambda row: row["kind"] or "—"),
+               ("MACs", dict(justify="right"), lambda row: _compact(row["macs"])),
+               ("weights", dict(justify="right"), lambda row: _compact(row["params"]))]
+    share = [("share", dict(justify="right"), lambda row: _percent(row["float_cost_share"]))]
+    bits = [(_header(m), dict(footer=_footer(m), justify="right"),
+             lambda row, m=m: _bits(m["policy"][row["layer"]])) for m in columns]
+    layout = layer + (share + bits + details if methods_first else details + share + bits)
+    for header, options, _ in layout:
+        t.add_column(header, no_wrap=True, **options)
     for row in shown.layers:
-        share = row["float_cost_share"]
-        t.add_row(row["layer"], row["kind"] or "—", _compact(row["macs"]), _compact(row["params"]),
-                  "—" if share is None else f"{100 * share:.1f}%",
-                  *[_bits(m["policy"][row["layer"]]) for m in columns])
+        t.add_row(*[cell(row) for _, _, cell in layout])
     return t
+
+
+def tables(shown: Shown, width: int) -> list[Table]:
+    """``table`` if it fits ``width`` columns, else the layers with their share and each method's bits (split
+    by methods where needed), then the layers' kind, MACs and weights."""
+    whole = table(shown)
+    return [whole] if natural_width(whole) <= width else fitted(table(shown, methods_first=True), width, keep=2)
+
+
+def _header(m: dict) -> str:
+    """The method, then each of its own options on a line (``label`` without its brackets)."""
+    own = m["label"][len(m["method"]):].strip()
+    return "\n".join([m["method"], *own.strip("()").split(", ")]) if own else m["method"]
 
 
 def _footer(m: dict) -> str:
@@ -165,6 +198,10 @@ def _bits(bits) -> str:
     if bits is None:
         return "—"
     return "fp" if bits[0] >= FLOAT_BITS else f"{bits[0]}/{bits[1]}"
+
+
+def _percent(share) -> str:
+    return "—" if share is None else f"{100 * share:.1f}%"
 
 
 def _compact(value) -> str:

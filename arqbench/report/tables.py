@@ -34,6 +34,7 @@ from scipy.stats import norm
 from arqbench.errors import ArqbenchError
 from arqbench.pipeline.results import REFERENCE
 from arqbench.report.letters import compact_letters
+from arqbench.pipeline.timing import search_timing
 from arqbench.smoothing.intervals import (
     Comparison,
     Interval,
@@ -146,17 +147,18 @@ def flatten(result: dict) -> dict:
            "values": {}, "images": {}, "certificates": []}
     if result["status"] == "ok":
         try:
-            m, c, timing = result["metrics"], result["cost"], result.get("timing") or {}
+            m, c = result["metrics"], result["cost"]
             models = c.get("models") or {  # result files of arqbench 0.1
                 "bitops": {"cost": c["bitops"], "fraction": c["bitops_fraction"]},
                 "size": {"cost": c["size_bits"], "fraction": c["size_fraction"]}}
-            search = None if result["method"] == REFERENCE else timing.get("search_cost_s", timing.get("search_s"))
+            search = search_timing(result)  # own, wait, reused and their cost, derived for older files
             run["values"] = {
                 **{f"{name}_pct": 100 * model["fraction"] for name, model in models.items()},
                 **({"size_kib": models["size"]["cost"] / 8 / 1024} if "size" in models else {}),
                 "clean_acc": m["clean_acc"], "smoothed_acc": m["smoothed_acc"],
                 **{f"cert@{radius}": value for radius, value in m["certified_acc"].items()},
-                "acr": m["acr"], "abstain_rate": m["abstain_rate"], "search_s": search,
+                "acr": m["acr"], "abstain_rate": m["abstain_rate"],
+                **{k: None if result["method"] == REFERENCE else v for k, v in search.items()},
             }
             run["certificates"] = result.get("certificates") or []
             run["images"] = per_image(run["certificates"])

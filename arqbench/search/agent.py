@@ -6,9 +6,19 @@ What HAQ changes on top of plain DDPG, each in one small override:
 - every transition of an episode is credited with the episode's final reward, and sampled
   rewards have a moving-average baseline subtracted (``EpisodeCreditBuffer``);
 - separate actor and critic learning rates; gamma 1, tau 0.01, batch 64, 300-300 networks.
+
+What ships (``rl_search``): the search's reward is a noisy estimate, and the argmax of many noisy scores is
+the luckiest candidate, not the best one. With ``rescore_top`` = k > 0 the k distinct policies with the best
+search reward are scored again by the search's ``rescore`` callable, and the best re-score ships. The contract
+of ``rescore(policy) -> (value, record)``: the search's own reward function on a *larger, independent* sample
+(other search images, more noise samples, a fresh noise seed), with the same candidate fine-tune, so its
+values are comparable among the re-scored candidates (not with the search rewards). k = 0 (the default) ships
+the argmax of the search reward, and nothing is re-scored.
 """
 
+import time
 from dataclasses import dataclass, fields
+from typing import Callable
 
 import numpy as np
 from scipy.stats import truncnorm
@@ -17,7 +27,7 @@ from stable_baselines3.common.buffers import ReplayBuffer
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.logger import Logger
 
-from arqbench.console import progress
+from arqbench.errors import ArqbenchError
 from arqbench.search.bit_env import BitAllocationEnv
 from arqbench.search.context import SearchContext, SearchResult
 
@@ -35,13 +45,15 @@ class AgentSettings:
     hidden: int = 300
     memory_per_step: int = 128  # replay memory = 128 x steps per episode, as HAQ
     baseline_alpha: float = 0.5  # moving-average reward baseline: b += alpha * (batch mean - b)
+    rescore_top: int = 0  # re-score the k best distinct candidates on a larger sample, ship the best (0: off)
 
     def __post_init__(self):
         for name in ("episodes", "batch_size", "hidden", "memory_per_step"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
-        if not isinstance(self.warmup, int) or self.warmup < 0:
-            raise ValueError(f"warmup must be a non-negative integer, got {self.warmup!r}")
+        for name in ("warmup", "rescore_top"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 0:
+                raise ValueError(f"{name} must be a non-negative integer, got {getattr(self, name)!r}")
 
     def agent_settings(self) -> dict:
         """The agent's settings alone (a search plugin subclassing this adds its own options)."""
@@ -107,28 +119,62 @@ class HAQAgent(DDPG):
 
 
 class _EpisodeProgress(BaseCallback):
-    def __init__(self, bar, task):
+    def __init__(self, advance):
         super().__init__()
-        self.bar, self.task = bar, task
+        self.advance = advance
 
     def _on_step(self) -> bool:
         if self.locals["dones"][0]:
-            self.bar.advance(self.task)
+            self.advance()
         return True
 
 
-def rl_search(ctx: SearchContext, reward, settings: AgentSettings, description: str = "search") -> SearchResult:
-    """Run ``settings.episodes`` episodes; the result is the best-rewarded (within-budget) policy seen."""
+def top_distinct(history: list[dict], k: int) -> list[dict]:
+    """The first-scored records of the ``k`` distinct policies with the highest search reward (ties: the
+    earlier episode first, as the argmax picks)."""
+    scored = [record for record in history if not record.get("revisit")]
+    return sorted(scored, key=lambda record: -record["reward"])[:k]
+
+
+def rescore_top(history: list[dict], k: int, rescore: Callable) -> list[dict]:
+    """Each of the top ``k`` candidates (``top_distinct``) with both its scores: ``reward`` (the search's) and
+    ``rescore`` (``rescore``'s value, its record under ``rescore_record``), and the seconds its re-score took
+    (``rescore_s``); ``shipped`` marks the best re-score (ties: the better search reward)."""
+    rescored = []
+    for record in top_distinct(history, k):
+        start = time.perf_counter()
+        value, extra = rescore({name: tuple(bits) for name, bits in record["policy"].items()})
+        rescored.append({"episode": record["episode"], "policy": record["policy"], "cost": record["cost"],
+                         "reward": record["reward"], "rescore": float(value), "rescore_record": extra,
+                         "rescore_s": time.perf_counter() - start, "shipped": False})
+    if rescored:
+        max(rescored, key=lambda r: r["rescore"])["shipped"] = True
+    return rescored
+
+
+def rl_search(ctx: SearchContext, reward, settings: AgentSettings, description: str = "search",
+              rescore: Callable | None = None) -> SearchResult:
+    """Run ``settings.episodes`` episodes; the result is the best-rewarded (within-budget) policy seen, or with
+    ``settings.rescore_top`` > 0 the best re-scored by ``rescore`` among the top candidates (module docstring);
+    ``info["rescored"]`` then lists them with both scores."""
+    if settings.rescore_top and rescore is None:
+        raise ArqbenchError("rescore_top needs a search that defines how to re-score a candidate; this one does not")
     env = BitAllocationEnv(ctx.layers, ctx.fixed, ctx.search_activations, ctx.within_budget, ctx.cost_fraction, reward)
     if not env.steps:  # every layer is fixed: nothing to search
         policy = ctx.within_budget(env.policy())
         return SearchResult(policy, {"episodes": 0, "history": []})
     agent = HAQAgent(env, settings, ctx.seed)
-    with progress() as bar:
-        task = bar.add_task(description, total=settings.episodes)
-        agent.learn(total_timesteps=settings.episodes * len(env.steps), callback=_EpisodeProgress(bar, task))
+    with ctx.progress(f"{description}: episodes", settings.episodes) as advance:
+        agent.learn(total_timesteps=settings.episodes * len(env.steps), callback=_EpisodeProgress(advance))
     best = max(env.history, key=lambda record: record["reward"])
+    extra = {}
+    if settings.rescore_top:
+        rescored = rescore_top(env.history, settings.rescore_top, rescore)
+        shipped = next(r for r in rescored if r["shipped"])
+        best = next(record for record in env.history if record["episode"] == shipped["episode"])
+        extra = {"rescored": rescored, "search_best_episode": rescored[0]["episode"],
+                 "rescore_s": sum(r["rescore_s"] for r in rescored)}
     policy = {name: (bits[0], bits[1]) for name, bits in best["policy"].items()}
     return SearchResult(policy, {"episodes": len(env.history), "best_episode": best["episode"],
                                  "best_reward": best["reward"], "agent": settings.agent_settings(),
-                                 "history": env.history})
+                                 **extra, "history": env.history})

@@ -3,28 +3,29 @@
 A search plugin's object has ``search(ctx) -> SearchResult``. Everything a method may use (the float
 model, its layers, the run's quantizer and cost model, the budget, a held-out search split of the
 training data, the run's other plugins with their options) comes through the context, so every method
-runs under the same protocol and differs only by the policy it returns.
+runs under the same protocol and differs only by the policy it returns. A method reports the cached work
+it reused and its waits on other processes to ``ctx.ledger`` (``arqbench.search.ledger``), which the cell
+reads for its search time.
 """
 
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable, ContextManager, Iterator
 
 import torch
 from torch import nn
+from torch.utils.data import Subset
 
+from arqbench import console
+from arqbench.contract import SearchResult  # noqa: F401 (searches' result, re-exported for the core)
 from arqbench.models.benchmark import Benchmark
 from arqbench.models.data import ProtocolData, noisy_batches
 from arqbench.models.training import accuracy, finetune
 from arqbench.quantization import policy as policies
 from arqbench.quantization.layers import LayerInfo
+from arqbench.search.ledger import Ledger
 from arqbench.smoothing.certification import Reference
 from arqbench.smoothing.core import SmoothingConfig
-
-
-@dataclass
-class SearchResult:
-    policy: policies.Policy
-    info: dict = field(default_factory=dict)  # method-specific record saved with the cell (history, traces, ...)
 
 
 @dataclass
@@ -45,7 +46,11 @@ class SearchContext:
     protocol: Any  # the run's Protocol: ``protocol.create(kind, name)`` builds a plugin with the run's options
     reference_key: dict = field(default_factory=dict)  # identifies the base model for caches
     wait_for_shared: bool = True  # False: raise arqbench.errors.Busy rather than wait for another process's work
+    ledger: Ledger = field(default_factory=Ledger)  # cached work reused, waits (``arqbench.search.ledger``)
     float_cost: float = 0.0
+    # ``with ctx.progress(description, total) as advance:`` shows a search's steps (episodes, points) with the
+    # time left, on a terminal only; replace it to follow a search elsewhere (a no-op: ``quietly``)
+    progress: Callable[[str, int], ContextManager[Callable[[], None]]] = console.steps
 
     def __post_init__(self):
         self.float_cost = self.cost_model.cost(self.layers, policies.float_policy(self.layers))
@@ -70,9 +75,10 @@ class SearchContext:
     def quantize(self, policy: policies.Policy) -> nn.Module:
         return self.quantizer.quantize(self.model, policy, self.calibration()).eval()
 
-    def accuracy(self, model: nn.Module) -> float:
-        """Clean top-1 accuracy on the search split."""
-        return accuracy(model, self.data.search, self.device, workers=self.data.workers)
+    def accuracy(self, model: nn.Module, indices: list[int] | None = None) -> float:
+        """Clean top-1 accuracy on the search split (on its images ``indices`` where given)."""
+        data = self.data.search if indices is None else Subset(self.data.search, list(indices))
+        return accuracy(model, data, self.device, workers=self.data.workers)
 
     def finetune(self, model: nn.Module, steps: int) -> nn.Module:
         """The protocol's noise-augmented fine-tune (the benchmark's recipe, same seed), cut to ``steps``
@@ -92,9 +98,15 @@ class SearchContext:
 
     def reference(self) -> Reference:
         """The float model as the reference of incremental certification on the search split."""
-        return Reference(self.model, {**self.reference_key, "data": "search"})
+        return Reference(self.model, {**self.reference_key, "data": "search"}, self.ledger)
 
 
 def calibration_batches(data: ProtocolData, sigma: float, device: torch.device, seed: int,
                         batches: int = 4, batch_size: int = 128) -> list[torch.Tensor]:
     return list(noisy_batches(data.finetune, sigma, batches, batch_size, device, seed, data.workers))
+
+
+@contextmanager
+def quietly(description: str, total: int) -> Iterator[Callable[[], None]]:
+    """A ``SearchContext.progress`` that shows nothing."""
+    yield lambda: None

@@ -18,12 +18,12 @@ sensitivity is within ``TIE`` (relative to the largest |Omega|) of the least, th
 """
 
 import random
-import tempfile
 import warnings
 
 import pulp
 
 from arqbench.errors import ArqbenchError, InfeasibleBudget
+from arqbench.files import scratch
 from arqbench.quantization.policy import MAX_BITS, MIN_BITS, Policy
 
 CHOICES = tuple(range(MIN_BITS, MAX_BITS + 1))
@@ -131,8 +131,8 @@ def ilp_policy(layers, fixed, groups, omega, cost_fraction, budget: float, searc
 def _solve(objective: list[dict], cost: list[dict], limit: float, name: str = "ilp",
            cap: tuple[list[dict], float] | None = None) -> dict[int, object] | None:
     """argmin sum objective_u(c) x_uc s.t. sum_c x_uc = 1, sum cost_u(c) x_uc <= limit (and, with ``cap = (g,
-    bound)``, sum g_u(c) x_uc <= bound), x binary; CBC as pulp ships it, its files in a scratch directory, its
-    PuLP-4.0 deprecation warnings silenced. None when infeasible."""
+    bound)``, sum g_u(c) x_uc <= bound), x binary; CBC as pulp ships it, its files in a scratch folder of
+    ``$ARQBENCH_HOME`` (``files.scratch``), its PuLP-4.0 deprecation warnings silenced. None when infeasible."""
     choices = list(objective[0])
     units = range(len(objective))
     with warnings.catch_warnings():
@@ -146,8 +146,8 @@ def _solve(objective: list[dict], cost: list[dict], limit: float, name: str = "i
         if cap is not None:
             problem += pulp.lpSum(cap[0][u][choices[k]] * x[u, k] for u, k in x) <= cap[1]
         solver = pulp.PULP_CBC_CMD(msg=False)
-        with tempfile.TemporaryDirectory(prefix="arqbench-ilp-") as scratch:  # gone even if CBC fails or ^C
-            solver.tmpDir = scratch  # pulp deletes its files only after a successful solve
+        with scratch("ilp-") as folder:  # gone even if CBC fails or ^C
+            solver.tmpDir = str(folder)  # pulp deletes its files only after a successful solve
             status = problem.solve(solver)
     if pulp.LpStatus[status] != "Optimal":
         return None

@@ -70,7 +70,7 @@ from filelock import FileLock, Timeout
 from torch.utils.data import Subset
 
 from arqbench import files
-from arqbench.console import info, progress
+from arqbench.console import info
 from arqbench.errors import ArqbenchError, Busy
 from arqbench.models.data import examples
 from arqbench.quantization.policy import MAX_BITS, MIN_BITS, Policy
@@ -89,6 +89,7 @@ IMAGES = 100  # search images certified per point (module docstring: the cost)
 MAX_N = 10_000  # the certifier's n per point unless given: the run's n, at most this (a ranking, not a certificate)
 MEASURES = ("acr", "smoothed_acc", "clean_acc", "disagreement")
 BITS = tuple(range(MIN_BITS, MAX_BITS + 1))
+__all__ = ["profile", "Profile", "policy_loss", "samples", "points", "METRICS", "MEASURES", "IMAGES", "MAX_N"]  # toolkit
 
 
 def samples(run_n: int) -> int:
@@ -113,8 +114,7 @@ class Profile:
     rows: list[dict]  # one per (layer, w_bits, a_bits), in layer order
     reused: int = 0  # points read from the cache by this request
     computed: int = 0
-    seconds: float = 0.0  # spent by this request
-    reused_s: float = 0.0  # what the reused points (and f's numbers, if reused) took when they were measured
+    seconds: float = 0.0  # spent by this request, waits for another process's lock excluded
     skipped: int = 0  # points of this request not measured: monotonicity in bits set them (module docstring)
     forwards: int = 0  # noisy forward passes spent by this request (f's included)
 
@@ -160,6 +160,8 @@ def profile(ctx: SearchContext, layers: list[str], activations: bool, metric: st
             images: int = IMAGES, n: int | None = None, who: str = "sensitivity profile", method: str = METHODS[0],
             point_samples: int = SAMPLES) -> Profile:
     """Measure (or read from the cache) the points of ``layers`` (module docstring); logs what it reused.
+    Reports to ``ctx.ledger`` each point (and f's numbers) it read from the cache, at the seconds it took when
+    measured, each point it measured, and the time it waited for another process measuring the profile.
 
     ``method``: ``paired`` (default) or ``certified`` (module docstring). ``certifier``: the name of the
     certifier plugin built with the run's options for it (``ctx.protocol``), f being its reference on the
@@ -197,7 +199,8 @@ def profile(ctx: SearchContext, layers: list[str], activations: bool, metric: st
     # one process measures a profile at a time: a second one asking for the same points waits, then reuses them
     # (or, told not to wait, says so: a sweep runs its other cells meanwhile)
     try:
-        held = FileLock(path.with_name(f".{path.name}.lock")).acquire(timeout=-1 if ctx.wait_for_shared else 0)
+        with ctx.ledger.waiting():
+            held = FileLock(path.with_name(f".{path.name}.lock")).acquire(timeout=-1 if ctx.wait_for_shared else 0)
     except Timeout:
         raise Busy(f"{who}: another process is measuring this profile") from None
     with held:  # released on leaving
@@ -209,7 +212,12 @@ def profile(ctx: SearchContext, layers: list[str], activations: bool, metric: st
 
         start = time.perf_counter()
         ref = cached.get("reference")
-        reused_s = sum(have[p].get("seconds", 0.0) for p in wanted if p in have) + (ref or {}).get("seconds", 0.0)
+        item = f"sensitivity/{path.stem}"  # the ledger's keys: f"{item}/reference", f"{item}/<layer>/<w>/<a>"
+        for name, w, a in wanted:
+            if (name, w, a) in have:
+                ctx.ledger.reused(f"{item}/{name}/{w}/{a}", have[name, w, a].get("seconds", 0.0))
+        if ref is not None:
+            ctx.ledger.reused(f"{item}/reference", ref.get("seconds", 0.0))
         forwards = 0
         if missing:
             if method == "paired":
@@ -218,8 +226,8 @@ def profile(ctx: SearchContext, layers: list[str], activations: bool, metric: st
                 measure = _Measure(ctx, metric, measurer, config, subset)
             if ref is None:
                 ref = {**measure(ctx.model), "seconds": time.perf_counter() - start}
-            with progress() as bar:
-                task = bar.add_task(who, total=len(missing))
+                ctx.ledger.measured(f"{item}/reference")
+            with ctx.progress(f"{who}: points", len(missing)) as advance:
                 for name, w, a in missing:
                     layer, begun = by_name[name], time.perf_counter()
                     row = {"layer": name, "index": layer.index, "kind": layer.kind, "w_bits": w, "a_bits": a}
@@ -232,8 +240,9 @@ def profile(ctx: SearchContext, layers: list[str], activations: bool, metric: st
                     else:
                         numbers = measure(ctx.quantize({name: (w, a)}))
                         row.update({**numbers, **_drops(ref, numbers), "seconds": time.perf_counter() - begun})
+                        ctx.ledger.measured(f"{item}/{name}/{w}/{a}")
                     have[name, w, a] = row
-                    bar.advance(task)
+                    advance()
             forwards = measure.forwards
             order = {l.name: l.index for l in ctx.layers}
             rows = sorted(have.values(), key=lambda r: (order.get(r["layer"], -1), r["a_bits"] != MAX_BITS,
@@ -242,8 +251,8 @@ def profile(ctx: SearchContext, layers: list[str], activations: bool, metric: st
     seconds = time.perf_counter() - start
     rows = [have[p] for p in wanted]
     skipped = sum(bool(have[p].get("skipped")) for p in missing)
-    result = Profile(key, path, ref, rows, len(wanted) - len(missing), len(missing) - skipped, seconds, reused_s,
-                     skipped, forwards)
+    result = Profile(key, path, ref, rows, len(wanted) - len(missing), len(missing) - skipped, seconds, skipped,
+                     forwards)
     if missing:
         info(f"{who}: measured {result.computed} points ({len(set(layers))} layers) in {seconds:.1f}s"
              + (f", skipped {skipped} (monotone in bits)" if skipped else "")

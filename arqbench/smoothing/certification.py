@@ -1,24 +1,11 @@
 """Running a certifier over the protocol's fixed certification subset."""
 
-from dataclasses import dataclass, field
-
 from torch import nn
 
 from arqbench.console import progress
+from arqbench.contract import Reference  # noqa: F401 (the core's name for it)
 from arqbench.models.data import examples
 from arqbench.smoothing.core import Certificate, SmoothingConfig
-
-
-@dataclass
-class Reference:
-    """The unmodified (float) model a certified model derives from, for incremental certifiers.
-
-    ``key`` names it and the data its examples come from: certifiers cache what they compute about it
-    under that key.
-    """
-
-    model: nn.Module
-    key: dict = field(default_factory=dict)
 
 
 def certify_subset(certifier, model: nn.Module, subset, config: SmoothingConfig, num_classes: int,

@@ -7,50 +7,18 @@ whichever batch, batch size or shard the example lands in, and can be replayed s
 """
 
 import time
-from dataclasses import asdict, dataclass, field
 
 import torch
 from scipy.stats import beta, binomtest, norm
 
 from arqbench import runtime
+from arqbench.contract import ABSTAIN, Certificate, SmoothingConfig  # noqa: F401 (the core's names for them)
 
-ABSTAIN = -1
 # Noise phases: each estimate draws from its own stream, so no estimate reuses another's samples.
 SELECTION, ESTIMATION, PREDICTION = 0, 1, 2  # Cohen's CERTIFY and PREDICT
 RESELECTION, REESTIMATION = 3, 4  # a second, independent CERTIFY of the same example (IRS's fallback)
 NOISE_CHUNK = 100  # noise is drawn per example in whole chunks of this many samples (on the CPU; see noise_chunk)
 NOISE_SCHEME = 2  # bumped whenever the samples an example's seed gives change (caches of predictions key on it)
-
-
-@dataclass(frozen=True)
-class SmoothingConfig:
-    sigma: float
-    n0: int = 100
-    n: int = 100_000
-    alpha: float = 0.001
-    batch_size: int = 1000
-    seed: int = 0
-    precision: str = "fp32"  # of the base classifier's forward passes (arqbench.runtime.PRECISIONS)
-
-
-@dataclass
-class Certificate:
-    index: int
-    label: int
-    prediction: int  # ABSTAIN (-1) when the smoothed classifier abstains
-    radius: float  # 0.0 when abstaining
-    p_lower: float
-    count: int  # samples (of ``n``) that voted for the prediction
-    n: int
-    seconds: float
-    details: dict = field(default_factory=dict)  # certifier-specific, e.g. IRS's disagreement bound
-
-    @property
-    def correct(self) -> bool:
-        return self.prediction == self.label
-
-    def as_dict(self) -> dict:
-        return asdict(self)
 
 
 def lower_confidence_bound(k: int, n: int, alpha: float) -> float:

@@ -14,9 +14,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from arqbench.contract import QuantParams
 from arqbench.hookspecs import hookimpl
-from arqbench.quantization.qdq import QuantParams
-from arqbench.quantization.wrapping import quantized_copy
+from arqbench.toolkit import quantized_copy
 
 
 def weight_scale(weight: torch.Tensor, bits: int) -> torch.Tensor:
@@ -129,7 +129,7 @@ class FakeQuant(nn.Module):
         return f"w_bits={self.w_bits}, a_bits={self.a_bits}"
 
     def quant_params(self) -> QuantParams:
-        """The layer as integers (``arqbench.interfaces.QuantizedLayer``), for export."""
+        """The layer as integers (``arqbench.contract.QuantizedLayer``), for export."""
         q_max = 2 ** (self.w_bits - 1) - 1
         with torch.no_grad():
             scale = weight_scale(self.weight, self.w_bits)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from torch import nn
 
-from arqbench.models.benchmark import Benchmark
+from arqbench.contract import Benchmark
 
 
 def data_hint(what: str) -> str:

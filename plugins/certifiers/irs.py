@@ -25,24 +25,24 @@ from dataclasses import asdict, replace
 
 import torch
 
+from arqbench.contract import ABSTAIN, Certificate, Reference, SmoothingConfig
 from arqbench.errors import ArqbenchError
-from arqbench.files import home, key_hash, torch_load_cached, torch_save_atomic
 from arqbench.hookspecs import hookimpl
-from arqbench.smoothing.certification import Reference
-from arqbench.smoothing.core import (
-    ABSTAIN,
+from arqbench.toolkit import (
     ESTIMATION,
     NOISE_SCHEME,
     REESTIMATION,
     RESELECTION,
-    Certificate,
-    SmoothingConfig,
     batched,
     certified_radius,
     certify_many,
     generators,
     group_size,
+    home,
+    key_hash,
     sample_predictions,
+    torch_load_cached,
+    torch_save_atomic,
     upper_confidence_bound,
 )
 
@@ -56,6 +56,7 @@ class FloatCertificates:
         self.dir = home() / "irs" / key_hash(key)
         self.reference, self.config, self.num_classes, self.device = reference, config, num_classes, device
         self.stats = stats
+        self.ledger = reference.ledger
         self.memory: dict[int, dict] = {}
 
     def get(self, group: list) -> list[dict]:
@@ -75,19 +76,26 @@ class FloatCertificates:
                          "seconds": seconds}
                 torch_save_atomic(self.dir / f"{cert.index}.pt", {**entry, "predictions": entry["predictions"].cpu()})
                 self.memory[cert.index] = entry
+                if self.ledger is not None:
+                    self.ledger.measured(self.item(cert.index))
             self.stats["float_certified"] += len(missing)
         fresh = {index for index, _, _ in missing}
-        reused = [index for index, _, _ in group if index not in fresh]
-        self.stats["float_reused"] += len(reused)
-        self.stats["reused_s"] += sum(float(self.memory[index].get("seconds", 0.0)) for index in reused)
+        self.stats["float_reused"] += sum(index not in fresh for index, _, _ in group)
         return [self.memory[index] for index, _, _ in group]
 
+    def item(self, index: int) -> str:
+        """The ledger's key of one example's cached certification (``Reference.ledger``)."""
+        return f"irs/{self.dir.name}/{index}"
+
     def _load(self, index: int) -> bool:
+        """Reads an example's cached certification from disk (reported to the ledger once, at its seconds)."""
         entry = torch_load_cached(self.dir / f"{index}.pt")
         if entry is None or len(entry["predictions"]) != self.config.n:
             return False
         entry["predictions"] = entry["predictions"].to(self.device)
         self.memory[index] = entry
+        if self.ledger is not None:
+            self.ledger.reused(self.item(index), float(entry.get("seconds", 0.0)))
         return True
 
 

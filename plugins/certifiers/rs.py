@@ -1,7 +1,7 @@
-"""Certifier ``rs``: Cohen et al.'s CERTIFY on every example (``arqbench.smoothing.core``)."""
+"""Certifier ``rs``: Cohen et al.'s CERTIFY on every example (``arqbench.toolkit.certify_many``)."""
 
 from arqbench.hookspecs import hookimpl
-from arqbench.smoothing.core import batched, certify_many, group_size
+from arqbench.toolkit import batched, certify_many, group_size
 
 
 class RandomizedSmoothing:

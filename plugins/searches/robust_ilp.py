@@ -44,13 +44,10 @@ layer names).
 import time
 from dataclasses import replace
 
-from arqbench import plugins
+from arqbench.contract import Cost, SearchResult
 from arqbench.errors import ArqbenchError
 from arqbench.hookspecs import hookimpl
-from arqbench.quantization.policy import fixed_layers
-from arqbench.search import sensitivity
-from arqbench.search.context import SearchResult
-from arqbench.search.ilp import ilp_policy, tie_units
+from arqbench.toolkit import fixed_layers, ilp_policy, require_plugin, sensitivity, tie_units
 
 NAME = "robust-ilp"
 
@@ -77,7 +74,7 @@ class RobustILP:
                 and all(isinstance(g, (list, tuple)) and all(isinstance(x, str) for x in g) for g in tie)):
             raise ArqbenchError(f"{NAME}.tie must be 'benchmark', 'none' or a list of lists of layer names, "
                                 f"got {tie!r}")
-        plugins.get("certifier", certifier)
+        require_plugin("certifier", certifier)
         self.metric, self.images, self.n, self.certifier, self.tie = metric, images, n, certifier, tie
         self.profile, self.samples = profile, samples
 
@@ -100,21 +97,46 @@ class RobustILP:
         table, _, _ = self.sensitivities(ctx)
         return sensitivity.policy_loss(policy, table)
 
-    def estimate(self, work) -> float:
+    def estimate(self, work) -> Cost:
         """An upper bound. ``paired``: f on N_p samples per search image, then ``samples`` per image for every
-        (free layer, bit choice) point, as if none were skipped (skipping, by monotonicity in bits, typically
-        saves a third or more). ``certified``: f's certification on the search images (cached by the certifier
-        after the first run), then one certification per point. Every point is cached per base model and
-        setting."""
+        (free layer, bit choice) point, as if none were skipped (skipping, by monotonicity in bits, saves some).
+        ``certified``: f's certification on the search images (cached by the certifier after the first run),
+        then one certification per point. All of it is cached per base model, seed and setting and shared by
+        every budget's cell, the ILP itself costs nothing."""
         certifier = work.protocol.create("certifier", self.certifier)
         config = replace(work.smoothing, n=self.n or sensitivity.samples(work.smoothing.n))
         images = min(self.images, work.search_images)
-        free = [l for l in work.layers if l.name not in fixed_layers(work.layers, work.protocol.keep_ends)]
-        measured = len(free) * len(sensitivity.points(work.protocol.search_activations))
+        free = [l.name for l in work.layers if l.name not in fixed_layers(work.layers, work.protocol.keep_ends)]
+        activations = work.protocol.search_activations
+        measured = len(free) * len(sensitivity.points(activations))
         if self.profile == "paired":
             float_samples = certifier.samples(config) if callable(getattr(certifier, "samples", None)) else config.n
-            return images * (float_samples + measured * min(self.samples, float_samples))
-        return images * (config.n0 + config.n) + (1 + measured) * work.certify_forwards(images, certifier, config)
+            profile = images * (float_samples + measured * min(self.samples, float_samples))
+        else:
+            profile = images * (config.n0 + config.n) + (1 + measured) * work.certify_forwards(images, certifier,
+                                                                                                config)
+        key = (NAME, config.seed, self.metric, self.certifier, images, config.n, activations, tuple(free),
+               self.profile, self.samples)
+        return Cost(shared={key: profile})
+
+    @staticmethod
+    def recorded_search_timing(info: dict, timing: dict) -> dict:
+        """The search time's parts of a result file written before cells recorded them
+        (``arqbench.pipeline.timing``). Such a file's ``reused_s`` counted each reused profile point once (and
+        f's numbers when they came from the cache), but its ``search_s`` included the time spent waiting for
+        another process that was measuring the same profile. The file records each point's seconds
+        (``profile``), f's (``profile_reference``) and the time inside the profile (``profile_s``): this cell
+        measured M = the points' seconds + f's - reused_s (a reused point's, and a reused f's, seconds are in
+        reused_s), and wait = max(profile_s - M, 0): the lock wait plus the profile's bookkeeping (reading and
+        writing its cache file: milliseconds), so an upper bound on the wait; own = search_s - wait. A file
+        without ``profile_s`` is read as its recorded ``search_s`` and ``reused_s``, the wait unknown."""
+        if "profile_s" not in info or "reused_s" not in info:
+            return {}
+        reused = info["reused_s"]
+        measured = (sum(row.get("seconds", 0.0) for row in info.get("profile") or [])
+                    + (info.get("profile_reference") or {}).get("seconds", 0.0) - reused)
+        wait = max(info["profile_s"] - max(measured, 0.0), 0.0)
+        return {"search_s": timing["search_s"] - wait, "search_wait_s": wait, "search_reused_s": reused}
 
     def search(self, ctx) -> SearchResult:
         start = time.perf_counter()
@@ -133,8 +155,7 @@ class RobustILP:
             "profile_reference": measured.reference,
             "profile_cache": {"path": str(measured.path), "reused": measured.reused, "computed": measured.computed,
                               "skipped": measured.skipped, "forwards": measured.forwards},
-            "profile_s": profile_s,
-            "reused_s": measured.reused_s,  # cached work counts in the search's cost
+            "profile_s": profile_s,  # waits for another process's profile included (the cell's timing has them apart)
             "settings": {"metric": self.metric, "profile": self.profile, "samples": self.samples,
                          "images": measured.key["images"],
                          "n": measured.key["smoothing"]["n"], "certifier": self.certifier,

@@ -27,9 +27,9 @@ from pathlib import Path
 from torch import nn
 from torch.nn import functional as F
 
+from arqbench.contract import Splits, TrainRecipe
 from arqbench.hookspecs import hookimpl
-from arqbench.models.benchmark import Splits, TrainRecipe
-from arqbench.models.normalize import Normalization, Normalized
+from arqbench.toolkit import Normalization, Normalized
 
 from .cifar_data import cifar10
 from .paper import PaperBenchmark

@@ -33,23 +33,27 @@ Defaults, chosen with ``benchmarks/reward_fidelity.py`` on digits (24 random pol
 images, n = 500 (N_p = 50 with irs.n_p = 0.1) and 8 fine-tune steps give 0.948, as 100 images with
 n = 10000 did (0.948), at 1/60 of the samples; without the candidate fine-tune the paper's estimator gave
 0.881. So a candidate costs images * N_p = 1500 noisy forward passes beyond its fine-tune.
+
+Re-scoring (``rescore_top`` = k > 0; off by default, ``arqbench.search.agent``): after the episodes the k
+best distinct candidates are scored again by the same reward on an independent, larger sample: the
+``rescore_images`` images of the search split after the search's ``images``, the float model certified
+with ``rescore_n`` samples, a noise seed apart from the search's, the same candidate fine-tune; the best
+re-score ships. Measured by ``benchmarks/rescoring.py``.
 """
 
+import functools
 from dataclasses import dataclass, replace
 
 from torch.utils.data import Subset
 
-from arqbench import plugins
+from arqbench.contract import ABSTAIN, SearchContext, SearchResult
 from arqbench.errors import ArqbenchError
 from arqbench.hookspecs import hookimpl
-from arqbench.search.agent import AgentSettings, rl_search
-from arqbench.search.context import SearchContext, SearchResult
-from arqbench.smoothing.certification import certify_subset
-from arqbench.smoothing.core import ABSTAIN, certified_radius, lower_confidence_bound
-from arqbench.smoothing.metrics import summarize
+from arqbench.toolkit import AgentSettings, certified_radius, certify_subset, lower_confidence_bound, rl_search, summarize
 
 FINETUNE_STEPS = 8  # per candidate, as haq's; see the README for how this default was measured
 ESTIMATORS = ("predicted", "certified")
+RESCORE_SEED = 1_000_000  # added to the run's noise seed for the re-score: a noise stream apart from the search's
 
 
 def predicted_certificate(cert, sigma: float, n_final: int, alpha: float) -> tuple[float, bool]:
@@ -79,6 +83,8 @@ class ARQ(AgentSettings):
     finetune_steps: int = FINETUNE_STEPS
     certifier: str = "irs"
     estimator: str = "predicted"
+    rescore_images: int = 100  # the re-score's images: the search split's next ones after the search's
+    rescore_n: int | None = 2000  # the re-score's float certification samples (None: the protocol's)
 
     def __post_init__(self):
         super().__post_init__()
@@ -86,48 +92,106 @@ class ARQ(AgentSettings):
             raise ArqbenchError(f"arq.estimator must be one of {', '.join(ESTIMATORS)}, got {self.estimator!r}")
         if not isinstance(self.images, int) or self.images < 1:
             raise ArqbenchError(f"arq.images must be a positive integer, got {self.images!r}")
+        if not isinstance(self.rescore_images, int) or self.rescore_images < 1:
+            raise ArqbenchError(f"arq.rescore_images must be a positive integer, got {self.rescore_images!r}")
 
     def search(self, ctx: SearchContext) -> SearchResult:
         score = self.scorer(ctx)
-        reference_metrics, _ = score(ctx.model, "arq: float reference")
-
-        def reward(policy):
-            metrics, record = score(ctx.candidate(policy, self.finetune_steps), "arq: candidate")
-            relative_acr = (metrics["acr"] - reference_metrics["acr"]) / max(reference_metrics["acr"], 1e-12)
-            value = self.acr_weight * relative_acr + self.acc_weight * (
-                metrics["smoothed_acc"] - reference_metrics["smoothed_acc"])
-            return value, {"acr": metrics["acr"], "smoothed_acc": metrics["smoothed_acc"], **record}
-
-        result = rl_search(ctx, reward, self, "arq search")
+        reward = self.reward(ctx, score, "arq")
+        reference_metrics = reward.reference()
+        rescore_score = self.scorer(ctx, rescore=True) if self.rescore_top else None
+        rescore = self.reward(ctx, rescore_score, "arq re-score") if self.rescore_top else None
+        result = rl_search(ctx, reward, self, "arq search", rescore)
         stats = dict(getattr(score.certifier, "stats", {}))
         result.info.update({
             "reward": {"acr_weight": self.acr_weight, "acc_weight": self.acc_weight, "estimator": self.estimator},
             "float_acr": reference_metrics["acr"], "float_smoothed_acc": reference_metrics["smoothed_acc"],
             "images": self.images, "n": self.n, "finetune_steps": self.finetune_steps, "certifier": self.certifier,
-            "certifier_stats": stats, "reused_s": stats.get("reused_s", 0.0),
+            "certifier_stats": stats,
         })
+        if "rescored" in result.info:
+            result.info.update({"rescore_images": self.rescore_images, "rescore_n": self.rescore_n,
+                                "rescore_float_acr": rescore.reference()["acr"],
+                                "rescore_certifier_stats": dict(getattr(rescore_score.certifier, "stats", {}))})
         return result
+
+    def reward(self, ctx: SearchContext, score, description: str):
+        """``reward(policy) -> (value, record)``: the module docstring's reward of ``policy``'s candidate measured
+        by ``score`` (``scorer``), against the float model measured the same way (``reward.reference()``: its
+        metrics, measured once, on first use)."""
+        reference = functools.cache(lambda: score(ctx.model, f"{description}: float reference")[0])
+
+        def reward(policy):
+            metrics, record = score(ctx.candidate(policy, self.finetune_steps), f"{description}: candidate")
+            float_metrics = reference()
+            relative_acr = (metrics["acr"] - float_metrics["acr"]) / max(float_metrics["acr"], 1e-12)
+            value = self.acr_weight * relative_acr + self.acc_weight * (
+                metrics["smoothed_acc"] - float_metrics["smoothed_acc"])
+            return value, {"acr": metrics["acr"], "smoothed_acc": metrics["smoothed_acc"], **record}
+
+        reward.reference = reference
+        return reward
+
+    @staticmethod
+    def recorded_search_timing(info: dict, timing: dict) -> dict:
+        """The search time's parts of a result file written before cells recorded them
+        (``arqbench.pipeline.timing``). Such a file's ``reused_s`` (in ``info`` and its ``certifier_stats``) summed
+        the float certification's per-image seconds over every read of the cache: ``float_reused`` reads over
+        P scoring passes (the float model, then every candidate of ``history`` that is not a revisit), each
+        pass reading the same D search images, k = ``float_certified`` of them certified by this cell itself
+        (in its own time). So D = (float_reused + k) / P, a read's mean seconds is reused_s / float_reused, and
+        the float certification reused, counted once, is (D - k) * reused_s / float_reused: exactly the sum of
+        the cached images' seconds when k = 0 (each read of an image records the same seconds), their mean
+        times D - k otherwise. Without a history, D is the info's ``images``. ARQ waits on no lock: own = the
+        recorded ``search_s``, wait = 0."""
+        stats = info.get("certifier_stats") or {}
+        reads, certified = stats.get("float_reused", 0), stats.get("float_certified", 0)
+        history = info.get("history")
+        if history:
+            images = (reads + certified) / (1 + sum(not h.get("revisit", False) for h in history))
+        else:
+            images = info.get("images", 0)
+        reused = (images - certified) * stats.get("reused_s", 0.0) / reads if reads else 0.0
+        return {"search_s": timing.get("search_s"), "search_wait_s": 0.0, "search_reused_s": max(reused, 0.0)}
 
     def estimate(self, work) -> float:
         """The float model's certification on the search images (cached after the first run), the float model
-        scored, then per episode a candidate's short fine-tune and its certification by ``certifier``."""
+        scored, then per episode a candidate's short fine-tune and its certification by ``certifier``; with
+        re-scoring, the same on the re-score's sample for the float model and the top candidates."""
         certifier = work.protocol.create("certifier", self.certifier)
         config = replace(work.smoothing, n=self.n or work.smoothing.n)
         images = min(self.images, work.search_images)
         candidate = work.certify_forwards(images, certifier, config) + work.finetune_forwards(self.finetune_steps)
-        return images * (config.n0 + config.n) + work.certify_forwards(images, certifier, config) + \
+        total = images * (config.n0 + config.n) + work.certify_forwards(images, certifier, config) + \
             self.episodes * candidate
+        if self.rescore_top:
+            config = replace(work.smoothing, n=self.rescore_n or work.smoothing.n)
+            images = max(0, min(self.rescore_images, work.search_images - images))
+            total += images * (config.n0 + config.n) + work.certify_forwards(images, certifier, config) + \
+                min(self.rescore_top, self.episodes) * (work.certify_forwards(images, certifier, config)
+                                                        + work.finetune_forwards(self.finetune_steps))
+        return total
 
-    def scorer(self, ctx: SearchContext):
+    def scorer(self, ctx: SearchContext, rescore: bool = False):
         """``score(model, description) -> (metrics, record)``: the estimator applied to ``model`` on the search
-        images; ``score.certifier`` is the certifier it uses (its stats count the float cache's reuse)."""
+        images, or with ``rescore`` on the re-score's sample (module docstring); ``score.certifier`` is the
+        certifier it uses (its stats count the float cache's reads; the float certification it reads from the
+        cache is reported to ``ctx.ledger`` through ``ctx.reference()``)."""
         search = ctx.data.search
-        subset = Subset(search, list(range(min(self.images, len(search)))))
-        config = replace(ctx.smoothing, n=self.n or ctx.smoothing.n)
+        first = min(self.images, len(search))
+        if rescore:
+            indices = list(range(first, min(first + self.rescore_images, len(search))))
+            if not indices:
+                raise ArqbenchError(f"arq.rescore_top needs search images beyond the search's arq.images={self.images}:"
+                                    f" the search split has {len(search)}")
+            config = replace(ctx.smoothing, n=self.rescore_n or ctx.smoothing.n, seed=ctx.smoothing.seed + RESCORE_SEED)
+        else:
+            indices, config = list(range(first)), replace(ctx.smoothing, n=self.n or ctx.smoothing.n)
+        subset = Subset(search, indices)
         options = ctx.protocol.plugin_options("certifier", self.certifier)
         if self.estimator == "predicted" and "gamma" in options:
             options["gamma"] = 1.0  # the paired estimate on every image: no from-scratch fallback
-        certifier = plugins.create("certifier", self.certifier, **options)
+        certifier = ctx.protocol.create("certifier", self.certifier, **options)
         reference = ctx.reference()
         final = ctx.smoothing
 

@@ -31,9 +31,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from arqbench.contract import QuantParams
 from arqbench.hookspecs import hookimpl
-from arqbench.quantization.qdq import QuantParams
-from arqbench.quantization.wrapping import quantized_copy
+from arqbench.toolkit import quantized_copy
 
 EPS = 1e-8  # smallest step size used
 
@@ -174,7 +174,7 @@ class LSQLayer(nn.Module):
         return f"w_bits={self.w_bits}, a_bits={self.a_bits}, signed_input={self.a_levels[0] > 0}"
 
     def quant_params(self) -> QuantParams:
-        """The layer as integers (``arqbench.interfaces.QuantizedLayer``), for export."""
+        """The layer as integers (``arqbench.contract.QuantizedLayer``), for export."""
         with torch.no_grad():
             step = self.w_step.detach().clamp_min(EPS).float()
             integers = self.quantized_weight() / channel_view(step, self.weight)

@@ -16,9 +16,9 @@ from pathlib import Path
 import torchvision
 from torch import nn
 
+from arqbench.contract import Splits, TrainRecipe
 from arqbench.hookspecs import hookimpl
-from arqbench.models.benchmark import Splits, TrainRecipe
-from arqbench.models.normalize import Normalization, Normalized
+from arqbench.toolkit import Normalization, Normalized
 
 from .imagenet_data import imagenet
 from .paper import PaperBenchmark

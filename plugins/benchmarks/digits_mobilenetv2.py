@@ -20,9 +20,9 @@ as HAWQ applies them.
 from torch import nn
 from torch.nn import functional as F
 
+from arqbench.contract import TrainRecipe
 from arqbench.hookspecs import hookimpl
-from arqbench.models.benchmark import TrainRecipe
-from arqbench.models.normalize import Normalized
+from arqbench.toolkit import Normalized
 
 from .digits import NORMALIZATION, Digits, digits
 
@@ -118,6 +118,7 @@ def digits_mobilenetv2() -> DigitsMobileNetV2Benchmark:
         architecture="digits-mobilenetv2-v1",
         normalizations=base.normalizations,
         layout_normalizations=base.layout_normalizations,
+        threads=1,  # benchmarks/threads.py: a second thread does not pay on a model this small
     )
 
 

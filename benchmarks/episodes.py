@@ -1,0 +1,153 @@
+"""How many episodes do the RL searches need? arq and haq at several episode counts, shipped and certified.
+
+    python benchmarks/episodes.py                  # digits-mobilenetv2, sigma 0.25, 1.1%, activations searched,
+                                                   # seeds 0-2, 100/300/600 episodes: about two hours of one core
+    python benchmarks/episodes.py --baselines leaderboards/results   # uniform and robust-ilp from published cells
+    python benchmarks/episodes.py --episodes 100,300 --seeds 0      # a part of it
+    python benchmarks/episodes.py --quick          # seconds: digits, 2 and 4 episodes, tiny n
+
+Each (method, episodes) runs as ``arqbench run`` would run it (``arqbench.run`` with ``episodes=E``), into
+``--out``/episodes<E>, so every cell is an ordinary result file: the protocol's fine-tune and certification,
+the same images and noise as any other row. ``uniform`` and ``robust-ilp`` are the yardsticks, run once into
+``--out``/baselines, or read from ``--baselines`` (a results folder of the same protocol, e.g. the published
+one: cells are matched by benchmark, sigma, budget, method and seed, and must have certified the same images).
+
+Prints, per method and episode count: the shipped ACR with its 95% interval over images (each image's radius
+averaged over the seeds first, as the leaderboard does), its paired difference to uniform and to robust-ilp
+(95% interval, image by image), clean accuracy, BitOPs and the search cost in seconds (own work plus each
+cached item reused once, mean over seeds). Writes ``episodes.csv`` and ``episodes.png`` under ``--out``.
+"""
+
+import argparse
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+import arqbench
+from arqbench.errors import ArqbenchError
+from arqbench.smoothing.intervals import mean_interval, paired_difference
+
+SEARCHES = ("arq", "haq")
+BASELINES = ("uniform", "robust-ilp")
+QUICK = {"n0": 10, "n": 100, "test_images": 5, "batch_size": 200, "finetune_epochs": 1,
+         "options": {"arq": {"images": 4, "n": 100, "finetune_steps": 1, "warmup": 1},
+                     "haq": {"finetune_steps": 1, "warmup": 1}, "robust-ilp": {"images": 4, "n": 100}}}
+
+
+def arguments(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--benchmark", default="digits-mobilenetv2")
+    parser.add_argument("--sigma", type=float, default=0.25)
+    parser.add_argument("--budget", type=float, default=0.011)
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--episodes", default="100,300,600")
+    parser.add_argument("--no-search-activations", dest="search_activations", action="store_false")
+    parser.add_argument("--baselines", type=Path, help="a results folder holding uniform and robust-ilp cells")
+    parser.add_argument("--out", type=Path, default=Path("episodes-results"))
+    parser.add_argument("--quick", action="store_true", help="digits, 2 and 4 episodes, one seed, tiny n")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.benchmark, args.budget, args.seeds, args.episodes = "digits", 0.05, "0", "2,4"
+    args.seeds = [int(s) for s in args.seeds.split(",")]
+    args.episodes = [int(e) for e in args.episodes.split(",")]
+    return args
+
+
+def sweep(args, methods, out: Path, **settings) -> pd.DataFrame:
+    """One ``arqbench run`` of ``methods``; its ok cells (fp32 left out)."""
+    frame = arqbench.run(benchmarks=[args.benchmark], methods=list(methods), sigma=args.sigma, budget=args.budget,
+                         seed=args.seeds, search_activations=args.search_activations, save_models=False,
+                         out=str(out), **settings, **(QUICK if args.quick else {}))
+    failed = frame[(frame.status != "ok") & frame.method.isin(methods)]
+    if len(failed):
+        raise ArqbenchError(f"{len(failed)} cells failed under {out}; see their result files")
+    return frame
+
+
+def cells(folder: Path, args, method: str) -> tuple[pd.DataFrame, dict[int, float]]:
+    """The cells of ``method`` at this setting in ``folder`` (one per seed) and their per-image radius terms
+    averaged over the seeds."""
+    rows = arqbench.load_results(folder)
+    rows = rows[(rows.benchmark == args.benchmark) & (rows.method == method) & (rows.status == "ok")
+                & ((rows.sigma - args.sigma).abs() < 1e-9) & ((rows.budget - args.budget).abs() < 1e-9)
+                & rows.seed.isin(args.seeds)]
+    if sorted(rows.seed) != sorted(args.seeds):
+        raise ArqbenchError(f"{folder} lacks {method} cells for seeds {args.seeds} at sigma {args.sigma}, budget "
+                            f"{args.budget}; run without --baselines to compute them")
+    images = pd.concat(arqbench.load_certificates(path) for path in rows.path)
+    terms = images.assign(r=images.radius.where(images.correct.astype(bool), 0.0)).groupby("index").r.mean()
+    return rows, terms.to_dict()
+
+
+def main(argv: list[str]) -> int:
+    args = arguments(argv)
+    baselines = args.baselines or args.out / "baselines"
+    if args.baselines is None:
+        sweep(args, BASELINES, baselines)
+    for episodes in args.episodes:
+        sweep(args, SEARCHES, args.out / f"episodes{episodes}", episodes=episodes)
+    found = {method: cells(baselines, args, method) for method in BASELINES}
+    yardsticks = {method: terms for method, (_, terms) in found.items()}
+    base_models = set(found["uniform"][0].base_model)
+    table = []
+    for method in SEARCHES:
+        for episodes in args.episodes:
+            rows, terms = cells(args.out / f"episodes{episodes}", args, method)
+            if set(rows.base_model) != base_models or set(terms) != set(yardsticks["uniform"]):
+                raise ArqbenchError(f"{method} at {episodes} episodes quantized another base model or certified "
+                                    f"other images than {baselines}'s cells: not the same protocol")
+            acr = mean_interval(list(terms.values()))
+            row = {"method": method, "episodes": episodes, "seeds": len(rows), "acr": acr.mean, "acr_low": acr.low,
+                   "acr_high": acr.high, "clean_acc": rows.clean_acc.mean(),
+                   "bitops_pct": 100 * rows.bitops_fraction.mean(), "search_s": rows.search_cost_s.mean()}
+            for name, other in yardsticks.items():
+                diff = paired_difference(terms, other)
+                row.update({f"vs_{name}": diff.mean, f"vs_{name}_low": diff.low, f"vs_{name}_high": diff.high})
+            table.append(row)
+    frame = pd.DataFrame(table)
+    frame.to_csv(args.out / "episodes.csv", index=False)
+    figure(frame, yardsticks, args.out / "episodes.png", args)
+    for record in frame.to_dict("records"):
+        print(f"{record['method']} {record['episodes']:>4} episodes: ACR {record['acr']:.3f} "
+              f"[{record['acr_low']:.3f}, {record['acr_high']:.3f}], vs uniform {record['vs_uniform']:+.3f} "
+              f"[{record['vs_uniform_low']:+.3f}, {record['vs_uniform_high']:+.3f}], vs robust-ilp "
+              f"{record['vs_robust-ilp']:+.3f} [{record['vs_robust-ilp_low']:+.3f}, {record['vs_robust-ilp_high']:+.3f}], "
+              f"clean {100 * record['clean_acc']:.1f}%, BitOPs {record['bitops_pct']:.2f}%, "
+              f"search {record['search_s']:.1f} s")
+    print(f"episodes: {len(frame)} (method, episodes) rows over seeds {args.seeds}; wrote {args.out / 'episodes.csv'}")
+    return 0
+
+
+def figure(frame: pd.DataFrame, yardsticks: dict, path: Path, args) -> None:
+    """Shipped ACR against episodes per search, with the yardsticks' ACR as horizontal bands."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for name, terms in yardsticks.items():
+        band = mean_interval(list(terms.values()))
+        line = ax.axhline(band.mean, linestyle="--", linewidth=1, label=f"{name} (95% interval shaded)")
+        ax.axhspan(band.low, band.high, alpha=0.12, color=line.get_color())
+    for method, rows in frame.groupby("method"):
+        ax.errorbar(rows.episodes, rows.acr, yerr=[rows.acr - rows.acr_low, rows.acr_high - rows.acr], marker="o",
+                    capsize=3, label=f"{method} (shipped, 95% interval)")
+    ax.set_xlabel("episodes")
+    ax.set_ylabel("ACR of the shipped model")
+    ax.set_xticks(sorted(frame.episodes.unique()))
+    ax.set_title(f"{args.benchmark}, sigma {args.sigma}, budget {100 * args.budget:g}%: seeds {args.seeds}",
+                 fontsize=10)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main(sys.argv[1:]))
+    except ArqbenchError as exc:
+        print(f"episodes: error: {exc}", file=sys.stderr)
+        sys.exit(2)

@@ -1,0 +1,1 @@
+"""Certifier plugins: randomized smoothing (rs) and incremental randomized smoothing (irs)."""

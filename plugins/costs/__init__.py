@@ -1,0 +1,1 @@
+"""Cost-model plugins: bitops and size."""

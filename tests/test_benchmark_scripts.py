@@ -1,0 +1,128 @@
+"""Every script in benchmarks/ runs in its --quick mode, as a researcher would run it: a subprocess of this
+Python with its own ARQBENCH_HOME and one CPU thread. Each must exit 0 and print its closing lines."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import TINY, run_subprocess
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPTS = ROOT / "benchmarks"
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory):
+    """One private cache home for this module: the digits base model is trained once for every script."""
+    return tmp_path_factory.mktemp("scripts-home")
+
+
+def script(home: Path, name: str, *args) -> subprocess.CompletedProcess:
+    env = dict(os.environ, ARQBENCH_HOME=str(home), OMP_NUM_THREADS="1")
+    done = subprocess.run([sys.executable, str(SCRIPTS / name), *map(str, args)], capture_output=True, text=True,
+                          env=env, cwd=home, timeout=300)
+    assert done.returncode == 0, f"{name} exited {done.returncode}: {done.stderr[-3000:]}"
+    return done
+
+
+def test_every_script_in_benchmarks_is_tested_here():
+    tested = {"perf.py", "discrimination.py", "finetune_batchnorm.py", "reward_fidelity.py", "gpu_throughput.py",
+              "threads.py", "episodes.py", "rescoring.py", "profile_fidelity.py"}
+    assert {p.name for p in SCRIPTS.glob("*.py")} == tested
+
+
+def test_perf_quick(home):
+    out = script(home, "perf.py", "--quick").stdout
+    assert "certification / raw forward" in out and "arq / haq search time" in out
+    assert "irs equal-acr speedup (digits): " in out
+    assert out.rstrip().splitlines()[-1].startswith("arq/haq search time at equal fine-tune (digits): ")
+
+
+def test_discrimination_quick(home):
+    out = script(home, "discrimination.py", "--quick").stdout
+    assert "random-1" in out and "random-2" not in out  # two policies
+    assert "random ACR over 2 policies" in out
+    assert "random policies whose paired interval is above uniform:" in out
+
+
+def test_reward_fidelity_quick(home):
+    out = script(home, "reward_fidelity.py", "--quick").stdout
+    assert "[3/3]" in out and "[4/" not in out  # three policies
+    assert "final ACR over 3 policies" in out
+    assert out.rstrip().splitlines()[-1].startswith("spearman arq=")
+
+
+def test_rescoring_quick(home):
+    out = script(home, "rescoring.py", "--quick").stdout
+    for method in ("arq", "haq"):
+        assert f"{method} seed 0: search " in out and f"{method} k=0 (off): search reward " in out
+        assert f"{method} k=2: search reward " in out and "vs off " in out
+    assert out.rstrip().splitlines()[-1].startswith("rescoring arq k=2 ")
+
+
+def test_finetune_batchnorm_quick_on_a_tiny_run(home, tmp_path):
+    results = tmp_path / "results"
+    env = {"ARQBENCH_HOME": str(home), "OMP_NUM_THREADS": "1"}
+    done = run_subprocess("run", "--methods", "uniform", "--budget", "0.1,0.2", "--out", results, *TINY, env=env)
+    assert done.returncode == 0, done.stderr
+    out = script(home, "finetune_batchnorm.py", results, "--quick").stdout
+    assert "clean test accuracy % after the protocol's fine-tune" in out and "batch statistics" in out
+    assert "uniform" in out and "10%" in out and "20%" not in out  # --quick: the first cell only
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message of a machine without CUDA")
+def test_gpu_throughput_without_a_gpu_says_so_in_one_line(home):
+    done = script(home, "gpu_throughput.py", "--quick")
+    assert done.stdout.strip().splitlines() == [
+        "gpu_throughput: no CUDA device here; this script measures GPU throughput, nothing was measured"]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_gpu_throughput_quick(home):
+    out = script(home, "gpu_throughput.py", "--quick").stdout
+    assert "digits: certification" in out and "the best forward" in out
+
+
+def test_threads_quick(home):
+    out = script(home, "threads.py", "--quick").stdout
+    lines = out.rstrip().splitlines()
+    for name, line in zip(("digits", "digits-mobilenetv2"), lines[-2:]):
+        assert line.startswith(f"threads {name}: 2/1-thread time quiet ") and ", busy " in line
+
+
+def test_episodes_quick(home, tmp_path):
+    out = script(home, "episodes.py", "--quick", "--out", tmp_path / "episodes").stdout
+    lines = out.rstrip().splitlines()
+    for method in ("arq", "haq"):
+        for episodes in (2, 4):
+            assert any(line.startswith(f"{method} {episodes:>4} episodes: ACR ") and "vs uniform" in line
+                       and "vs robust-ilp" in line for line in lines), (method, episodes)
+    assert lines[-1].startswith("episodes: 4 (method, episodes) rows over seeds [0]")
+    frame = __import__("pandas").read_csv(tmp_path / "episodes" / "episodes.csv")
+    assert sorted(frame.episodes) == [2, 2, 4, 4] and (tmp_path / "episodes" / "episodes.png").stat().st_size > 0
+    assert ((frame.acr_low <= frame.acr) & (frame.acr <= frame.acr_high)).all()
+
+
+def test_profile_fidelity_quick(home, tmp_path):
+    out = script(home, "profile_fidelity.py", "--quick", "--out", tmp_path / "pf").stdout
+    lines = out.rstrip().splitlines()
+    for method in ("certified", "paired"):
+        assert any(line.startswith(f"digits sigma 0.25 seed 0: {method} profile ") and "noisy forwards" in line
+                   for line in lines), method
+    assert any("cost certified/paired: time " in line and "hawq search " in line and "spearman " in line
+               for line in lines)
+    for budget in ("1.50%", "2.50%", "5.00%"):
+        assert any(line.startswith(f"digits sigma 0.25 seed 0 budget {budget}: paired - certified ACR ")
+                   for line in lines), budget
+    assert lines[-1].startswith("wrote summary.csv, profiles.csv and policies.csv")
+    pd = __import__("pandas")
+    summary = pd.read_csv(tmp_path / "pf" / "summary.csv")
+    assert len(summary) == 1 and summary.paired_forwards[0] < summary.certified_forwards[0]
+    profiles = pd.read_csv(tmp_path / "pf" / "profiles.csv")
+    assert sorted(set(profiles.method)) == ["certified", "paired"] and len(profiles) == 2 * 5 * 13
+    policies = pd.read_csv(tmp_path / "pf" / "policies.csv")
+    assert len(policies) == 2 * 3 and not list((tmp_path / "pf").glob("cold-cache-*"))  # cold caches removed
