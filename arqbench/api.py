@@ -119,28 +119,18 @@ def run(config: str | Path | None = None, **settings) -> pd.DataFrame:
     on the command line. With ``dry_run=True`` nothing runs: the estimate is printed and returned as a
     DataFrame (one row per cell: its stage costs in noisy forwards, and seconds).
     """
-    from arqbench.cli import build_parser, overrides, parse
-    from arqbench.pipeline import dryrun, sweepfile
-    from arqbench.pipeline.sweep import SweepSpec, plan, run_sweep
+    from arqbench.pipeline import usecases
+    from arqbench.pipeline.sweep import plan
 
     keep_freed_memory()
-    parser = build_parser()
-    if settings.pop("save_models", True) is False:
-        settings["no_save_models"] = True
-    argv = ["run", *([f"--config={config}"] if config is not None else []),
-            *sweepfile.to_argv(settings, sweepfile.run_flags(parser), "arqbench.run()")]
-    args = parse(parser, argv)
-    args.argv, args.settings = argv, sweepfile.resolved(args, parser)
-    spec = SweepSpec.from_args(args, overrides(args))
-    if args.dry_run:
-        estimates, notes = dryrun.estimate(spec)
-        dryrun.report(spec, estimates, notes)
+    where = "arqbench.run()"
+    ran = usecases.run(usecases.run_settings(config, settings, where), usecases.command_line(config, settings, where))
+    if ran.outcome is None:
         return pd.DataFrame([{"benchmark": e.cell.benchmark, "method": e.cell.method, "sigma": e.cell.sigma,
                               "budget": e.cell.budget, "seed": e.cell.seed, "state": e.state, "search": e.search,
                               "finetune": e.finetune, "certify": e.certify, "macs": e.macs, "seconds": e.seconds}
-                             for e in estimates])
-    run_sweep(spec)
-    paths = [cell.path(spec.out) for cell in plan(spec)]
+                             for e in ran.estimates])
+    paths = [cell.path(ran.spec.out) for cell in plan(ran.spec)]
     return frames.frame([record for path in paths if path.is_file() for record in frames.results(path)])
 
 

@@ -1,7 +1,6 @@
 """The ``arqbench`` command: run | list | leaderboard | show | profile | certify | train."""
 
 import argparse
-import ast
 import dataclasses
 import os
 import sys
@@ -9,18 +8,10 @@ from pathlib import Path
 
 from arqbench.version import __version__
 from arqbench.errors import ArqbenchError
-from arqbench.pipeline import sweepfile
+from arqbench.pipeline.usecases import ALIASES, DEFAULT_OUT, SHARED, RunSettings
+from arqbench.pipeline.values import floats, ints, names, option, positive_int
 
-DEFAULT_OUT = Path("arqbench-results")
 DEFAULT_BENCHMARK = "default: the default benchmark; see `arqbench list`"
-SHARED = "*"  # options set for every plugin that takes the key (arqbench.pipeline.config.SHARED)
-# Convenience flags that set one option of every plugin taking it: flag -> (option, type, help)
-ALIASES = {
-    "--episodes": ("episodes", int, "search episodes of every search that has them (HAQ, ARQ; paper: 600), "
-                                    "= --option NAME.episodes=N for each"),
-    "--np": ("n_p", float, "incremental certification samples as a fraction of n (irs, and ARQ's search "
-                           "through it; default 0.1), = --option irs.n_p=F"),
-}
 
 
 class HelpFormatter(argparse.HelpFormatter):
@@ -31,15 +22,18 @@ class HelpFormatter(argparse.HelpFormatter):
         text = action.help or ""
         if "default" in text or not action.option_strings or action.nargs == 0:  # boolean flags: off unless given
             return text
+        default = action.default
+        if default is argparse.SUPPRESS:  # a run flag: its default is the use case's
+            default = getattr(RunSettings(), action.dest, None)
         if action.dest in protocol_settings():
             shown = benchmark_defaults(lambda protocol: protocol.as_dict()[action.dest])
         elif action.dest.startswith("alias_"):
             key = action.dest.removeprefix("alias_")
             shown = benchmark_defaults(lambda protocol: protocol.options.get(SHARED, {}).get(key, "each plugin's own"))
-        elif action.default is None:
+        elif default is None:
             return text
         else:
-            shown = ",".join(map(str, action.default)) if isinstance(action.default, list) else str(action.default)
+            shown = ",".join(map(str, default)) if isinstance(default, list) else str(default)
         return f"{text} (default: {shown.replace('%', '%%')})"
 
 
@@ -83,62 +77,6 @@ class Parser(argparse.ArgumentParser):
             where = f"{self.prog} {command}" if command else self.prog
             raise ArqbenchError(f"unrecognized arguments: {' '.join(extras)} (see {where} --help)")
         return parsed
-
-
-def floats(flag: str):
-    def parse(text: str) -> list[float]:
-        try:
-            return [float(v) for v in text.split(",") if v.strip()] or _empty(flag)
-        except ValueError:
-            raise ArqbenchError(f"{flag} expects comma-separated numbers, got '{text}'") from None
-    return parse
-
-
-def ints(flag: str):
-    def parse(text: str) -> list[int]:
-        try:
-            return [int(v) for v in text.split(",") if v.strip()] or _empty(flag)
-        except ValueError:
-            raise ArqbenchError(f"{flag} expects comma-separated integers, got '{text}'") from None
-    return parse
-
-
-def positive_int(flag: str):
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            value = 0
-        if value < 1:
-            raise ArqbenchError(f"{flag} expects a positive integer, got '{text}'")
-        return value
-    return parse
-
-
-def names(flag: str):
-    def parse(text: str) -> list[str]:
-        values = [v.strip() for v in text.split(",")]
-        if not all(values):
-            raise ArqbenchError(f"{flag} expects comma-separated names, got '{text}'")
-        return values
-    return parse
-
-
-def _empty(flag):
-    raise ArqbenchError(f"{flag} needs at least one value")
-
-
-def option(text: str) -> tuple[str, str, object]:
-    """``NAME.KEY=VALUE`` -> (plugin name, key, value); values are Python literals or plain strings."""
-    head, sep, raw = text.partition("=")
-    method, dot, key = head.partition(".")
-    if not sep or not dot or not method or not key:
-        raise ArqbenchError(f"--option expects NAME.KEY=VALUE for a plugin NAME (e.g. haq.warmup=5), got '{text}'")
-    try:
-        value = ast.literal_eval(raw)
-    except (ValueError, SyntaxError):
-        value = raw
-    return method, key, value
 
 
 def add_protocol_flags(p: argparse.ArgumentParser) -> None:
@@ -212,19 +150,19 @@ def build_parser() -> Parser:
                      help="search methods, comma list (default: every registered search; see `arqbench list`)")
     run.add_argument("--benchmarks", type=names("--benchmarks"),
                      help="benchmarks, comma list (default: the default benchmark; see `arqbench list`)")
-    run.add_argument("--sigma", type=floats("--sigma"), default=[0.25], help="noise level(s), comma list")
-    run.add_argument("--budget", type=floats("--budget"), default=[0.025],
+    run.add_argument("--sigma", type=floats("--sigma"), help="noise level(s), comma list")
+    run.add_argument("--budget", type=floats("--budget"),
                      help="cost budget(s) as fractions of float cost, comma list (0.025 = 2.5%%)")
-    run.add_argument("--seed", type=ints("--seed"), default=[0], help="seed(s), comma list")
-    run.add_argument("--out", type=Path, default=DEFAULT_OUT, help="results directory")
+    run.add_argument("--seed", type=ints("--seed"), help="seed(s), comma list")
+    run.add_argument("--out", type=Path, help="results directory")
     run.add_argument("--force", action="store_true", help="recompute finished cells")
     ex = run.add_argument_group("where cells run (arqbench.pipeline.executors)")
-    ex.add_argument("--executor", choices=["local", "ray"], default="local",
+    ex.add_argument("--executor", choices=["local", "ray"],
                     help="local: this process; ray: cells as Ray tasks (pip install 'arqbench[ray]')")
     ex.add_argument("--address", help="Ray cluster to join, e.g. auto or HOST:PORT (default: a new local one)")
-    ex.add_argument("--cpus-per-task", type=float, default=1, help="CPUs per Ray task")
-    ex.add_argument("--gpus-per-task", type=float, default=0, help="GPUs per Ray task (1 with --device cuda)")
-    ex.add_argument("--certify-shards", type=int, default=1,
+    ex.add_argument("--cpus-per-task", type=float, help="CPUs per Ray task")
+    ex.add_argument("--gpus-per-task", type=float, help="GPUs per Ray task (1 with --device cuda)")
+    ex.add_argument("--certify-shards", type=int,
                     help="split each cell's final certification by test image into this many tasks")
     add_protocol_flags(run)
     add_place_flags(run)
@@ -235,6 +173,9 @@ def build_parser() -> Parser:
                      help="print the cells, which are finished, and an estimate of the work and time; run nothing")
     lib.add_argument("--no-save-models", dest="save_models", action="store_false",
                      help="do not save each cell's quantized model beside its result (<method>-seed<n>.pt)")
+    for action in run._actions:  # a run flag not given is left out: RunSettings has the defaults
+        if action.dest != "help":
+            action.default = argparse.SUPPRESS
 
     listing = sub.add_parser("list", help="list every registered plugin, by kind")
     listing.add_argument("--options", metavar="NAME", help="list the options of plugin NAME with their defaults")
@@ -304,16 +245,33 @@ def build_parser() -> Parser:
 
 
 def parse(parser: Parser, argv: list[str]) -> argparse.Namespace:
-    """The command line, after ``run --config FILE``'s flags (the file's first); a benchmark left unnamed is
-    the plugin registered as the default benchmark (for ``certify``, only where no file names one)."""
+    """The command line; a benchmark left unnamed is the plugin registered as the default benchmark (for
+    ``certify``, only where no file names one). ``run``'s flags are only those given (``run_settings``)."""
     from arqbench import plugins
 
-    args = sweepfile.apply(parser, argv, parser.parse_args(argv))
-    if getattr(args, "benchmarks", ()) is None:
-        args.benchmarks = [plugins.default("benchmark")]
+    args = parser.parse_args(argv)
     if getattr(args, "benchmark", ()) is None and args.command != "certify":  # certify may read it from a file
         args.benchmark = plugins.default("benchmark")
     return args
+
+
+def run_settings(parser: Parser, args: argparse.Namespace) -> RunSettings:
+    """``arqbench run``'s settings: the flags given, by name (a switch True, ``--option``s as tables), over
+    the ``--config`` file's, checked by the use case the library's ``arqbench.run`` calls too."""
+    from arqbench.pipeline import usecases
+
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    given: dict = {}
+    for action in sub.choices["run"]._actions:
+        name = action.option_strings[-1].removeprefix("--") if action.option_strings else None
+        if name in (None, "help", "config") or not hasattr(args, action.dest):
+            continue
+        if name == "option":
+            for plugin, key, value in args.option:
+                given.setdefault("options", {}).setdefault(plugin, {})[key] = value
+        else:
+            given[name] = True if action.nargs == 0 else getattr(args, action.dest)
+    return usecases.run_settings(getattr(args, "config", None), given, "arqbench run")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -328,7 +286,7 @@ def main(argv: list[str] | None = None) -> int:
         args = parse(parser, argv)
         args.argv = argv
         if args.command == "run":
-            args.settings = sweepfile.resolved(args, parser)
+            args.settings = run_settings(parser, args)
         from arqbench.commands import COMMANDS
         from arqbench.models import data
 
@@ -337,7 +295,7 @@ def main(argv: list[str] | None = None) -> int:
         data.WORKERS = getattr(args, "workers", 0)
         if data.WORKERS < 0:
             raise ArqbenchError(f"--workers must be >= 0, got {data.WORKERS}")
-        flags = overrides(args) if hasattr(args, "option") else {}
+        flags = overrides(args) if args.command != "run" and hasattr(args, "option") else {}
         with threads(None):  # a command may set torch's thread count; a caller in this process gets theirs back
             return COMMANDS[args.command](args, flags)
     except ArqbenchError as exc:

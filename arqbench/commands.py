@@ -1,5 +1,6 @@
 """What each ``arqbench`` subcommand does, given parsed arguments."""
 
+import shlex
 from dataclasses import replace
 
 import torch
@@ -17,14 +18,10 @@ from arqbench.files import (
 )
 from arqbench.pipeline.cell import CERTIFICATION_SETTINGS, CellRun
 from arqbench.pipeline.config import create_benchmark, known_settings, resolve
+from arqbench.pipeline import usecases
 from arqbench.pipeline.prepare import prepare
 from arqbench.pipeline.results import REFERENCE, Cell, read_all, read_if_result
-from arqbench.pipeline.sweep import (
-    SweepSpec,
-    check_values,
-    run_sweep,
-    warn_uncertifiable,
-)
+from arqbench.pipeline.sweep import check_values, warn_uncertifiable
 from arqbench.quantization import policy as policies
 from arqbench.quantization.layers import profile_layers
 from arqbench.report import cohen, leaderboard
@@ -34,16 +31,15 @@ REPLAYED = (*CERTIFICATION_SETTINGS, "finetune_epochs", "quantizer")  # what `ce
 
 
 def run(args, flags: dict) -> int:
-    spec = SweepSpec.from_args(args, flags)
-    if args.dry_run:
-        from arqbench.pipeline import dryrun
-
-        return dryrun.show(spec)
-    outcome = run_sweep(spec)
+    """The sweep of ``args.settings`` (``cli.run_settings``), by the use case ``arqbench.run`` calls too."""
+    settings = args.settings
+    outcome = usecases.run(settings, shlex.join(["arqbench", *map(str, args.argv)])).outcome
+    if outcome is None:  # a dry run, printed
+        return 0
     info(f"{len(outcome.done)} cells run, {len(outcome.reused)} reused, {len(outcome.failed)} failed "
-         f"in {outcome.seconds:.1f}s ({args.executor} executor); results in {args.out}")
+         f"in {outcome.seconds:.1f}s ({settings.executor} executor); results in {settings.out}")
     if outcome.waited:
-        info(f"{len(outcome.waited)} cells were claimed by another arqbench run on {args.out} and waited for")
+        info(f"{len(outcome.waited)} cells were claimed by another arqbench run on {settings.out} and waited for")
     for cell, error in outcome.failed:
         say(f"{cell.label()}: {error}", "[red]failed[/red] ")  # the summary, after each cell's "failed:" line
     return 1 if outcome.failed else 0

@@ -125,6 +125,60 @@ def test_run_takes_what_the_command_takes(tmp_path):
         table.acr.iloc[1]
 
 
+def test_run_is_the_command_without_its_argument_parser(cli, tmp_path, monkeypatch):
+    """arqbench.run and `arqbench run` call one use case: the library parses no argv, and both record the same
+    run_config for the same settings (a sweep file, switches, plugin options and an alias among them)."""
+    import argparse
+    import json
+
+    sweep = tmp_path / "sweep.toml"
+    sweep.write_text('methods = ["uniform"]\nbudget = 0.05\nsigma = [0.5]\n[options.irs]\nn_p = 0.1\ngamma = 0.98\n')
+    (tmp_path / "cli").mkdir(), (tmp_path / "api").mkdir()
+    monkeypatch.chdir(tmp_path / "cli")
+    code, _, err = cli("run", "--config", sweep, "--sigma", "0.25", "--no-save-models", "--quantize-ends",
+                       "--episodes", "2", "--option", "irs.n_p=0.2", "--out", "results", *TINY)
+    assert code == 0, err
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("arqbench.run parsed a command line")
+
+    monkeypatch.setattr(argparse.ArgumentParser, "parse_args", refuse)
+    monkeypatch.setattr(argparse.ArgumentParser, "parse_known_args", refuse)
+    monkeypatch.chdir(tmp_path / "api")
+    flags = dict(zip([f.lstrip("-").replace("-", "_") for f in TINY[::2]], TINY[1::2]))
+    table = arqbench.run(sweep, sigma=0.25, save_models=False, keep_ends=False, episodes=2,
+                         options={"irs": {"n_p": 0.2}}, out="results", **flags)
+    assert list(table.method) == ["fp32", "uniform"] and table.sigma.tolist() == [0.25, 0.25]
+
+    def run_config(where):
+        return json.loads((tmp_path / where / "results/digits/sigma0.25/budget0.05/uniform-seed0.json").read_text())[
+            "run_config"]
+
+    recorded = run_config("cli")
+    assert recorded == run_config("api")
+    assert recorded["keep-ends"] is False and recorded["save-models"] is False and recorded["episodes"] == 2
+    assert recorded["options"] == {"irs": {"n_p": 0.2, "gamma": 0.98}} and recorded["sigma"] == [0.25]
+    assert recorded["methods"] == ["uniform"] and recorded["config"] == str(sweep) and recorded["n"] == 200
+
+
+@pytest.mark.parametrize("setting,flags", [
+    ({"threads": 0}, ["--threads", "0"]),
+    ({"sigma": "abc"}, ["--sigma", "abc"]),
+    ({"n": "many"}, ["--n", "many"]),
+    ({"precision": "fp64"}, ["--precision", "fp64"]),
+    ({"methods": "nope"}, ["--methods", "nope"]),
+    ({"options": {"uniform": {"nope": 1}}}, ["--option", "uniform.nope=1"]),
+])
+def test_run_refuses_what_the_command_refuses_with_its_line(cli, tmp_path, setting, flags):
+    code, _, err = cli("run", "--out", tmp_path / "results", "--methods", "uniform", "--budget", "0.05", *TINY, *flags)
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    tiny = dict(zip([f.lstrip("-").replace("-", "_") for f in TINY[::2]], TINY[1::2]))
+    with pytest.raises(ArqbenchError) as raised:
+        arqbench.run(**{"methods": "uniform", "budget": 0.05, "out": tmp_path / "results", **tiny, **setting})
+    assert f"arqbench: error: {raised.value}" == err.strip()
+    assert not (tmp_path / "results").exists()
+
+
 def test_quantize_copies_and_quantizes_the_named_layers():
     model = arqbench.plugins.create("benchmark", "digits").build_model().eval()
     batch = torch.rand(32, 1, 8, 8)

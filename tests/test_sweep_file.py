@@ -60,12 +60,12 @@ def toml(settings: dict) -> str:
 
 
 def test_a_recorded_run_config_is_a_sweep_file_that_gives_the_same_settings(tmp_path):
-    from arqbench.cli import build_parser, parse
-    from arqbench.pipeline.sweepfile import resolved
+    from arqbench.cli import build_parser, parse, run_settings
+    from arqbench.pipeline.usecases import record
 
     def run_config(*argv):  # what a run records, as cli.main resolves it
         parser = build_parser()
-        return resolved(parse(parser, ["run", *map(str, argv)]), parser)
+        return record(run_settings(parser, parse(parser, ["run", *map(str, argv)])))
 
     first = tmp_path / "first.toml"
     first.write_text('methods = ["hawq", "robust-ilp"]\n')

@@ -49,21 +49,6 @@ class SweepSpec:
     settings: dict | None = None  # the resolved run settings (flags and --config file), recorded in every result
 
 
-    @classmethod
-    def from_args(cls, args, flags: dict) -> "SweepSpec":
-        """The sweep of ``arqbench run``'s parsed arguments (``flags``: its protocol settings, ``cli.overrides``)."""
-        import shlex
-
-        return cls(benchmarks=args.benchmarks, methods=args.methods or plugins.names("search"), sigmas=args.sigma,
-                   budgets=args.budget, seeds=args.seed, out=args.out, overrides=flags, preset=args.preset,
-                   device=args.device, data_root=args.data_root, checkpoint=args.checkpoint,
-                   normalization=args.normalization, force=args.force, executor=args.executor,
-                   address=args.address, cpus_per_task=args.cpus_per_task, gpus_per_task=args.gpus_per_task,
-                   certify_shards=args.certify_shards, workers=args.workers, threads=args.threads,
-                   command=shlex.join(["arqbench", *map(str, args.argv)]),
-                   save_models=getattr(args, "save_models", True), settings=getattr(args, "settings", None))
-
-
 @dataclass
 class Outcome:
     done: list[Cell] = field(default_factory=list)
