@@ -30,8 +30,8 @@ def script(home: Path, name: str, *args) -> subprocess.CompletedProcess:
 
 
 def test_every_script_in_benchmarks_is_tested_here():
-    tested = {"perf.py", "discrimination.py", "finetune_recipes.py", "finetune_batchnorm.py", "reward_fidelity.py",
-              "gpu_throughput.py", "threads.py", "episodes.py", "rescoring.py"}
+    tested = {"perf.py", "discrimination.py", "finetune_recipes.py", "reward_fidelity.py", "gpu_throughput.py",
+              "threads.py", "episodes.py", "rescoring.py", "profile_fidelity.py"}
     assert {p.name for p in SCRIPTS.glob("*.py")} == tested
 
 
@@ -74,9 +74,6 @@ def test_finetune_recipes_quick_on_a_tiny_run(home, tmp_path):
     assert "uniform" in out and "10%" in out and "20%" not in out  # --quick: the first cell only
     assert "recalibrate+freeze-0.5" in out and "per recipe: collapsed models" in out
     assert out.rstrip().splitlines()[-1].startswith("fewest collapsed models: ")
-    # the README's earlier command: today's recipe beside BatchNorm frozen
-    out = script(home, "finetune_batchnorm.py", results, "--quick").stdout
-    assert "protocol" in out and "frozen" in out and "recalibrate" not in out
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message of a machine without CUDA")
@@ -110,3 +107,24 @@ def test_episodes_quick(home, tmp_path):
     frame = __import__("pandas").read_csv(tmp_path / "episodes" / "episodes.csv")
     assert sorted(frame.episodes) == [2, 2, 4, 4] and (tmp_path / "episodes" / "episodes.png").stat().st_size > 0
     assert ((frame.acr_low <= frame.acr) & (frame.acr <= frame.acr_high)).all()
+
+
+def test_profile_fidelity_quick(home, tmp_path):
+    out = script(home, "profile_fidelity.py", "--quick", "--out", tmp_path / "pf").stdout
+    lines = out.rstrip().splitlines()
+    for method in ("certified", "paired"):
+        assert any(line.startswith(f"digits sigma 0.25 seed 0: {method} profile ") and "noisy forwards" in line
+                   for line in lines), method
+    assert any("cost certified/paired: time " in line and "hawq search " in line and "spearman " in line
+               for line in lines)
+    for budget in ("1.50%", "2.50%", "5.00%"):
+        assert any(line.startswith(f"digits sigma 0.25 seed 0 budget {budget}: paired - certified ACR ")
+                   for line in lines), budget
+    assert lines[-1].startswith("wrote summary.csv, profiles.csv and policies.csv")
+    pd = __import__("pandas")
+    summary = pd.read_csv(tmp_path / "pf" / "summary.csv")
+    assert len(summary) == 1 and summary.paired_forwards[0] < summary.certified_forwards[0]
+    profiles = pd.read_csv(tmp_path / "pf" / "profiles.csv")
+    assert sorted(set(profiles.method)) == ["certified", "paired"] and len(profiles) == 2 * 5 * 13
+    policies = pd.read_csv(tmp_path / "pf" / "policies.csv")
+    assert len(policies) == 2 * 3 and not list((tmp_path / "pf").glob("cold-cache-*"))  # cold caches removed

@@ -22,6 +22,8 @@ from arqbench.pipeline.config import resolve
 from arqbench.quantization.layers import profile_layers
 from arqbench.search.context import SearchContext
 from arqbench.search.ilp import CHOICES, ilp_policy
+from arqbench.search.estimate import Workload
+from arqbench.search.sensitivity import points as sensitivity_points
 from arqbench.search.sensitivity import policy_loss
 from arqbench.smoothing.core import SmoothingConfig
 
@@ -166,6 +168,22 @@ def test_the_profile_is_cached_and_reused(toy, capsys):
     assert "reused all 28 points" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("activations", [False, True])
+def test_the_dry_run_estimate_bounds_the_paired_profile_from_above(toy, activations):
+    """The estimate counts every point measured (none skipped): at least the profile's forwards, and for the
+    certified profile (here with as many samples per point) it is more."""
+    ctx = context(toy, 0.05, search_activations=activations, model_key=f"toy4-estimate-{activations}")
+    work = Workload(ctx.layers, TOY, ctx.protocol, ctx.smoothing, 0.05, search_images=60, finetune_images=300)
+    paired, certified = RobustILP(images=20), RobustILP(images=20, profile="certified")
+    (estimate,) = paired.estimate(work).shared.values()
+    (certified_estimate,) = certified.estimate(work).shared.values()
+    found = paired.search(ctx)
+    points = 2 * len(sensitivity_points(activations))  # the first and last layer stay 8/8 (keep_ends)
+    assert estimate == 20 * (100 + points * 100) >= found.info["profile_cache"]["forwards"]
+    assert found.info["profile_cache"]["forwards"] > 20 * 100  # f, and at least one point
+    assert certified_estimate > estimate  # here S = N_p; it pays f's certification and n0
+
+
 def test_fixed_and_tied_layers(toy):
     ctx = context(toy, 0.05, fixed={"0"})
     found = search(ctx, metric="disagreement", tie=[["2", "4"]])
@@ -177,7 +195,8 @@ def test_fixed_and_tied_layers(toy):
 def test_options_are_checked():
     for options, message in (({"metric": "loss"}, "robust-ilp.metric"), ({"images": 0}, "robust-ilp.images"),
                              ({"n": -1}, "robust-ilp.n"),
-                             ({"tie": "always"}, "robust-ilp.tie"), ({"certifier": "nope"}, "unknown certifier")):
+                             ({"tie": "always"}, "robust-ilp.tie"), ({"certifier": "nope"}, "unknown certifier"),
+                             ({"profile": "exact"}, "robust-ilp.profile"), ({"samples": 0}, "robust-ilp.samples")):
         with pytest.raises(ArqbenchError, match=message):
             RobustILP(**options)
 
@@ -211,7 +230,8 @@ def test_robust_ilp_on_digits_with_activations(cli, tmp_path, quick_digits_check
     info, policy = record["search"], record["policy"]
     assert policy["net.stem"] == policy["net.fc"] == [8, 8]
     assert policy["net.block2.conv1"] == policy["net.block2.shortcut.0"]
-    assert len(info["profile"]) == 5 * 13 and info["profile_cache"]["computed"] == 65
+    cache = info["profile_cache"]
+    assert len(info["profile"]) == 5 * 13 and cache["computed"] + cache["skipped"] == 65 and cache["forwards"] > 0
     assert set(info["sensitivity"]["net.block1.conv1"]) == {f"{w}/{a}" for w in CHOICES for a in CHOICES}
     assert summed({k: tuple(v) for k, v in policy.items()}, info) == pytest.approx(info["objective"])
     assert "robust-ilp" in plugins.names("search")

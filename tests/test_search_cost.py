@@ -82,7 +82,8 @@ def test_a_second_worker_that_waited_for_a_profile_reports_the_wait_apart_and_th
 
     trained = done["trained"]
     timing, profile = trained.timing, json.loads(measured)
-    assert trained.search["profile_cache"] == {"path": str(path), "reused": len(profile["rows"]), "computed": 0}
+    assert trained.search["profile_cache"] == {"path": str(path), "reused": len(profile["rows"]), "computed": 0,
+                                               "skipped": 0, "forwards": 0}
     assert timing["search_wait_s"] >= held  # blocked from before `held` started until after it ended
     assert timing["search_reused_s"] == pytest.approx(  # every point and f's numbers, each once
         sum(row["seconds"] for row in profile["rows"]) + profile["reference"]["seconds"])

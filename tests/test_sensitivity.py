@@ -1,12 +1,14 @@
 """The per-layer robustness-sensitivity profile: its entries against direct computations, its cache, its CSV."""
 
 import copy
+import re
 import threading
 
 import pandas as pd
 import pytest
 import torch
 from filelock import FileLock
+from scipy.stats import norm
 from torch.utils.data import Subset
 
 from arqbench import plugins
@@ -17,7 +19,8 @@ from arqbench.pipeline.config import resolve
 from arqbench.pipeline.prepare import prepare
 from arqbench.pipeline.results import Cell
 from arqbench.search import sensitivity
-from arqbench.smoothing.core import ESTIMATION, generators, sample_predictions
+from arqbench.smoothing.core import (ESTIMATION, generators, lower_confidence_bound, sample_predictions,
+                                    upper_confidence_bound)
 from arqbench.smoothing.metrics import summarize
 
 CPU = torch.device("cpu")
@@ -41,7 +44,7 @@ def test_an_entry_equals_a_direct_computation(digits):
     certifier: the float model and the model with only that layer quantized, on the same images and noise."""
     ctx = context(digits)
     layer = "net.block1.conv2"
-    measured = sensitivity.profile(ctx, [layer], False, "acr", "irs", images=6)
+    measured = sensitivity.profile(ctx, [layer], False, "acr", "irs", images=6, method="certified")
     (row,) = [r for r in measured.rows if r["w_bits"] == 2]
 
     certifier = plugins.create("certifier", "irs", n_p=0.5)
@@ -81,7 +84,7 @@ def test_disagreement_equals_a_direct_count(digits):
 
 def test_the_cache_is_reused_and_extended(digits, capsys):
     ctx = context(digits, seed=3)
-    first = sensitivity.profile(ctx, ["net.fc"], False, "acr", "irs", images=3)
+    first = sensitivity.profile(ctx, ["net.fc"], False, "acr", "irs", images=3, method="certified")
     assert first.computed == 7 and first.reused == 0 and first.path.is_file()
 
     calls, real = [], ctx.quantizer
@@ -93,14 +96,14 @@ def test_the_cache_is_reused_and_extended(digits, capsys):
 
     ctx.quantizer = Counting()
     capsys.readouterr()
-    again = sensitivity.profile(ctx, ["net.fc"], False, "acr", "irs", images=3)
+    again = sensitivity.profile(ctx, ["net.fc"], False, "acr", "irs", images=3, method="certified")
     assert calls == [] and again.reused == 7 and again.rows == first.rows
     assert "reused all 7 points" in capsys.readouterr().err
-    more = sensitivity.profile(ctx, ["net.fc", "net.stem"], True, "acr", "irs", images=3)
+    more = sensitivity.profile(ctx, ["net.fc", "net.stem"], True, "acr", "irs", images=3, method="certified")
     assert more.reused == 7 and more.computed == 13 + 6  # stem: 13 points; fc: its 6 activation points
     assert sorted(calls, key=str) == sorted([{"net.stem": p} for p in sensitivity.points(True)]
                                             + [{"net.fc": (8, a)} for a in range(2, 8)], key=str)
-    other = sensitivity.profile(ctx, ["net.fc"], False, "acr", "irs", images=4)  # another setting
+    other = sensitivity.profile(ctx, ["net.fc"], False, "acr", "irs", images=4, method="certified")  # another
     assert other.computed == 7 and other.path != first.path
 
 
@@ -165,7 +168,7 @@ def test_a_corrupt_cache_entry_is_rebuilt(digits, capsys):
     first = sensitivity.profile(ctx, ["net.fc"], False, "disagreement", "irs", images=2)
     first.path.write_text("{not json")
     again = sensitivity.profile(ctx, ["net.fc"], False, "disagreement", "irs", images=2)
-    assert again.computed == 7 and "rebuilding" in capsys.readouterr().err
+    assert again.computed + again.skipped == 7 and "rebuilding" in capsys.readouterr().err
     assert [r["disagreement"] for r in again.rows] == [r["disagreement"] for r in first.rows]
 
 
@@ -178,7 +181,8 @@ def test_profile_command_writes_the_csv_and_heatmap_and_a_run_reuses_it(cli, tmp
     assert csv.is_file() and (tmp_path / "digits-sigma0.25-seed0-sensitivity.png").is_file()
     frame = pd.read_csv(csv)
     assert len(frame) == 7 * 7 and set(frame["w_bits"]) == set(range(2, 8 + 1)) and set(frame["a_bits"]) == {8}
-    assert "net.block2.shortcut.0" in out and "measured 49 points" in err
+    counts = re.search(r"measured (\d+) points \(7 layers\).*, skipped (\d+) \(monotone in bits\)", err)
+    assert "net.block2.shortcut.0" in out and int(counts[1]) + int(counts[2]) == 49
     assert (frame["acr_drop"] == frame["acr_drop"]).all()  # no missing value
 
     code, _, err = cli("profile", "--sigma", "0.25", "--images", "4", "--out", tmp_path, *flags)
@@ -210,7 +214,110 @@ def test_a_quantizer_that_leaves_the_model_float_costs_nothing(digits):
         measured = sensitivity.profile(ctx, ["net.block1.conv1"], True, metric, "irs", images=4)
         measures = ("acr_drop", "smoothed_acc_drop") if metric == "acr" else ("disagreement",)
         assert len(measured.rows) == 13
-        assert all(row[k] == 0 for row in measured.rows for k in measures + ("clean_acc_drop",))
+        # measured points lose exactly 0; a skipped one (above a point within noise of zero) is set to 0 on the
+        # metric and measures nothing else
+        assert all(row[k] == 0 for row in measured.rows if not row.get("skipped")
+                   for k in measures + ("clean_acc_drop",))
+        assert all(row[measures[0]] == 0 and row["clean_acc_drop"] is None for row in measured.rows
+                   if row.get("skipped"))
+
+
+def paired_measure(ctx, images=6, samples=100):
+    """The paired method's measurer on the first ``images`` search images (f on N_p = 100 samples)."""
+    config = ctx.smoothing
+    return sensitivity._Paired(ctx, "acr", config, Subset(ctx.data.search, range(images)), 100, samples)
+
+
+def test_paired_an_8_bit_layer_is_within_noise_of_zero_and_a_2_bit_one_a_clear_drop(digits):
+    ctx = context(digits)
+    measure = paired_measure(ctx, images=20)
+    f = measure(ctx.model)
+    assert f["acr"] > 0 and f["disagreement"] == 0
+    layer = "net.block1.conv2"
+    high, low = (measure(ctx.quantize({layer: bits})) for bits in ((8, 8), (2, 8)))
+    high_drop, low_drop = f["acr"] - high["acr"], f["acr"] - low["acr"]
+    assert high["within_noise"] and abs(high_drop) <= sensitivity.Z * high["drop_se"]
+    assert not low["within_noise"] and low_drop > sensitivity.Z * low["drop_se"] > 0
+    assert low["disagreement"] > high["disagreement"]
+
+
+def test_paired_a_copy_of_f_loses_exactly_nothing_and_an_entry_equals_a_direct_computation(digits):
+    """A model predicting as f does on every replayed sample loses exactly 0 (same noise, same estimator);
+    a quantized point's ACR is IRS's radius sigma Phi^-1(pA_lower - zeta) computed here from scratch."""
+    ctx = context(digits)
+    measure = paired_measure(ctx, images=6)
+    f = measure(ctx.model)
+    same = measure(copy.deepcopy(ctx.model))
+    assert same["acr"] == f["acr"] and same["disagreement"] == 0 and same["within_noise"]
+
+    quantized = ctx.quantize({"net.block1.conv2": (2, 8)})
+    got = measure(quantized)
+    xs = torch.stack([ctx.data.search[i][0] for i in range(6)])
+    labels = [ctx.data.search[i][1] for i in range(6)]
+
+    def predictions(model, num):
+        return sample_predictions(model, xs, num, 0.25, 400, generators(CPU, 0, range(6), ESTIMATION))
+
+    floats, mine = predictions(ctx.model, 100), predictions(quantized, 100)
+    radii = []
+    for i in range(6):
+        c_a = int(torch.mode(floats[i]).values)
+        p_lower = lower_confidence_bound(int((floats[i] == c_a).sum()), 100, ctx.smoothing.alpha)
+        zeta = upper_confidence_bound(int((mine[i] != floats[i]).sum()), 100, sensitivity.ALPHA_ZETA)
+        p = p_lower - zeta
+        radii.append(0.25 * norm.ppf(p) if p >= 0.5 and c_a == int(labels[i]) else 0.0)
+    assert got["acr"] == pytest.approx(sum(radii) / 6, abs=1e-12)
+    assert got["disagreement"] == pytest.approx((mine != floats).double().mean().item(), abs=1e-12)
+
+
+def test_paired_skips_by_monotonicity_exactly_what_it_should(digits):
+    """A constructed case: at 4 bits or more (weights and activations) the 'quantized' layer is f itself, below
+    that its weights are zeroed. Each series is measured from 2 bits up to the first point within noise of zero
+    (4 bits), and every point above it is recorded as skipped, at 0; cached, the skips are reused as such."""
+    ctx = context(digits, seed=6)
+    layer, calls = "net.block1.conv1", []
+
+    class Constructed:
+        def quantize(self, model, policy, calibration):
+            calls.append(policy[layer])
+            out = copy.deepcopy(model)
+            if min(policy[layer]) < 4:
+                with torch.no_grad():
+                    dict(out.named_modules())[layer].weight.zero_()
+            return out
+
+    ctx.quantizer = Constructed()
+    measured = sensitivity.profile(ctx, [layer], True, "disagreement", "irs", images=8)
+    rows = {(r["w_bits"], r["a_bits"]): r for r in measured.rows}
+    skipped = {bits for bits, r in rows.items() if r.get("skipped")}
+    assert skipped == {(w, 8) for w in range(5, 9)} | {(8, a) for a in range(5, 8)}
+    assert sorted(calls) == sorted([(2, 8), (3, 8), (4, 8), (8, 2), (8, 3), (8, 4)])
+    assert measured.computed == 6 and measured.skipped == 7
+    assert all(rows[b]["disagreement"] == 0 and rows[b]["clean_acc_drop"] is None for b in skipped)
+    assert rows[4, 8]["within_noise"] and rows[4, 8]["disagreement"] == 0
+    assert not rows[3, 8]["within_noise"] and rows[3, 8]["disagreement"] > 0
+    table = measured.sensitivity([layer], True, "disagreement")[layer]
+    assert table[(6, 7)] == 0 and table[(2, 8)] == rows[2, 8]["disagreement"]
+    assert measured.forwards == 8 * 100 + 6 * 8 * 100  # f on N_p, then the measured points only
+
+    calls.clear()
+    again = sensitivity.profile(ctx, [layer], True, "disagreement", "irs", images=8)
+    assert calls == [] and again.reused == 13 and again.rows == measured.rows
+
+
+def test_the_cache_key_names_the_method_and_version(digits):
+    ctx = context(digits, seed=7)
+    paired = sensitivity.profile(ctx, ["net.fc"], False, "disagreement", "irs", images=2)
+    certified = sensitivity.profile(ctx, ["net.fc"], False, "disagreement", "irs", images=2, method="certified")
+    assert sensitivity.VERSION >= 2 and paired.key["version"] == certified.key["version"] == sensitivity.VERSION
+    assert (paired.key["method"], certified.key["method"]) == ("paired", "certified")
+    assert paired.key["paired"] == {"samples": sensitivity.SAMPLES, "z": sensitivity.Z,
+                                    "alpha_zeta": sensitivity.ALPHA_ZETA} and "paired" not in certified.key
+    assert paired.path != certified.path
+    fewer = sensitivity.profile(ctx, ["net.fc"], False, "disagreement", "irs", images=2, point_samples=50)
+    assert fewer.path != paired.path and fewer.reused == 0
+    with pytest.raises(ArqbenchError, match="method must be one of"):
+        sensitivity.profile(ctx, ["net.fc"], False, "acr", "irs", method="exact")
 
 
 def test_a_profile_reports_each_point_it_measures_through_the_context(digits):

@@ -5,13 +5,31 @@ by the run's quantizer (weights at w bits, the layer's input activation at a bit
 batches); every other layer stays float (the quantizer gets a policy naming layer i alone). Measured on the
 search split (held out of the training data, never the certification subset):
 
-- metric ``acr``: ACR and smoothed accuracy of the smoothed f_{i,w,a} on the first ``images`` search images,
-  by the given certifier with f as the reference (``irs``: N_p = n_p x n replayed noisy samples per image
-  against f's cached certification, or N_p fresh ones where it re-certifies from scratch); f itself is
-  measured by the same certifier with the same settings and seeds (with ``irs``: f against itself, zero
-  disagreements), so both sides share one estimator and its noise, and a layer left at float loses exactly 0;
-- metric ``disagreement``: the fraction of N_p noisy samples per image (the noise IRS replays) on which
-  f_{i,w,a} and f predict differently (the certifier only sets N_p);
+- metric ``acr``, method ``paired`` (the default): the ACR and smoothed accuracy IRS would certify for the
+  smoothed f_{i,w,a} against f on the first ``images`` search images, estimated on one set of noise shared
+  by f and every point. f is sampled once, on N_p = the certifier's ``samples`` (``irs``: n_p x n) replayed
+  noisy copies of each image (IRS's estimation stream): cA = its most frequent class, pA_lower = the
+  Clopper-Pearson lower bound (alpha) of cA's count. A point is sampled on the first S = ``SAMPLES`` (100)
+  of the same copies only; with d its disagreements with f there, its radius on the image is
+
+      R = sigma Phi^-1(pA_lower - zeta(d)),   zeta(d) = Clopper-Pearson upper bound (``ALPHA_ZETA``) of d / S,
+
+  0 where that is below 1/2 or cA is not the label (IRS's incremental certificate, with S samples and no
+  from-scratch fallback); f's own numbers are the same formula at d = 0, so a model predicting as f on every
+  replayed sample loses exactly 0, and the drop grows with the disagreements. The noise is common to all
+  points, so their differences are estimated paired, and S is a tenth of what ``certified`` spends.
+  Monotonicity in bits: each series (weights at w = 2..8, activations at a = 2..7) is measured from 2 bits
+  up; once a point's loss is within noise of zero (|mean| <= ``Z`` x its standard error over the images:
+  a handful of images with a disagreement at most), the points above it are not measured but recorded as
+  ``skipped``, at 0 on the metric (the value the ILP uses) and None elsewhere;
+- metric ``acr``, method ``certified`` (robust-ilp's profile before version 2): ACR and smoothed accuracy of
+  the smoothed f_{i,w,a} certified by the given certifier with f as the reference (``irs``: N_p = n_p x n
+  replayed noisy samples per image against f's cached certification, or N_p fresh ones where it
+  re-certifies from scratch); f itself is measured by the same certifier with the same settings and seeds
+  (with ``irs``: f against itself, zero disagreements), so both sides share one estimator and its noise,
+  and a layer left at float loses exactly 0;
+- metric ``disagreement``: the fraction of the noisy samples per image (``paired``: S; ``certified``: N_p)
+  on which f_{i,w,a} and f predict differently (``paired`` skips above a point within noise of zero too);
 - always ``clean_acc``: top-1 of the base classifier on the whole search split;
 
 with ``X_drop = X(f) - X(f_{i,w,a})`` for each (disagreement is a loss already: 0 for f).
@@ -22,18 +40,27 @@ single-layer losses, and a layer's loss at (w, a) is s(w, 8) + s(8, a) - s(8, 8)
 different layers interact (they compound, or cancel), so this is an assumption whose quality (how well the
 prediction ranks policies as their certified ACR does) has to be measured, not taken for granted.
 
-Cost: (layers x points) quantize-and-calibrate passes, each followed by images x N_p noisy forwards and one
-clean pass over the search split, plus f's own certification (images x n, cached by the certifier). Digits
-defaults (100 images, n_p = 0.1 x 2000): every layer's weights, 7 x 7 points, about 1M forwards, took 20 s on
-2 CPU cores, f's certification included; the 5 free layers with activations, 65 points, 21-29 s.
+Cost (noisy forward passes; each point also pays one quantize-and-calibrate pass and a clean pass over the
+search split): ``paired``: images x (N_p + S x measured points), at most images x (N_p + S x points) (what
+robust-ilp's dry-run estimate counts); ``certified``: images x (n0 + n) for f's certification (cached by
+``irs``) plus images x N_p (n0 + N_p where IRS falls back) per point. Digits, sigma 0.25, activations (5 free
+layers, 65 points, 100 images, n = 10,000, N_p = 1,000): ``certified`` 7.7M forwards, 181 s on one
+contended thread; ``paired`` without skipping 0.75M, and its Spearman correlation with ``certified`` over the
+65 points 0.978 (``benchmarks/profile_fidelity.py`` measures both side by side, and the policies and
+shipped ACR the ILP gets from each). S = 100 was chosen there: ranking points by their disagreement (what
+drives both profiles) correlates with ``certified`` at 0.958 with S = 50, 0.982 with 100, 0.987 with 200.
+``arq``'s predicted radius (p = pA_f + (k_q - k_f) / S through CERTIFY's bound at n) was tried as the paired
+estimate and rejected: near zero it is dominated by which few images happen to disagree (Spearman 0.6 with
+``certified``, 0.78 between S = 100 and S = 200).
 
 Measured points are cached under ``$ARQBENCH_HOME/sensitivity/<key>.json``, keyed by everything that changes
 them (base model, sigma, seed, the quantizer and the certifier with their options, the certification
-settings, images, metric); a request computes only the points the cache lacks.
+settings, images, metric, method and its settings); a request computes only the points the cache lacks.
 """
 
 import json
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -48,11 +75,16 @@ from arqbench.errors import ArqbenchError, Busy
 from arqbench.models.data import examples
 from arqbench.quantization.policy import MAX_BITS, MIN_BITS, Policy
 from arqbench.search.context import SearchContext
-from arqbench.smoothing.core import ESTIMATION, generators, sample_predictions
+from arqbench.smoothing.core import (ESTIMATION, certified_radius, generators, lower_confidence_bound,
+                                    sample_predictions, upper_confidence_bound)
 from arqbench.smoothing.metrics import summarize
 
-VERSION = 1  # bump when what a point measures changes
+VERSION = 2  # bump when what a point measures changes (2: the paired method, skipped points)
 METRICS = ("acr", "disagreement")
+METHODS = ("paired", "certified")  # how a point is measured (module docstring); the first is the default
+SAMPLES = 100  # paired: noisy samples per image per point (module docstring: how this was chosen)
+ALPHA_ZETA = 0.001  # paired: level of the disagreement bound (irs's default alpha_zeta)
+Z = 3.0  # paired: a point is within noise of zero when |mean drop| <= Z x its standard error over the images
 IMAGES = 100  # search images certified per point (module docstring: the cost)
 MAX_N = 10_000  # the certifier's n per point unless given: the run's n, at most this (a ranking, not a certificate)
 MEASURES = ("acr", "smoothed_acc", "clean_acc", "disagreement")
@@ -83,6 +115,8 @@ class Profile:
     reused: int = 0  # points read from the cache by this request
     computed: int = 0
     seconds: float = 0.0  # spent by this request, waits for another process's lock excluded
+    skipped: int = 0  # points of this request not measured: monotonicity in bits set them (module docstring)
+    forwards: int = 0  # noisy forward passes spent by this request (f's included)
 
     def frame(self) -> pd.DataFrame:
         """The tidy table: one row per measured point, with the base model, sigma and seed it belongs to."""
@@ -123,21 +157,28 @@ def policy_loss(policy: Policy, sensitivity: dict[str, dict[tuple, float]]) -> f
 
 
 def profile(ctx: SearchContext, layers: list[str], activations: bool, metric: str, certifier: str,
-            images: int = IMAGES, n: int | None = None, who: str = "sensitivity profile") -> Profile:
+            images: int = IMAGES, n: int | None = None, who: str = "sensitivity profile", method: str = METHODS[0],
+            point_samples: int = SAMPLES) -> Profile:
     """Measure (or read from the cache) the points of ``layers`` (module docstring); logs what it reused.
     Reports to ``ctx.ledger`` each point (and f's numbers) it read from the cache, at the seconds it took when
     measured, each point it measured, and the time it waited for another process measuring the profile.
 
-    ``certifier``: the name of the certifier plugin that measures the ACR, built with the run's options for
-    it (``ctx.protocol``), f being its reference on the search split (``ctx.reference()``); for metric
-    ``disagreement`` it only sets the samples per image (its ``samples(config)``, as ``irs``'s N_p; n for a
-    certifier without one). ``images``: search images per point; ``n``: the certifier's n (default
-    ``samples(ctx.smoothing.n)``).
+    ``method``: ``paired`` (default) or ``certified`` (module docstring). ``certifier``: the name of the
+    certifier plugin built with the run's options for it (``ctx.protocol``), f being its reference on the
+    search split (``ctx.reference()``): ``certified`` measures each point's ACR with it; otherwise it only sets
+    the samples per image (its ``samples(config)``, as ``irs``'s N_p; n for a certifier without one), which
+    ``paired`` spends on f alone. ``images``: search images per point; ``n``: the certifier's n (default
+    ``samples(ctx.smoothing.n)``), which ``paired`` also predicts radii at; ``point_samples``: ``paired``'s
+    samples per image per point.
     """
     if metric not in METRICS:
         raise ArqbenchError(f"{who}: metric must be one of {', '.join(METRICS)}, got {metric!r}")
+    if method not in METHODS:
+        raise ArqbenchError(f"{who}: method must be one of {', '.join(METHODS)}, got {method!r}")
     if not isinstance(images, int) or images < 1:
         raise ArqbenchError(f"{who}: images must be a positive integer, got {images!r}")
+    if not isinstance(point_samples, int) or point_samples < 1:
+        raise ArqbenchError(f"{who}: samples must be a positive integer, got {point_samples!r}")
     unknown = sorted(set(layers) - {l.name for l in ctx.layers})
     if unknown:
         raise ArqbenchError(f"{who}: '{unknown[0]}' is not a quantizable layer of this model")
@@ -146,12 +187,14 @@ def profile(ctx: SearchContext, layers: list[str], activations: bool, metric: st
     measurer = ctx.protocol.create("certifier", certifier)
     subset = Subset(ctx.data.search, list(range(min(images, len(ctx.data.search)))))
     quantizer = ctx.protocol.quantizer
-    key = {"what": "sensitivity", "version": VERSION, "reference": ctx.reference_key, "sigma": ctx.sigma,
-           "seed": ctx.seed, "quantizer": quantizer,
+    key = {"what": "sensitivity", "version": VERSION, "method": method, "reference": ctx.reference_key,
+           "sigma": ctx.sigma, "seed": ctx.seed, "quantizer": quantizer,
            "quantizer_options": ctx.protocol.plugin_options("quantizer", quantizer), "metric": metric,
            "certifier": certifier, "certifier_options": ctx.protocol.plugin_options("certifier", certifier),
            "smoothing": {"n0": config.n0, "n": config.n, "alpha": config.alpha, "precision": config.precision},
            "images": len(subset), "search_split": len(ctx.data.search)}
+    if method == "paired":
+        key["paired"] = {"samples": point_samples, "z": Z, "alpha_zeta": ALPHA_ZETA}
     path = files.cache_path("sensitivity", key, ".json")
     # one process measures a profile at a time: a second one asking for the same points waits, then reuses them
     # (or, told not to wait, says so: a sweep runs its other cells meanwhile)
@@ -175,32 +218,122 @@ def profile(ctx: SearchContext, layers: list[str], activations: bool, metric: st
                 ctx.ledger.reused(f"{item}/{name}/{w}/{a}", have[name, w, a].get("seconds", 0.0))
         if ref is not None:
             ctx.ledger.reused(f"{item}/reference", ref.get("seconds", 0.0))
+        forwards = 0
         if missing:
-            measure = _Measure(ctx, metric, measurer, config, subset)
+            if method == "paired":
+                measure = _Paired(ctx, metric, config, subset, _samples_of(measurer, config), point_samples)
+            else:
+                measure = _Measure(ctx, metric, measurer, config, subset)
             if ref is None:
                 ref = {**measure(ctx.model), "seconds": time.perf_counter() - start}
                 ctx.ledger.measured(f"{item}/reference")
             with ctx.progress(f"{who}: points", len(missing)) as advance:
                 for name, w, a in missing:
                     layer, begun = by_name[name], time.perf_counter()
-                    numbers = measure(ctx.quantize({name: (w, a)}))
-                    have[name, w, a] = {"layer": name, "index": layer.index, "kind": layer.kind, "w_bits": w,
-                                        "a_bits": a, **numbers, **_drops(ref, numbers),
-                                        "seconds": time.perf_counter() - begun}
+                    row = {"layer": name, "index": layer.index, "kind": layer.kind, "w_bits": w, "a_bits": a}
+                    below = _below(have, name, w, a)
+                    if method == "paired" and below is not None and below.get("within_noise"):
+                        # monotone in bits: no more loss than the point below, itself within noise of zero
+                        row.update({**dict.fromkeys(MEASURES), **_drops({}, {}), "skipped": True,
+                                    "within_noise": True, "seconds": 0.0})
+                        row[_column(metric)] = 0.0
+                    else:
+                        numbers = measure(ctx.quantize({name: (w, a)}))
+                        row.update({**numbers, **_drops(ref, numbers), "seconds": time.perf_counter() - begun})
+                        ctx.ledger.measured(f"{item}/{name}/{w}/{a}")
+                    have[name, w, a] = row
                     advance()
-                    ctx.ledger.measured(f"{item}/{name}/{w}/{a}")
+            forwards = measure.forwards
             order = {l.name: l.index for l in ctx.layers}
             rows = sorted(have.values(), key=lambda r: (order.get(r["layer"], -1), r["a_bits"] != MAX_BITS,
                                                         -r["w_bits"], -r["a_bits"]))
             files.write_json_atomic(path, {"key": key, "reference": ref, "rows": rows})
     seconds = time.perf_counter() - start
-    result = Profile(key, path, ref, [have[p] for p in wanted], len(wanted) - len(missing), len(missing), seconds)
+    rows = [have[p] for p in wanted]
+    skipped = sum(bool(have[p].get("skipped")) for p in missing)
+    result = Profile(key, path, ref, rows, len(wanted) - len(missing), len(missing) - skipped, seconds, skipped,
+                     forwards)
     if missing:
-        info(f"{who}: measured {len(missing)} points ({len(set(layers))} layers) in {seconds:.1f}s"
+        info(f"{who}: measured {result.computed} points ({len(set(layers))} layers) in {seconds:.1f}s"
+             + (f", skipped {skipped} (monotone in bits)" if skipped else "")
              + (f", reused {result.reused} from the cache" if result.reused else "") + f"; cached in {path}")
     else:
         info(f"{who}: reused all {len(wanted)} points from the cache {path}")
     return result
+
+
+def _column(metric: str) -> str:
+    return "acr_drop" if metric == "acr" else "disagreement"
+
+
+def _below(have: dict, name: str, w: int, a: int) -> dict | None:
+    """The point one bit lower in the same series (weights at a = 8, or activations at w = 8), if measured."""
+    if a == MAX_BITS and w > MIN_BITS:
+        return have.get((name, w - 1, a))
+    if w == MAX_BITS and MIN_BITS < a < MAX_BITS:
+        return have.get((name, w, a - 1))
+    return None
+
+
+def _samples_of(certifier, config) -> int:
+    return certifier.samples(config) if hasattr(certifier, "samples") else config.n
+
+
+class _Paired:
+    """Every point against f on the same noise (module docstring): f's predictions once, on ``float_samples``
+    replayed samples per image; a model's on the first ``samples`` of them."""
+
+    def __init__(self, ctx: SearchContext, metric: str, config, subset: Subset, float_samples: int, samples: int):
+        self.ctx, self.metric, self.config = ctx, metric, config
+        self.samples = min(samples, float_samples)
+        self.xs = torch.stack([x for _, x, _ in examples(subset)]).to(ctx.device)
+        self.indices = [index for index, _, _ in examples(subset)]
+        labels = torch.tensor([label for _, _, label in examples(subset)])
+        f = self._predictions(ctx.model, float_samples)
+        c_a = torch.mode(f, dim=1).values
+        self.correct = (c_a == labels).tolist()
+        self.p_lower = [lower_confidence_bound(int(k), float_samples, config.alpha)
+                        for k in (f == c_a[:, None]).sum(dim=1).tolist()]
+        self.f_first = f[:, :self.samples]
+        self.forwards = len(self.xs) * float_samples
+        self.f_radii = self.radii(torch.zeros(len(self.xs), dtype=torch.long))
+
+    def _predictions(self, model, num: int) -> torch.Tensor:
+        config = self.config
+        gens = generators(self.ctx.device, config.seed, self.indices, ESTIMATION)
+        return sample_predictions(model, self.xs, num, config.sigma, config.batch_size, gens,
+                                  config.precision).cpu()
+
+    def radii(self, disagreements: torch.Tensor) -> torch.Tensor:
+        """Per image, R = sigma Phi^-1(pA_lower - zeta), zeta the upper bound on the disagreement rate from the
+        ``disagreements`` among ``samples``; 0 where that is below 1/2 or f's class is not the label."""
+        out = []
+        for d, p_lower, correct in zip(disagreements.tolist(), self.p_lower, self.correct):
+            p = p_lower - upper_confidence_bound(int(d), self.samples, ALPHA_ZETA)
+            out.append(certified_radius(self.config.sigma, p) if p >= 0.5 and correct else 0.0)
+        return torch.tensor(out, dtype=torch.double)
+
+    def __call__(self, model) -> dict:
+        """The model's numbers, with the standard error of the metric's loss over the images and whether that
+        loss is within noise of zero."""
+        out = dict.fromkeys(MEASURES)
+        out["clean_acc"] = self.ctx.accuracy(model)
+        if model is self.ctx.model:
+            predictions = self.f_first
+        else:
+            predictions = self._predictions(model, self.samples)
+            self.forwards += len(self.xs) * self.samples
+        differ = (predictions != self.f_first).sum(dim=1)
+        if self.metric == "acr":
+            radii = self.radii(differ)
+            out.update(acr=radii.mean().item(), smoothed_acc=(radii > 0).double().mean().item())
+            loss = self.f_radii - radii
+        else:
+            loss = differ.double() / self.samples
+        error = loss.std().item() / len(loss) ** 0.5 if len(loss) > 1 else 0.0
+        out.update(disagreement=differ.sum().item() / differ.numel() / self.samples, drop_se=error,
+                   within_noise=abs(loss.mean().item()) <= Z * error)
+        return out
 
 
 class _Measure:
@@ -209,16 +342,22 @@ class _Measure:
     def __init__(self, ctx: SearchContext, metric: str, certifier, config, subset: Subset):
         self.ctx, self.metric, self.certifier, self.config, self.subset = ctx, metric, certifier, config, subset
         self.reference = ctx.reference()
-        self.samples = certifier.samples(config) if hasattr(certifier, "samples") else config.n
+        self.samples = _samples_of(certifier, config)
         self._float: torch.Tensor | None = None
+        self.counter = [0]
+
+    @property
+    def forwards(self) -> int:
+        return self.counter[0]
 
     def __call__(self, model) -> dict:
         ctx = self.ctx
         out = dict.fromkeys(MEASURES)
         out["clean_acc"] = ctx.accuracy(model)
         if self.metric == "acr":
-            certs = self.certifier.certify(model, examples(self.subset), self.config, ctx.benchmark.num_classes,
-                                           reference=self.reference)
+            with _counting(self.counter, model, ctx.model):
+                certs = self.certifier.certify(model, examples(self.subset), self.config, ctx.benchmark.num_classes,
+                                               reference=self.reference)
             numbers = summarize(certs, ctx.benchmark.radii)
             out.update(acr=numbers["acr"], smoothed_acc=numbers["smoothed_acc"])
         else:
@@ -232,8 +371,23 @@ class _Measure:
         device = self.ctx.device
         xs = torch.stack([x for _, x, _ in examples(self.subset)]).to(device)
         gens = generators(device, self.config.seed, range(len(xs)), ESTIMATION)
-        return sample_predictions(model, xs, self.samples, self.config.sigma, self.config.batch_size, gens,
-                                  self.config.precision)
+        with _counting(self.counter, model):
+            return sample_predictions(model, xs, self.samples, self.config.sigma, self.config.batch_size, gens,
+                                      self.config.precision)
+
+
+@contextmanager
+def _counting(counter: list, *models):
+    """Adds to ``counter[0]`` the inputs every forward pass of ``models`` sees meanwhile."""
+    def hook(module, inputs):
+        counter[0] += len(inputs[0])
+
+    handles = [m.register_forward_pre_hook(hook) for m in {id(m): m for m in models}.values()]
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
 
 
 def _drops(reference: dict, numbers: dict) -> dict:

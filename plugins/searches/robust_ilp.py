@@ -6,10 +6,13 @@ certifies is another quantity. Here each layer's sensitivity is measured on the 
 1. For each free layer i and bit choice (weights b, and activations b when they are searched), quantize
    layer i alone (the rest float, the run's quantizer, the common calibration) and measure on the search
    split what the smoothed classifier loses against the float model f (``arqbench.search.sensitivity``):
-   by default (``metric=acr``) the drop in ACR, certified incrementally by ``irs`` (with the run's options
-   for it: N_p = irs.n_p x n samples per image) against f's cached certification, f measured by the same
-   estimator; ``metric=disagreement``: how often the quantized model's prediction on those N_p noisy samples
-   differs from f's.
+   by default (``metric=acr``, ``profile=paired``) the drop in the ACR IRS certifies against f, every point
+   on the same replayed noise as f (f on N_p = irs.n_p x n samples per image, once; a point on the first
+   ``samples`` = 100 of them), measuring each series from 2 bits up and skipping the bits above a point whose
+   drop is within noise of zero (recorded as skipped, at 0); ``profile=certified`` (before version 2:
+   kept for ``benchmarks/profile_fidelity.py``): each point certified by ``irs`` on N_p samples per image
+   against f's cached certification; ``metric=disagreement``: how often the quantized model's prediction
+   on those samples differs from f's.
 2. Assume the losses add up (across layers, and between a layer's weights and its activations:
    s_i(w, a) = s_i(w, 8) + s_i(8, a) - s_i(8, 8)), and choose bits by the ILP of ``arqbench.search.ilp``
    (pulp + CBC, tied layers, the run's cost model and budget) minimizing the summed sensitivity; among
@@ -17,12 +20,13 @@ certifies is another quantity. Here each layer's sensitivity is measured on the 
 
 The additivity assumption is what makes the search cheap (one measurement per layer and bit choice instead of
 one per policy); it ignores how layers' errors compound, so its quality is a measured number (the search's
-reward fidelity), not a given. Cost: free layers x bit choices (7; 13 with activations) x images x n_p noisy
-forwards, plus f's certification once (images x n, cached by ``irs``), as ``estimate`` counts it for
-``--dry-run``; on digits with the defaults (5 free layers, 100 images, n_p = 0.1 x 10000) 35 points, or 65
-with activations: about 54 s of search on 2 quiet CPU cores from a cold cache (214 s on one contended
-thread), f's certification included, and milliseconds once cached. Measured points are cached
-per base model and setting, like HAWQ's traces, and shared with ``arqbench profile``.
+reward fidelity), not a given. Cost (``paired``): images x N_p noisy forwards for f, then images x
+``samples`` per measured point, at most free layers x bit choices (7; 13 with activations): ``estimate``
+counts every point, an upper bound for ``--dry-run`` (skipping typically saves a tenth to a third). On
+digits (5 free layers, activations, 100 images, N_p = 1,000) that is 0.75M forwards at most against the
+``certified`` profile's 7.7M (f's certification at n = 10,000 included); ``benchmarks/profile_fidelity.py``
+measures both side by side with HAWQ's search, and the policies and shipped ACR each gives. Measured points
+are cached per base model and setting, like HAWQ's traces, and shared with ``arqbench profile``.
 
 The result's search info holds ``objective``, the ILP's objective of the chosen policy: its summed
 sensitivity, the loss the additivity assumption predicts (lower is better; as ``hawq``'s objective);
@@ -30,8 +34,9 @@ sensitivity, the loss the additivity assumption predicts (lower is better; as ``
 points, drawn as a heatmap by ``arqbench leaderboard``). ``RobustILP.objective(ctx, policy)`` gives the same
 objective for any policy (measuring the profile if it is not cached), e.g. to rank arbitrary policies.
 
-Options (``--option robust-ilp.KEY=VALUE``): metric (acr | disagreement), images (search images per point,
-default 100), n (the certifier's n, default the run's, at most 10,000), certifier (default irs; its own options, e.g.
+Options (``--option robust-ilp.KEY=VALUE``): metric (acr | disagreement), profile (paired | certified),
+samples (paired: samples per image per point, default 100), images (search images per point, default 100),
+n (the certifier's n, default the run's, at most 10,000), certifier (default irs; its own options, e.g.
 ``--option irs.n_p=0.05`` or ``--np``, set how it measures), tie ("benchmark", "none", or a list of lists of
 layer names).
 """
@@ -53,9 +58,14 @@ def bits_key(bits) -> str:
 
 class RobustILP:
     def __init__(self, metric: str = "acr", images: int = sensitivity.IMAGES, n: int | None = None,
-                 certifier: str = "irs", tie="benchmark"):
+                 certifier: str = "irs", tie="benchmark", profile: str = sensitivity.METHODS[0],
+                 samples: int = sensitivity.SAMPLES):
         if metric not in sensitivity.METRICS:
             raise ArqbenchError(f"{NAME}.metric must be one of {', '.join(sensitivity.METRICS)}, got {metric!r}")
+        if profile not in sensitivity.METHODS:
+            raise ArqbenchError(f"{NAME}.profile must be one of {', '.join(sensitivity.METHODS)}, got {profile!r}")
+        if not isinstance(samples, int) or samples < 1:
+            raise ArqbenchError(f"{NAME}.samples must be a positive integer, got {samples!r}")
         if not isinstance(images, int) or images < 1:
             raise ArqbenchError(f"{NAME}.images must be a positive integer, got {images!r}")
         if n is not None and (not isinstance(n, int) or n < 1):
@@ -66,6 +76,7 @@ class RobustILP:
                                 f"got {tie!r}")
         require_plugin("certifier", certifier)
         self.metric, self.images, self.n, self.certifier, self.tie = metric, images, n, certifier, tie
+        self.profile, self.samples = profile, samples
 
     def ties(self, ctx) -> list[list[str]]:
         if self.tie == "benchmark":
@@ -78,7 +89,7 @@ class RobustILP:
         units, _ = tie_units(ctx.layers, ctx.fixed, groups, NAME)
         free = [name for unit in units for name in unit]
         measured = sensitivity.profile(ctx, free, ctx.search_activations, self.metric, self.certifier, self.images,
-                                       self.n, who=f"{NAME}: sensitivity profile")
+                                       self.n, f"{NAME}: sensitivity profile", self.profile, self.samples)
         return measured.sensitivity(free, ctx.search_activations, self.metric), measured, groups
 
     def objective(self, ctx, policy) -> float:
@@ -87,17 +98,25 @@ class RobustILP:
         return sensitivity.policy_loss(policy, table)
 
     def estimate(self, work) -> Cost:
-        """f's certification on the search images (cached by the certifier after the first run), then one
-        certification per (free layer, bit choice) point; all of it is cached per base model, seed and setting
-        and shared by every budget's cell, the ILP itself costs nothing."""
+        """An upper bound. ``paired``: f on N_p samples per search image, then ``samples`` per image for every
+        (free layer, bit choice) point, as if none were skipped (skipping, by monotonicity in bits, saves some).
+        ``certified``: f's certification on the search images (cached by the certifier after the first run),
+        then one certification per point. All of it is cached per base model, seed and setting and shared by
+        every budget's cell, the ILP itself costs nothing."""
         certifier = work.protocol.create("certifier", self.certifier)
         config = replace(work.smoothing, n=self.n or sensitivity.samples(work.smoothing.n))
         images = min(self.images, work.search_images)
         free = [l.name for l in work.layers if l.name not in fixed_layers(work.layers, work.protocol.keep_ends)]
         activations = work.protocol.search_activations
         measured = len(free) * len(sensitivity.points(activations))
-        profile = images * (config.n0 + config.n) + (1 + measured) * work.certify_forwards(images, certifier, config)
-        key = (NAME, config.seed, self.metric, self.certifier, images, config.n, activations, tuple(free))
+        if self.profile == "paired":
+            float_samples = certifier.samples(config) if callable(getattr(certifier, "samples", None)) else config.n
+            profile = images * (float_samples + measured * min(self.samples, float_samples))
+        else:
+            profile = images * (config.n0 + config.n) + (1 + measured) * work.certify_forwards(images, certifier,
+                                                                                                config)
+        key = (NAME, config.seed, self.metric, self.certifier, images, config.n, activations, tuple(free),
+               self.profile, self.samples)
         return Cost(shared={key: profile})
 
     @staticmethod
@@ -134,9 +153,11 @@ class RobustILP:
             "ties": groups,
             "profile": measured.rows,
             "profile_reference": measured.reference,
-            "profile_cache": {"path": str(measured.path), "reused": measured.reused, "computed": measured.computed},
+            "profile_cache": {"path": str(measured.path), "reused": measured.reused, "computed": measured.computed,
+                              "skipped": measured.skipped, "forwards": measured.forwards},
             "profile_s": profile_s,  # waits for another process's profile included (the cell's timing has them apart)
-            "settings": {"metric": self.metric, "images": measured.key["images"],
+            "settings": {"metric": self.metric, "profile": self.profile, "samples": self.samples,
+                         "images": measured.key["images"],
                          "n": measured.key["smoothing"]["n"], "certifier": self.certifier,
                          "certifier_options": measured.key["certifier_options"]},
         }
