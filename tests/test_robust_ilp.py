@@ -174,7 +174,7 @@ def test_the_dry_run_estimate_bounds_the_paired_profile_from_above(toy, activati
     certified profile (here with as many samples per point) it is more."""
     ctx = context(toy, 0.05, search_activations=activations, model_key=f"toy4-estimate-{activations}")
     work = Workload(ctx.layers, TOY, ctx.protocol, ctx.smoothing, 0.05, search_images=60, finetune_images=300)
-    paired, certified = RobustILP(images=20), RobustILP(images=20, profile="certified")
+    paired, certified = RobustILP(images=20, profile="paired"), RobustILP(images=20, profile="certified")
     (estimate,) = paired.estimate(work).shared.values()
     (certified_estimate,) = certified.estimate(work).shared.values()
     found = paired.search(ctx)
