@@ -231,7 +231,8 @@ def test_robust_ilp_on_digits_with_activations(cli, tmp_path, quick_digits_check
     assert policy["net.stem"] == policy["net.fc"] == [8, 8]
     assert policy["net.block2.conv1"] == policy["net.block2.shortcut.0"]
     cache = info["profile_cache"]
-    assert len(info["profile"]) == 5 * 13 and cache["computed"] + cache["skipped"] == 65 and cache["forwards"] > 0
+    # an earlier test of the session may have cached the weights' points: they are reused, not measured again
+    assert len(info["profile"]) == 5 * 13 and cache["computed"] + cache["skipped"] + cache["reused"] == 65
     assert set(info["sensitivity"]["net.block1.conv1"]) == {f"{w}/{a}" for w in CHOICES for a in CHOICES}
     assert summed({k: tuple(v) for k, v in policy.items()}, info) == pytest.approx(info["objective"])
     assert "robust-ilp" in plugins.names("search")
