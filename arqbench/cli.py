@@ -8,7 +8,7 @@ from pathlib import Path
 
 from arqbench.version import __version__
 from arqbench.errors import ArqbenchError
-from arqbench.pipeline.usecases import ALIASES, DEFAULT_OUT, SHARED, RunSettings
+from arqbench.pipeline.usecases import ALIASES, DEFAULT_OUT, SHARED, RunSettings, protocol_overrides
 from arqbench.pipeline.values import floats, ints, names, option, positive_int
 
 DEFAULT_BENCHMARK = "default: the default benchmark; see `arqbench list`"
@@ -127,17 +127,12 @@ def add_place_flags(p: argparse.ArgumentParser, checkpoint: str | None = None) -
 
 
 def overrides(args) -> dict:
-    keys = ["n0", "n", "alpha", "test_images", "subset", "precision", "batch_size", "finetune_epochs", "certifier", "quantizer",
-            "cost_model", "search_activations", "keep_ends"]
-    values = {k: getattr(args, k) for k in keys}
+    """The protocol settings a ``certify`` or ``profile`` command line gives (``usecases.protocol_overrides``)."""
     options: dict = {}
-    for key, _, _ in ALIASES.values():
-        if getattr(args, f"alias_{key}") is not None:
-            options.setdefault(SHARED, {})[key] = getattr(args, f"alias_{key}")
     for name, key, value in args.option:
         options.setdefault(name, {})[key] = value
-    values["options"] = options or None
-    return values
+    return protocol_overrides(lambda key: getattr(args, key),
+                              {key: getattr(args, f"alias_{key}") for key, _, _ in ALIASES.values()}, options)
 
 
 def build_parser() -> Parser:

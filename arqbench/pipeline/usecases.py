@@ -18,7 +18,7 @@ import os
 import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 from arqbench.errors import ArqbenchError
 from arqbench.pipeline import sweepfile
@@ -228,20 +228,30 @@ def record(settings: RunSettings) -> dict:
     return out
 
 
-def overrides(settings: RunSettings) -> dict:
-    """The protocol settings given (``arqbench.pipeline.config.resolve``'s flags): the aliases' shared options
-    first, then each plugin's."""
-    keys = ["n0", "n", "alpha", "test_images", "subset", "precision", "batch_size", "finetune_epochs", "certifier",
-            "quantizer", "cost_model", "search_activations", "keep_ends"]
-    values = {k: getattr(settings, k) for k in keys}
-    options: dict = {}
-    for flag, (key, _, _) in ALIASES.items():
-        if getattr(settings, flag[2:]) is not None:
-            options.setdefault(SHARED, {})[key] = getattr(settings, flag[2:])
-    for name, table in settings.options.items():
-        options.setdefault(name, {}).update(table)
-    values["options"] = options or None
+PROTOCOL_KEYS = ("n0", "n", "alpha", "test_images", "subset", "precision", "batch_size", "finetune_epochs",
+                 "certifier", "quantizer", "cost_model", "search_activations", "keep_ends")
+
+
+def protocol_overrides(value: Callable[[str], Any], aliases: dict[str, Any], options: dict[str, dict]) -> dict:
+    """The protocol settings given (``arqbench.pipeline.config.resolve``'s flags): ``value(key)`` for each of
+    ``PROTOCOL_KEYS``, and the plugin options: the aliases given (``{option key: value or None}``) as shared
+    options first, then each plugin's table. Shared by ``run`` and the commands that certify or profile."""
+    values = {key: value(key) for key in PROTOCOL_KEYS}
+    merged: dict = {}
+    for key, given in aliases.items():
+        if given is not None:
+            merged.setdefault(SHARED, {})[key] = given
+    for name, table in options.items():
+        merged.setdefault(name, {}).update(table)
+    values["options"] = merged or None
     return values
+
+
+def overrides(settings: RunSettings) -> dict:
+    """``protocol_overrides`` of a run's settings."""
+    return protocol_overrides(lambda key: getattr(settings, key),
+                              {key: getattr(settings, flag[2:]) for flag, (key, _, _) in ALIASES.items()},
+                              settings.options)
 
 
 def sweep_spec(settings: RunSettings, command: str):
