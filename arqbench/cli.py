@@ -93,6 +93,10 @@ def add_protocol_flags(p: argparse.ArgumentParser) -> None:
                         "the classifier so run; recorded in every result)")
     g.add_argument("--batch-size", type=int, help="noisy samples per forward when certifying")
     g.add_argument("--finetune-epochs", type=int, help="quantization-aware fine-tune epochs, same for every method")
+    g.add_argument("--finetune-recipe", metavar="KEY=VALUE,...",
+                   help="change the benchmark's fine-tune remedies, same for every method: bn_freeze (fraction of the "
+                        "steps after which BatchNorm is frozen; 0: from the start; none: never), bn_recalibrate "
+                        "(true/false), lr_scale, equalize (none/exact/relu6); e.g. bn_freeze=none")
     g.add_argument("--certifier", help="certifier plugin for the final certification (see `arqbench list`)")
     g.add_argument("--quantizer", help="quantizer plugin (see `arqbench list`)")
     g.add_argument("--cost-model", help="cost model the budget is measured in (see `arqbench list`)")

@@ -148,3 +148,29 @@ def test_published_results_read_as_made_under_the_default_recipe_and_still_match
     cell = Cell(quantized["benchmark"], quantized["sigma"], quantized["budget"], quantized["method"], quantized["seed"])
     assert protocol.tuning() == FinetuneRecipe()
     assert config_record(cell, protocol)["protocol"] == quantized["config"]["protocol"]  # a re-run reuses it
+
+
+def test_the_finetune_recipe_flag_changes_the_fields_it_names_over_the_benchmarks_recipe(tmp_path):
+    from arqbench.models.finetune_recipe import fields_from_text
+    from arqbench.pipeline.config import create_benchmark, resolve
+    from arqbench.pipeline.usecases import record, run_settings
+
+    assert fields_from_text("bn_freeze=0, lr_scale=0.5") == {"bn_freeze": 0.0, "lr_scale": 0.5}
+    assert fields_from_text("bn_freeze=none,bn_recalibrate=TRUE,equalize=exact") == {
+        "bn_freeze": None, "bn_recalibrate": True, "equalize": "exact"}
+    for text, message in [("bn_freeze", "KEY=VALUE"), ("bn_frozen=1", "unknown field 'bn_frozen'"),
+                          ("bn_freeze=x", "bn_freeze expects a fraction or none"),
+                          ("bn_recalibrate=1", "expects true or false"), ("bn_freeze=2", "--finetune-recipe: .*fraction"),
+                          ("equalize=yes", "--finetune-recipe: .*equalize must be one of")]:
+        with pytest.raises(ArqbenchError, match=message):
+            fields_from_text(text)
+    benchmark = create_benchmark("digits")
+    benchmark = dataclasses.replace(benchmark, defaults={**benchmark.defaults, "finetune_recipe": {"bn_freeze": 0.0}})
+    assert resolve(benchmark, {}).tuning() == FinetuneRecipe(bn_freeze=0.0)  # a benchmark's own default
+    assert resolve(benchmark, {"finetune_recipe": "lr_scale=0.5"}).tuning() == FinetuneRecipe(bn_freeze=0.0, lr_scale=0.5)
+    assert resolve(benchmark, {"finetune_recipe": "bn_freeze=none"}).tuning() == FinetuneRecipe()
+    assert resolve(benchmark, {"finetune_recipe": dict(DEFAULT)}).tuning() == FinetuneRecipe()  # a recorded one
+    settings = run_settings(None, {"finetune_recipe": "bn_freeze=0.5", "out": tmp_path}, "run")
+    assert record(settings)["finetune-recipe"] == "bn_freeze=0.5"
+    recorded = {key: value for key, value in record(settings).items() if value is not None}
+    assert run_settings(None, recorded, "run").finetune_recipe == "bn_freeze=0.5"  # a sweep file round-trips

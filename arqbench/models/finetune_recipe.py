@@ -51,4 +51,39 @@ class FinetuneRecipe:
         return recipe
 
 
+def fields_from_text(text: str, where: str = "--finetune-recipe") -> dict:
+    """``KEY=VALUE[,KEY=VALUE]`` (e.g. ``bn_freeze=0,lr_scale=0.5``; ``bn_freeze=none`` for never) -> the fields
+    given, typed and checked; one line naming ``where`` for a mistake."""
+    out: dict = {}
+    for part in (p.strip() for p in str(text).split(",")):
+        key, sep, raw = part.partition("=")
+        key, raw = key.strip(), raw.strip()
+        if not sep or not key or not raw:
+            raise ArqbenchError(f"{where} expects KEY=VALUE pairs separated by commas (e.g. bn_freeze=0,lr_scale=0.5), "
+                                f"got '{text}'")
+        kind = {f.name: f.type for f in fields(FinetuneRecipe)}.get(key)
+        if kind is None:
+            known = ", ".join(f.name for f in fields(FinetuneRecipe))
+            raise ArqbenchError(f"{where}: unknown field '{key}'; known: {known}")
+        try:
+            if key == "bn_recalibrate":
+                if raw.lower() not in ("true", "false"):
+                    raise ValueError
+                out[key] = raw.lower() == "true"
+            elif key == "bn_freeze":
+                out[key] = None if raw.lower() in ("none", "never") else float(raw)
+            elif key == "lr_scale":
+                out[key] = float(raw)
+            else:
+                out[key] = raw
+        except ValueError:
+            expected = {"bn_recalibrate": "true or false", "bn_freeze": "a fraction or none"}.get(key, "a number")
+            raise ArqbenchError(f"{where}: {key} expects {expected}, got '{raw}'") from None
+    try:
+        FinetuneRecipe.parse(out)  # its range checks
+    except ArqbenchError as exc:
+        raise ArqbenchError(f"{where}: {exc}") from None
+    return out
+
+
 DEFAULT = FinetuneRecipe().as_dict()  # the fine-tune every result made before the recipe was recorded ran

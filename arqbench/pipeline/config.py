@@ -14,7 +14,7 @@ from arqbench import plugins
 from arqbench.errors import ArqbenchError
 from arqbench.models.benchmark import Benchmark
 from arqbench.models.data import SUBSETS
-from arqbench.models.finetune_recipe import DEFAULT as DEFAULT_FINETUNE_RECIPE, FinetuneRecipe
+from arqbench.models.finetune_recipe import DEFAULT as DEFAULT_FINETUNE_RECIPE, FinetuneRecipe, fields_from_text
 from arqbench.runtime import PRECISIONS
 
 SHARED = "*"
@@ -93,8 +93,12 @@ def resolve(benchmark: Benchmark, overrides: dict, preset: str | None = None) ->
         if preset not in PRESETS:
             raise ArqbenchError(f"unknown preset '{preset}'; available: {', '.join(PRESETS)}")
         values.update(PRESETS[preset])
-    values.update({k: v for k, v in overrides.items() if v is not None and k != "options"})
-    values["finetune_recipe"] = FinetuneRecipe.parse({**DEFAULT_FINETUNE_RECIPE, **values["finetune_recipe"]}).as_dict()
+    recipe = {**DEFAULT_FINETUNE_RECIPE, **values["finetune_recipe"]}
+    given = overrides.get("finetune_recipe")
+    values.update({k: v for k, v in overrides.items() if v is not None and k not in ("options", "finetune_recipe")})
+    # the fields given (a dict, or --finetune-recipe's KEY=VALUE text) change the benchmark's recipe, the rest stay
+    recipe.update(fields_from_text(given) if isinstance(given, str) else given or {})
+    values["finetune_recipe"] = FinetuneRecipe.parse(recipe).as_dict()
     values["options"] = merge_options(benchmark.defaults.get("options"), overrides.get("options"))
     for kind in PLUGIN_SETTINGS:
         if values.get(kind) is None:

@@ -60,6 +60,7 @@ class RunSettings:
     precision: str | None = None
     batch_size: int | None = None
     finetune_epochs: int | None = None
+    finetune_recipe: str | None = None  # KEY=VALUE,... over the benchmark's recipe (arqbench.models.finetune_recipe)
     certifier: str | None = None
     quantizer: str | None = None
     cost_model: str | None = None
@@ -78,6 +79,14 @@ class RunSettings:
     config: Path | None = None  # the sweep file the settings were read from (and ``given`` overrode)
     dry_run: bool = False
     save_models: bool = True
+
+
+def recipe_text(text: str) -> str:
+    """--finetune-recipe's text, checked (``fields_from_text``) and kept as given: a sweep file records it so."""
+    from arqbench.models.finetune_recipe import fields_from_text
+
+    fields_from_text(text)
+    return text
 
 
 def _path(text: str | None) -> Path | None:
@@ -107,6 +116,7 @@ FLAGS = [Flag("methods", "methods", names("--methods")), Flag("benchmarks", "ben
          Flag("precision", "precision", choice("--precision", ("fp32", "tf32", "bf16"))),
          Flag("batch-size", "batch_size", integer("--batch-size")),
          Flag("finetune-epochs", "finetune_epochs", integer("--finetune-epochs")),
+         Flag("finetune-recipe", "finetune_recipe", recipe_text),
          Flag("certifier", "certifier", str), Flag("quantizer", "quantizer", str), Flag("cost-model", "cost_model", str),
          Flag("episodes", "episodes", integer("--episodes")), Flag("np", "np", number("--np")),
          Flag("search-activations", "search_activations"), Flag("quantize-ends", "keep_ends", off=True),
@@ -229,6 +239,7 @@ def record(settings: RunSettings) -> dict:
 
 
 PROTOCOL_KEYS = ("n0", "n", "alpha", "test_images", "subset", "precision", "batch_size", "finetune_epochs",
+                 "finetune_recipe",
                  "certifier", "quantizer", "cost_model", "search_activations", "keep_ends")
 
 
