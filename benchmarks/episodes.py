@@ -5,6 +5,8 @@
     python benchmarks/episodes.py --baselines leaderboards/results   # uniform and robust-ilp from published cells
     python benchmarks/episodes.py --episodes 100,300 --seeds 0      # a part of it
     python benchmarks/episodes.py --quick          # seconds: digits, 2 and 4 episodes, tiny n
+    python benchmarks/episodes.py --baselines leaderboards/results --finetune-recipe bn_freeze=none \
+        --out leaderboards/episodes    # the published curve: the recipe of the published cells
 
 Each (method, episodes) runs as ``arqbench run`` would run it (``arqbench.run`` with ``episodes=E``), into
 ``--out``/episodes<E>, so every cell is an ordinary result file: the protocol's fine-tune and certification,
@@ -14,7 +16,7 @@ one: cells are matched by benchmark, sigma, budget, method and seed, and must ha
 
 Prints, per method and episode count: the shipped ACR with its 95% interval over images (each image's radius
 averaged over the seeds first, as the leaderboard does), its paired difference to uniform and to robust-ilp
-(95% interval, image by image), clean accuracy, BitOPs and the search cost in seconds (own work plus each
+(95% interval, image by image) and to the same method at the fewest episodes, clean accuracy, BitOPs and the search cost in seconds (own work plus each
 cached item reused once, mean over seeds). Writes ``episodes.csv`` and ``episodes.png`` under ``--out``.
 """
 
@@ -45,6 +47,7 @@ def arguments(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--no-search-activations", dest="search_activations", action="store_false")
     parser.add_argument("--baselines", type=Path, help="a results folder holding uniform and robust-ilp cells")
     parser.add_argument("--out", type=Path, default=Path("episodes-results"))
+    parser.add_argument("--finetune-recipe", help="as arqbench run's (e.g. bn_freeze=none: the published cells' recipe)")
     parser.add_argument("--quick", action="store_true", help="digits, 2 and 4 episodes, one seed, tiny n")
     args = parser.parse_args(argv)
     if args.quick:
@@ -58,7 +61,8 @@ def sweep(args, methods, out: Path, **settings) -> pd.DataFrame:
     """One ``arqbench run`` of ``methods``; its ok cells (fp32 left out)."""
     frame = arqbench.run(benchmarks=[args.benchmark], methods=list(methods), sigma=args.sigma, budget=args.budget,
                          seed=args.seeds, search_activations=args.search_activations, save_models=False,
-                         out=str(out), **settings, **(QUICK if args.quick else {}))
+                         finetune_recipe=args.finetune_recipe, out=str(out), **settings,
+                         **(QUICK if args.quick else {}))
     failed = frame[(frame.status != "ok") & frame.method.isin(methods)]
     if len(failed):
         raise ArqbenchError(f"{len(failed)} cells failed under {out}; see their result files")
@@ -92,7 +96,8 @@ def main(argv: list[str]) -> int:
     base_models = set(found["uniform"][0].base_model)
     table = []
     for method in SEARCHES:
-        for episodes in args.episodes:
+        fewest = None
+        for episodes in sorted(args.episodes):
             rows, terms = cells(args.out / f"episodes{episodes}", args, method)
             if set(rows.base_model) != base_models or set(terms) != set(yardsticks["uniform"]):
                 raise ArqbenchError(f"{method} at {episodes} episodes quantized another base model or certified "
@@ -104,6 +109,10 @@ def main(argv: list[str]) -> int:
             for name, other in yardsticks.items():
                 diff = paired_difference(terms, other)
                 row.update({f"vs_{name}": diff.mean, f"vs_{name}_low": diff.low, f"vs_{name}_high": diff.high})
+            fewest = fewest or (episodes, terms)
+            diff = paired_difference(terms, fewest[1])
+            row.update({"vs_fewest": diff.mean, "vs_fewest_low": diff.low, "vs_fewest_high": diff.high,
+                        "fewest_episodes": fewest[0]})
             table.append(row)
     frame = pd.DataFrame(table)
     frame.to_csv(args.out / "episodes.csv", index=False)
@@ -113,7 +122,8 @@ def main(argv: list[str]) -> int:
               f"[{record['acr_low']:.3f}, {record['acr_high']:.3f}], vs uniform {record['vs_uniform']:+.3f} "
               f"[{record['vs_uniform_low']:+.3f}, {record['vs_uniform_high']:+.3f}], vs robust-ilp "
               f"{record['vs_robust-ilp']:+.3f} [{record['vs_robust-ilp_low']:+.3f}, {record['vs_robust-ilp_high']:+.3f}], "
-              f"clean {100 * record['clean_acc']:.1f}%, BitOPs {record['bitops_pct']:.2f}%, "
+              f"vs {record['fewest_episodes']} episodes {record['vs_fewest']:+.3f} [{record['vs_fewest_low']:+.3f}, "
+              f"{record['vs_fewest_high']:+.3f}], clean {100 * record['clean_acc']:.1f}%, BitOPs {record['bitops_pct']:.2f}%, "
               f"search {record['search_s']:.1f} s")
     print(f"episodes: {len(frame)} (method, episodes) rows over seeds {args.seeds}; wrote {args.out / 'episodes.csv'}")
     return 0
