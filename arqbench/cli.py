@@ -29,7 +29,7 @@ class HelpFormatter(argparse.HelpFormatter):
             shown = benchmark_defaults(lambda protocol: protocol.as_dict()[action.dest])
         elif action.dest.startswith("alias_"):
             key = action.dest.removeprefix("alias_")
-            shown = benchmark_defaults(lambda protocol: protocol.options.get(SHARED, {}).get(key, "each plugin's own"))
+            shown = benchmark_defaults(lambda protocol: protocol.options.get(SHARED, {}).get(key, searches_own(key)))
         elif default is None:
             return text
         else:
@@ -59,6 +59,21 @@ def benchmark_defaults(value_of) -> str:
     if len(users) == 1:
         return next(iter(users))
     return "the benchmark's: " + "; ".join(f"{value} ({', '.join(names)})" for value, names in users.items())
+
+
+def searches_own(key: str) -> str:
+    """The searches' own defaults of option ``key``, e.g. "each plugin's own: 600 (arq, haq)"."""
+    from arqbench import plugins
+
+    users: dict[str, list[str]] = {}
+    for name in plugins.names("search"):
+        try:
+            value = plugins.defaults("search", name).get(key)
+        except Exception:  # a broken third-party search must not break --help
+            continue
+        if value is not None:
+            users.setdefault(str(value), []).append(name)
+    return "each plugin's own: " + "; ".join(f"{value} ({', '.join(names)})" for value, names in users.items())
 
 
 class Parser(argparse.ArgumentParser):
