@@ -4,7 +4,7 @@
     python benchmarks/rescoring.py --benchmark digits --seeds 0 --top 5
     python benchmarks/rescoring.py --quick      # seconds: digits, 4 episodes, tiny n and images (checks it runs)
 
-Per (method, seed) two searches run: rescoring off (the default), and with ``rescore_top`` = the largest k.
+Per (method, seed) two searches run: rescoring off, and with ``rescore_top`` = the largest k.
 The episodes of the second do not depend on k (re-scoring happens after them) and the top k of a search are
 the first k of its top max-k, so every k's choice is read off the one run: the best re-score among the
 first k of ``info["rescored"]``. (For ``arq`` the second search's episodes are the first's; ``haq`` without
@@ -87,7 +87,8 @@ def main() -> None:
     tops = sorted({int(k) for k in args.top.split(",")} - {0})
     device = torch.device("cpu")
     benchmark = plugins.create("benchmark", args.benchmark)
-    off = resolve(benchmark, {**settings, "options": options})
+    off = resolve(benchmark, {**settings, "options": {**options, **{
+        method: {**options.get(method, {}), "rescore_top": 0} for method in methods}}})  # whatever its default
     prepared = prepare(benchmark, args.sigma, off, device)
 
     rows: dict[tuple[str, int], dict] = {}  # (method, k) -> seed -> (shipped candidate, radii); k = 0: off

@@ -144,8 +144,13 @@ def test_dry_run_stage_costs_follow_their_formulas(tmp_path):
     search_images, finetune_images = 287, 1437 - 287
     assert uniform.finetune == 2 * finetune_images * 3 and uniform.search == 0
     assert haq.search == search_images + 7 * (search_images + 3 * 64 * 3)
-    # robust-ilp: f certified on 10 images, then f's irs estimate and 5 free layers x 13 (w, a) points by irs
-    assert by_method["robust-ilp"].search == 10 * (20 + 200) + (1 + 5 * 13) * 10 * (20 + 20)
+    # robust-ilp's paired profile (the default): f on N_p = 20 noisy copies of 10 images, then 5 free layers x 13
+    # (w, a) points on the first min(S = 100, N_p) of them
+    assert by_method["robust-ilp"].search == 10 * (20 + 20 * 5 * 13)
+    # the certified profile: f certified on 10 images, then f's irs estimate and every point by irs
+    spec.overrides["options"]["robust-ilp"]["profile"] = "certified"
+    certified = next(e for e in dryrun.estimate(spec)[0] if e.cell.method == "robust-ilp")
+    assert certified.search == 10 * (20 + 200) + (1 + 5 * 13) * 10 * (20 + 20)
     # MACs of DigitsNet by hand: stem, block1 (2 convs at 8x8), block2 (2 convs and the shortcut at 4x4), fc
     assert uniform.macs == 64 * 16 * 9 + 2 * 64 * 16 * 16 * 9 + 16 * 32 * 16 * 9 + 16 * 32 * 32 * 9 + 16 * 32 * 16 + 320
     assert uniform.seconds == pytest.approx(uniform.forwards / uniform.per_second)
@@ -159,7 +164,7 @@ def test_work_cached_per_base_model_and_seed_is_counted_once_per_seed_not_once_p
                                 "options": {"robust-ilp": {"images": 10}, "irs": {"n_p": 0.1},
                                             "hawq": {"batches": 2, "batch_size": 8, "max_iter": 5}}})
     estimates = [e for e in dryrun.estimate(spec)[0] if e.cell.method != "fp32"]
-    profile = 10 * (20 + 200) + (1 + 5 * 7) * 10 * (20 + 20)  # as below: f, then 5 free layers x 7 widths
+    profile = 10 * (20 + 20 * 5 * 7)  # as above (paired): f, then 5 free layers x 7 widths
     traces = 5 * 2 * 8 * (3 + 2 * 7)  # probes x batches x batch size x (a backward, two forwards per layer)
     for method, cost in (("robust-ilp", profile), ("hawq", traces)):
         for sigma in (0.25, 0.5):
@@ -175,6 +180,10 @@ def test_robust_ilp_profiles_at_most_ten_thousand_samples_per_image(tmp_path):
                      out=tmp_path, overrides={"n0": 20, "n": 50_000, "test_images": 8,
                                               "options": {"robust-ilp": {"images": 10}, "irs": {"n_p": 0.1}}})
     by_method = {e.cell.method: e for e in dryrun.estimate(spec)[0]}
-    # weights only: 5 free layers x 7 widths; f's certification and every point at n = 10,000, not the run's 50,000
-    assert by_method["robust-ilp"].search == 10 * (20 + 10_000) + (1 + 5 * 7) * 10 * (20 + 1_000)
+    # weights only: 5 free layers x 7 widths; f's N_p = n_p x 10,000 samples, not the run's 50,000 (paired: each
+    # point on S = 100 of them)
+    assert by_method["robust-ilp"].search == 10 * (1_000 + 100 * 5 * 7)
     assert by_method["robust-ilp"].certify == 8 * (20 + 50_000)
+    spec.overrides["options"]["robust-ilp"]["profile"] = "certified"  # f's certification and every point capped too
+    certified = next(e for e in dryrun.estimate(spec)[0] if e.cell.method == "robust-ilp")
+    assert certified.search == 10 * (20 + 10_000) + (1 + 5 * 7) * 10 * (20 + 1_000)

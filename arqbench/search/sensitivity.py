@@ -5,7 +5,8 @@ by the run's quantizer (weights at w bits, the layer's input activation at a bit
 batches); every other layer stays float (the quantizer gets a policy naming layer i alone). Measured on the
 search split (held out of the training data, never the certification subset):
 
-- metric ``acr``, method ``paired`` (the candidate default, 15x cheaper; see below): the ACR and smoothed accuracy IRS would certify for the
+- metric ``acr``, method ``paired`` (the default: 18x cheaper than ``certified`` on digits-mobilenetv2, ILP policies
+  as good; ``benchmarks/profile_fidelity.py``, README): the ACR and smoothed accuracy IRS would certify for the
   smoothed f_{i,w,a} against f on the first ``images`` search images, estimated on one set of noise shared
   by f and every point. f is sampled once, on N_p = the certifier's ``samples`` (``irs``: n_p x n) replayed
   noisy copies of each image (IRS's estimation stream): cA = its most frequent class, pA_lower = the
@@ -22,7 +23,7 @@ search split (held out of the training data, never the certification subset):
   up; once a point's loss is within noise of zero (|mean| <= ``Z`` x its standard error over the images:
   a handful of images with a disagreement at most), the points above it are not measured but recorded as
   ``skipped``, at 0 on the metric (the value the ILP uses) and None elsewhere;
-- metric ``acr``, method ``certified`` (the default until ``paired`` keeps the shipped ACR at every budget): ACR and smoothed accuracy of
+- metric ``acr``, method ``certified`` (the default before arqbench 0.3; over ten times the cost): ACR and smoothed accuracy of
   the smoothed f_{i,w,a} certified by the given certifier with f as the reference (``irs``: N_p = n_p x n
   replayed noisy samples per image against f's cached certification, or N_p fresh ones where it
   re-certifies from scratch); f itself is measured by the same certifier with the same settings and seeds
@@ -81,7 +82,7 @@ from arqbench.smoothing.metrics import summarize
 
 VERSION = 2  # bump when what a point measures changes (2: the paired method, skipped points)
 METRICS = ("acr", "disagreement")
-METHODS = ("certified", "paired")  # how a point is measured (module docstring); the first is the default
+METHODS = ("paired", "certified")  # how a point is measured (module docstring); the first is the default
 SAMPLES = 100  # paired: noisy samples per image per point (module docstring: how this was chosen)
 ALPHA_ZETA = 0.001  # paired: level of the disagreement bound (irs's default alpha_zeta)
 Z = 3.0  # paired: a point is within noise of zero when |mean drop| <= Z x its standard error over the images
@@ -163,7 +164,7 @@ def profile(ctx: SearchContext, layers: list[str], activations: bool, metric: st
     Reports to ``ctx.ledger`` each point (and f's numbers) it read from the cache, at the seconds it took when
     measured, each point it measured, and the time it waited for another process measuring the profile.
 
-    ``method``: ``certified`` (default) or ``paired`` (module docstring). ``certifier``: the name of the
+    ``method``: ``paired`` (default) or ``certified`` (module docstring). ``certifier``: the name of the
     certifier plugin built with the run's options for it (``ctx.protocol``), f being its reference on the
     search split (``ctx.reference()``): ``certified`` measures each point's ACR with it; otherwise it only sets
     the samples per image (its ``samples(config)``, as ``irs``'s N_p; n for a certifier without one), which

@@ -6,12 +6,12 @@ certifies is another quantity. Here each layer's sensitivity is measured on the 
 1. For each free layer i and bit choice (weights b, and activations b when they are searched), quantize
    layer i alone (the rest float, the run's quantizer, the common calibration) and measure on the search
    split what the smoothed classifier loses against the float model f (``arqbench.search.sensitivity``):
-   with ``metric=acr`` the drop in the ACR: by default (``profile=certified``) each point certified by ``irs``
-   on N_p samples per image against f's cached certification; with ``profile=paired`` (15x cheaper on
-   digits-mobilenetv2, not yet the default: at 1.1% there its policy shipped 0.020 less ACR, README) every point
-   on the same replayed noise as f (f on N_p = irs.n_p x n samples per image, once; a point on the first
-   ``samples`` = 100 of them), measuring each series from 2 bits up and skipping the bits above a point whose
-   drop is within noise of zero (recorded as skipped, at 0); ``metric=disagreement``: how often the quantized model's prediction
+   with ``metric=acr`` the drop in the ACR: by default (``profile=paired``) every point on the same replayed
+   noise as f (f on N_p = irs.n_p x n samples per image, once; a point on the first ``samples`` = 100 of
+   them), measuring each series from 2 bits up and skipping the bits above a point whose
+   drop is within noise of zero (recorded as skipped, at 0); with ``profile=certified`` (the default before
+   arqbench 0.3, 18x the time on digits-mobilenetv2) each point certified by ``irs`` on N_p samples per image
+   against f's cached certification; ``metric=disagreement``: how often the quantized model's prediction
    on those samples differs from f's.
 2. Assume the losses add up (across layers, and between a layer's weights and its activations:
    s_i(w, a) = s_i(w, 8) + s_i(8, a) - s_i(8, 8)), and choose bits by the ILP of ``arqbench.search.ilp``
