@@ -31,7 +31,7 @@ def script(home: Path, name: str, *args) -> subprocess.CompletedProcess:
 
 def test_every_script_in_benchmarks_is_tested_here():
     tested = {"perf.py", "discrimination.py", "finetune_recipes.py", "reward_fidelity.py", "gpu_throughput.py",
-              "threads.py", "episodes.py", "rescoring.py", "profile_fidelity.py"}
+              "threads.py", "episodes.py", "rescoring.py", "profile_fidelity.py", "ablation.py"}
     assert {p.name for p in SCRIPTS.glob("*.py")} == tested
 
 
@@ -107,6 +107,27 @@ def test_episodes_quick(home, tmp_path):
     frame = __import__("pandas").read_csv(tmp_path / "episodes" / "episodes.csv")
     assert sorted(frame.episodes) == [2, 2, 4, 4] and (tmp_path / "episodes" / "episodes.png").stat().st_size > 0
     assert ((frame.acr_low <= frame.acr) & (frame.acr <= frame.acr_high)).all()
+
+
+def test_ablation_quick(home, tmp_path):
+    import json
+
+    out = script(home, "ablation.py", "--quick", "--out", tmp_path / "ablation").stdout
+    assert out.rstrip().splitlines()[-1].startswith("ablation arq +selection ")
+    frame = __import__("pandas").read_csv(tmp_path / "ablation" / "ablation.csv")
+    assert list(zip(frame.method, frame.arm)) == [("arq", a) for a in ("before", "+selection", "+episodes", "+fine-tune",
+                                                                       "0.3")] + [("haq", a) for a in ("before",
+                                                                       "+episodes", "+fine-tune", "0.3")]
+    assert (frame[frame.arm == "before"].vs_before == 0).all()
+
+    def search_of(arm, method):  # each arm changes what it names and nothing else
+        result = json.loads(next((tmp_path / "ablation" / arm).rglob(f"{method}-seed0.json")).read_text())
+        return result["search"], result["run_config"]
+
+    (before, config), (selected, _), (longer, _) = (search_of(a, "arq") for a in ("before", "+selection", "+episodes"))
+    assert "rescored" not in before and len(selected["rescored"]) >= 1 and "rescored" not in longer
+    assert len(longer["history"]) == 2 * len(before["history"])  # 4 episodes stand for 600, 2 for 100
+    assert "bn_freeze=none" in json.dumps(config) and "bn_freeze=none" not in json.dumps(search_of("0.3", "arq")[1])
 
 
 def test_profile_fidelity_quick(home, tmp_path):
