@@ -33,6 +33,7 @@ import pandas as pd
 import arqbench
 from arqbench.errors import ArqbenchError
 from arqbench.smoothing.intervals import mean_interval, paired_difference
+from episodes import cells  # a method's cells at one setting and their per-image radii, matched the same way
 
 OLD = {"episodes": 100, "finetune_recipe": "bn_freeze=none", "options": {"arq": {"rescore_top": 0}}}
 ARMS = {  # arm -> (methods, run settings)
@@ -96,21 +97,6 @@ def folder_of(args, arm: str) -> Path:
     if len(failed):
         raise ArqbenchError(f"{len(failed)} cells failed under {args.out / arm}; see their result files")
     return args.out / arm
-
-
-def cells(folder: Path, args, method: str) -> tuple[pd.DataFrame, dict[int, float]]:
-    """The cells of ``method`` at this setting in ``folder`` (one per seed) and their per-image radius terms
-    averaged over the seeds."""
-    rows = arqbench.load_results(folder)
-    rows = rows[(rows.benchmark == args.benchmark) & (rows.method == method) & (rows.status == "ok")
-                & ((rows.sigma - args.sigma).abs() < 1e-9) & ((rows.budget - args.budget).abs() < 1e-9)
-                & rows.seed.isin(args.seeds)]
-    if sorted(rows.seed) != sorted(args.seeds):
-        raise ArqbenchError(f"{folder} lacks {method} cells for seeds {args.seeds} at sigma {args.sigma}, budget "
-                            f"{args.budget}")
-    images = pd.concat(arqbench.load_certificates(path) for path in rows.path)
-    terms = images.assign(r=images.radius.where(images.correct.astype(bool), 0.0)).groupby("index").r.mean()
-    return rows, terms.to_dict()
 
 
 def main(argv: list[str]) -> int:

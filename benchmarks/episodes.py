@@ -78,7 +78,7 @@ def cells(folder: Path, args, method: str) -> tuple[pd.DataFrame, dict[int, floa
                 & rows.seed.isin(args.seeds)]
     if sorted(rows.seed) != sorted(args.seeds):
         raise ArqbenchError(f"{folder} lacks {method} cells for seeds {args.seeds} at sigma {args.sigma}, budget "
-                            f"{args.budget}; run without --baselines to compute them")
+                            f"{args.budget}")
     images = pd.concat(arqbench.load_certificates(path) for path in rows.path)
     terms = images.assign(r=images.radius.where(images.correct.astype(bool), 0.0)).groupby("index").r.mean()
     return rows, terms.to_dict()
