@@ -29,7 +29,8 @@ class HelpFormatter(argparse.HelpFormatter):
             shown = benchmark_defaults(lambda protocol: protocol.as_dict()[action.dest])
         elif action.dest.startswith("alias_"):
             key = action.dest.removeprefix("alias_")
-            shown = benchmark_defaults(lambda protocol: protocol.options.get(SHARED, {}).get(key, searches_own(key)))
+            own = searches_own(key)  # where no benchmark sets it
+            shown = benchmark_defaults(lambda protocol: protocol.options.get(SHARED, {}).get(key, own))
         elif default is None:
             return text
         else:
@@ -43,37 +44,42 @@ def protocol_settings() -> set[str]:
     return {f.name for f in dataclasses.fields(Protocol)}
 
 
+def values_by_plugin(kind: str, value_of) -> dict[str, list[str]]:
+    """Each registered plugin of ``kind`` grouped by ``value_of(its name)`` (as text): value -> names. A plugin
+    whose value cannot be read is left out: a broken third-party plugin must not break --help."""
+    from arqbench import plugins
+
+    users: dict[str, list[str]] = {}
+    for name in plugins.names(kind):
+        try:
+            value = value_of(name)
+        except Exception:
+            continue
+        users.setdefault(str(value), []).append(name)
+    return users
+
+
+def listed(users: dict[str, list[str]]) -> str:
+    return "; ".join(f"{value} ({', '.join(names)})" for value, names in users.items())
+
+
 def benchmark_defaults(value_of) -> str:
     """A default per registered benchmark, ``value_of(its resolved Protocol)``, e.g. "the benchmark's: 10000
     (digits); 100000 (resnet20-cifar10, ...)"; just the value when every benchmark has the same."""
     from arqbench import plugins
     from arqbench.pipeline.config import resolve
 
-    users: dict[str, list[str]] = {}
-    for name in plugins.names("benchmark"):
-        try:
-            value = value_of(resolve(plugins.create("benchmark", name), {}))
-        except Exception:  # a broken third-party benchmark must not break --help
-            continue
-        users.setdefault(str(value), []).append(name)
-    if len(users) == 1:
-        return next(iter(users))
-    return "the benchmark's: " + "; ".join(f"{value} ({', '.join(names)})" for value, names in users.items())
+    users = values_by_plugin("benchmark", lambda name: value_of(resolve(plugins.create("benchmark", name), {})))
+    return next(iter(users)) if len(users) == 1 else "the benchmark's: " + listed(users)
 
 
 def searches_own(key: str) -> str:
     """The searches' own defaults of option ``key``, e.g. "each plugin's own: 600 (arq, haq)"."""
     from arqbench import plugins
 
-    users: dict[str, list[str]] = {}
-    for name in plugins.names("search"):
-        try:
-            value = plugins.defaults("search", name).get(key)
-        except Exception:  # a broken third-party search must not break --help
-            continue
-        if value is not None:
-            users.setdefault(str(value), []).append(name)
-    return "each plugin's own: " + "; ".join(f"{value} ({', '.join(names)})" for value, names in users.items())
+    users = values_by_plugin("search", lambda name: plugins.defaults("search", name).get(key))
+    users.pop("None", None)  # the searches without that option
+    return "each plugin's own: " + listed(users)
 
 
 class Parser(argparse.ArgumentParser):

@@ -103,7 +103,7 @@ def main(argv: list[str]) -> int:
     args = arguments(argv)
     folders = {arm: folder_of(args, arm) for arm in args.arms}
     table = []
-    for method in ("arq", "haq"):
+    for method in ARMS["before"][0]:
         base_rows, base = cells(folders["before"], args, method)
         for arm in args.arms:
             if method not in ARMS[arm][0]:

@@ -54,6 +54,7 @@ class FinetuneRecipe:
 def fields_from_text(text: str, where: str = "--finetune-recipe") -> dict:
     """``KEY=VALUE[,KEY=VALUE]`` (e.g. ``bn_freeze=0,lr_scale=0.5``; ``bn_freeze=none`` for never) -> the fields
     given, typed and checked; one line naming ``where`` for a mistake."""
+    known = [f.name for f in fields(FinetuneRecipe)]
     out: dict = {}
     for part in (p.strip() for p in str(text).split(",")):
         key, sep, raw = part.partition("=")
@@ -61,10 +62,8 @@ def fields_from_text(text: str, where: str = "--finetune-recipe") -> dict:
         if not sep or not key or not raw:
             raise ArqbenchError(f"{where} expects KEY=VALUE pairs separated by commas (e.g. bn_freeze=0,lr_scale=0.5), "
                                 f"got '{text}'")
-        kind = {f.name: f.type for f in fields(FinetuneRecipe)}.get(key)
-        if kind is None:
-            known = ", ".join(f.name for f in fields(FinetuneRecipe))
-            raise ArqbenchError(f"{where}: unknown field '{key}'; known: {known}")
+        if key not in known:
+            raise ArqbenchError(f"{where}: unknown field '{key}'; known: {', '.join(known)}")
         try:
             if key == "bn_recalibrate":
                 if raw.lower() not in ("true", "false"):
