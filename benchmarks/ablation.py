@@ -2,8 +2,9 @@
 
     python benchmarks/ablation.py                    # every arm run here: digits-mobilenetv2, sigma 0.25, 1.1%,
                                                      # activations searched, seeds 0-2
-    python benchmarks/ablation.py --from before=leaderboards/results --from +episodes=leaderboards/episodes/episodes600 \
-        --from 0.3=RESULTS_03 --out leaderboards/ablation     # the README's table: published cells where they exist
+    python benchmarks/ablation.py --from before=leaderboards/results-0.2 \
+        --from +episodes=leaderboards/episodes/episodes600 --from 0.3=leaderboards/results \
+        --out leaderboards/ablation                # the README's table: published cells where they exist
     python benchmarks/ablation.py --arms before,+selection   # some arms only
     python benchmarks/ablation.py --quick            # seconds: digits, 2 and 4 episodes, tiny n (checks it runs)
 

@@ -5,7 +5,7 @@
     python benchmarks/episodes.py --baselines leaderboards/results   # uniform and robust-ilp from published cells
     python benchmarks/episodes.py --episodes 100,300 --seeds 0      # a part of it
     python benchmarks/episodes.py --quick          # seconds: digits, 2 and 4 episodes, tiny n
-    python benchmarks/episodes.py --baselines leaderboards/results --finetune-recipe bn_freeze=none \
+    python benchmarks/episodes.py --baselines leaderboards/results-0.2 --finetune-recipe bn_freeze=none \
         --out leaderboards/episodes    # the published curve: the recipe of the published cells
 
 Each (method, episodes) runs as ``arqbench run`` would run it (``arqbench.run`` with ``episodes=E``), into

@@ -1,6 +1,6 @@
 """Which fine-tune recipe collapses fewest models? Each result's policy re-fine-tuned under each recipe.
 
-    python benchmarks/finetune_recipes.py leaderboards/results/digits-mobilenetv2/sigma0.25/budget0.0075 --seed 0
+    python benchmarks/finetune_recipes.py leaderboards/results-0.2/digits-mobilenetv2/sigma0.25/budget0.0075 --seed 0
     python benchmarks/finetune_recipes.py leaderboards/results/digits --recipes protocol,bn-recalibrate
     python benchmarks/finetune_recipes.py RESULTS --quick    # the first cell only, two recipes (checks it runs)
 

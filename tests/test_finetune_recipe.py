@@ -140,7 +140,7 @@ def test_published_results_read_as_made_under_the_default_recipe_and_still_match
     from arqbench.pipeline.config import create_benchmark, known_settings, resolve
     from arqbench.pipeline.results import Cell, read
 
-    folder = Path(__file__).resolve().parents[1] / "leaderboards/results/digits-mobilenetv2/sigma0.25"
+    folder = Path(__file__).resolve().parents[1] / "leaderboards/results-0.2/digits-mobilenetv2/sigma0.25"
     quantized, reference = read(folder / "budget0.0075/arq-seed0.json"), read(folder / "fp32-seed0.json")
     assert "finetune_recipe" not in reference["config"]["protocol"]
     assert quantized["config"]["protocol"]["finetune_recipe"] == DEFAULT

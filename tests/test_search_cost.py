@@ -106,7 +106,7 @@ def test_old_published_files_read_as_own_work_plus_each_reused_item_once():
     assert arq["timing"]["search_cost_s"] > parts["search_cost_s"] + 29  # what was published: 57.3 s, not 27.9
 
     # robust-ilp seed 1 on MobileNetV2 measured no point: its search_s was the wait for seed 0's profile
-    ilp = json.loads((PUBLISHED / "digits-mobilenetv2/sigma0.25/budget0.011/robust-ilp-seed1.json").read_text())
+    ilp = json.loads((PUBLISHED.with_name("results-0.2") / "digits-mobilenetv2/sigma0.25/budget0.011/robust-ilp-seed1.json").read_text())
     info = ilp["search"]
     assert info["profile_cache"]["computed"] == 0
     parts = search_timing(ilp)
