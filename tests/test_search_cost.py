@@ -19,8 +19,7 @@ from arqbench.pipeline.timing import search_timing
 from arqbench.search.ledger import Ledger
 
 CPU = torch.device("cpu")
-PUBLISHED = Path(__file__).parent.parent / "leaderboards" / "results"
-PUBLISHED_02 = PUBLISHED.with_name("results-0.2")  # 0.2's cells, kept as they were published
+PUBLISHED_02 = Path(__file__).parent.parent / "leaderboards" / "results-0.2"  # 0.2's cells, kept as published
 TINY_ARQ = {"episodes": 50, "warmup": 50, "images": 4, "n": 100, "finetune_steps": 0,  # 50 random candidates
             "rescore_top": 0}  # the search's own cache alone (the re-score's is the same mechanism)
 
@@ -95,7 +94,7 @@ def test_a_second_worker_that_waited_for_a_profile_reports_the_wait_apart_and_th
 def test_old_published_files_read_as_own_work_plus_each_reused_item_once():
     """The digits headline's arq cell: 3,030 reads of a 30-image float certification were summed into
     reused_s; its cost is its own search plus that certification once."""
-    arq = json.loads((PUBLISHED / "digits/sigma0.25/budget0.025/arq-seed0.json").read_text())
+    arq = json.loads((PUBLISHED_02 / "digits/sigma0.25/budget0.025/arq-seed0.json").read_text())
     stats, history = arq["search"]["certifier_stats"], arq["search"]["history"]
     passes = 1 + sum(not h["revisit"] for h in history)
     assert stats["float_reused"] == 30 * passes and stats.get("float_certified", 0) == 0
@@ -117,7 +116,7 @@ def test_old_published_files_read_as_own_work_plus_each_reused_item_once():
     assert parts["search_cost_s"] == pytest.approx(parts["search_s"] + info["reused_s"])
 
     # a method with nothing to derive (hawq, which counted its cached traces once) keeps its recorded parts
-    hawq = json.loads((PUBLISHED / "digits/sigma0.25/budget0.025/hawq-seed0.json").read_text())
+    hawq = json.loads((PUBLISHED_02 / "digits/sigma0.25/budget0.025/hawq-seed0.json").read_text())
     assert search_timing(hawq) == {"search_s": hawq["timing"]["search_s"], "search_wait_s": None,
                                    "search_reused_s": hawq["search"]["reused_s"],
                                    "search_cost_s": hawq["timing"]["search_s"] + hawq["search"]["reused_s"]}
@@ -128,10 +127,10 @@ def test_the_leaderboard_shows_the_cost_and_exports_its_parts():
     from arqbench.report.leaderboard import columns, records
     from arqbench.report.tables import boards
 
-    runs = read_all(PUBLISHED / "digits/sigma0.25/budget0.025")
+    runs = read_all(PUBLISHED_02 / "digits/sigma0.25/budget0.025")
     (board,) = boards(runs)
     assert ("search_cost_s", "Search (s)", 1, 1) in columns(board, board.tables[0].protocol, 0.25)
-    (arq,) = [r for r in records(board, PUBLISHED) if r["method"] == "arq"]
+    (arq,) = [r for r in records(board, PUBLISHED_02) if r["method"] == "arq"]
     parts = [search_timing(r) for r in runs if r["method"] == "arq"]
     for key in ("search_s", "search_reused_s", "search_wait_s", "search_cost_s"):
         assert arq[f"{key}_mean"] == pytest.approx(sum(p[key] for p in parts) / len(parts))
