@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 SCRATCH = Path(__file__).resolve().parents[1] / ".pytest-tmp"  # git-ignored
+PUBLISHED_02 = Path(__file__).resolve().parents[1] / "leaderboards" / "results-0.2"  # 0.2's cells, kept as published
 PLACES = {"TMPDIR": "tmp", "ARQBENCH_HOME": "home", "XDG_CACHE_HOME": "cache"}
 _saved_environment: dict = {}
 

@@ -15,6 +15,7 @@ from arqbench.models.data import noisy_batches
 from arqbench.models.finetune_recipe import DEFAULT, FinetuneRecipe
 from arqbench.models.training import finetune, train
 from arqbench.quantization.equalization import equalize, ranges
+from conftest import PUBLISHED_02
 from test_training import CPU, RECIPE, Net, data, state
 
 
@@ -134,13 +135,11 @@ def test_equalization_leaves_relu6_pairs_alone_unless_told_to_treat_relu6_as_rel
 
 
 def test_published_results_read_as_made_under_the_default_recipe_and_still_match_their_protocol():
-    from pathlib import Path
-
     from arqbench.pipeline.cell import config_record
     from arqbench.pipeline.config import create_benchmark, known_settings, resolve
     from arqbench.pipeline.results import Cell, read
 
-    folder = Path(__file__).resolve().parents[1] / "leaderboards/results-0.2/digits-mobilenetv2/sigma0.25"
+    folder = PUBLISHED_02 / "digits-mobilenetv2/sigma0.25"
     quantized, reference = read(folder / "budget0.0075/arq-seed0.json"), read(folder / "fp32-seed0.json")
     assert "finetune_recipe" not in reference["config"]["protocol"]
     assert quantized["config"]["protocol"]["finetune_recipe"] == DEFAULT

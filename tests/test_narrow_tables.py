@@ -3,15 +3,13 @@ is split across lines (a table too wide is printed as several, each repeating th
 
 import json
 import re
-from pathlib import Path
 
 import pytest
-from conftest import TINY, run_subprocess
+from conftest import PUBLISHED_02, TINY, run_subprocess
 
 from arqbench import console
 
-RESULTS = Path(__file__).parent.parent / "leaderboards" / "results-0.2"  # 0.2's cells, kept: the numbers below
-MOBILENET = RESULTS / "digits-mobilenetv2" / "sigma0.25" / "budget0.02"  # 20 layers, six methods
+MOBILENET = PUBLISHED_02 / "digits-mobilenetv2" / "sigma0.25" / "budget0.02"  # 20 layers, six methods
 
 
 @pytest.fixture

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import PUBLISHED_02
 from filelock import FileLock
 
 from arqbench import files, plugins
@@ -19,7 +20,6 @@ from arqbench.pipeline.timing import search_timing
 from arqbench.search.ledger import Ledger
 
 CPU = torch.device("cpu")
-PUBLISHED_02 = Path(__file__).parent.parent / "leaderboards" / "results-0.2"  # 0.2's cells, kept as published
 TINY_ARQ = {"episodes": 50, "warmup": 50, "images": 4, "n": 100, "finetune_steps": 0,  # 50 random candidates
             "rescore_top": 0}  # the search's own cache alone (the re-score's is the same mechanism)
 
