@@ -172,3 +172,19 @@ def test_arq_search_on_digits_meets_the_budget_and_records_its_search(cli, tmp_p
     # reward = relative ACR change against the float model's IRS ACR
     h = search["history"][0]
     assert h["reward"] == pytest.approx((h["acr"] - search["float_acr"]) / search["float_acr"])
+
+
+def test_arq_predicted_reward_never_falls_back_in_its_rescore_with_default_options(cli, tmp_path):
+    """The ``predicted`` estimator asks irs for gamma = 1 whatever options the run gave (none here): at
+    rescore_n = 2000 a confident digits image has pA_lower up to 0.9965 >= irs's default gamma 0.99, which
+    would certify it from scratch on N_p samples instead of pairing it with the float model."""
+    code, out, err = cli("run", "--methods", "arq", "--sigma", "0.25", "--budget", "0.05", "--episodes", "2",
+                         "--option", "arq.warmup=2", "--option", "arq.images=4", "--option", "arq.rescore_top=1",
+                         "--option", "arq.rescore_images=12", "--option", "arq.finetune_steps=0",
+                         "--out", tmp_path, *TINY)
+    assert code == 0, err
+    search = json.loads((tmp_path / "digits/sigma0.25/budget0.05/arq-seed0.json").read_text())["search"]
+    stats = search["rescore_certifier_stats"]
+    assert search["rescore_n"] == 2000 and stats["incremental"] >= 24  # float reference and a candidate, 12 each
+    assert stats.get("fallback", 0) == 0 and search["certifier_stats"].get("fallback", 0) == 0
+    assert all(r["rescore_record"]["fallbacks"] == 0 for r in search["rescored"])

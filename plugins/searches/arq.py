@@ -192,10 +192,11 @@ class ARQ(AgentSettings):
         else:
             indices, config = list(range(first)), replace(ctx.smoothing, n=self.n or ctx.smoothing.n)
         subset = Subset(search, indices)
-        options = ctx.protocol.plugin_options("certifier", self.certifier)
-        if self.estimator == "predicted" and "gamma" in options:
-            options["gamma"] = 1.0  # the paired estimate on every image: no from-scratch fallback
-        certifier = ctx.protocol.create("certifier", self.certifier, **options)
+        certifier = ctx.protocol.create("certifier", self.certifier)
+        if self.estimator == "predicted" and hasattr(certifier, "gamma"):
+            # the paired estimate on every image, no from-scratch fallback, whatever the run set: a certifier
+            # with a fallback threshold takes it as its option ``gamma`` (irs)
+            certifier = ctx.protocol.create("certifier", self.certifier, gamma=1.0)
         reference = ctx.reference()
         final = ctx.smoothing
 
