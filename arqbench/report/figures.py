@@ -83,7 +83,8 @@ def learning_png(title: str, candidates: pd.DataFrame, colours: dict[str, int]) 
 def learning_figure(title: str, candidates: pd.DataFrame, colours: dict[str, int]) -> Figure:
     """One row per RL method. Left: reward per episode (dots) and best so far (line), one shade per seed, the
     shipped episode starred; where the search re-scored its top candidates, each is ringed at its search
-    reward and its re-score drawn as a diamond at the same episode, joined by a thin line. Right: every
+    reward and its re-score drawn as a diamond at the same episode, joined by a thin line; a dashed grey line
+    (right axis) counts the distinct policies scored so far, so an agent that stopped exploring shows. Right: every
     scored candidate's cost against its ACR as the search measured it (where it did), their Pareto front,
     and the shipped policy's final (fine-tuned, fully certified) ACR as a star joined to its search ACR, so
     the gap between what the search optimised and what shipped shows.
@@ -98,6 +99,7 @@ def learning_figure(title: str, candidates: pd.DataFrame, colours: dict[str, int
             mine = candidates[candidates["label"] == method]
             colour = _colour(colours[method])
             seeds = sorted(mine["seed"].unique())
+            explored = left.twinx() if "distinct" in mine else None
             for s, seed in enumerate(seeds):
                 run = mine[mine["seed"] == seed].sort_values("episode")
                 shade = 1.0 - 0.5 * s / max(1, len(seeds))
@@ -107,6 +109,9 @@ def learning_figure(title: str, candidates: pd.DataFrame, colours: dict[str, int
                 first = s == 0
                 left.step(run["episode"], run["best_reward"], where="post", color=colour, alpha=shade,
                           label="best so far (a line per seed)" if first else None)
+                if explored is not None:
+                    explored.plot(run["episode"], run["distinct"], color="0.5", linestyle="--", linewidth=0.8,
+                                  alpha=shade)
                 shipped = run[run["shipped"]]
                 left.plot(shipped["episode"], shipped["reward"], linestyle="none", marker="*", markersize=12,
                           color=colour, markeredgecolor="black")
@@ -135,6 +140,8 @@ def learning_figure(title: str, candidates: pd.DataFrame, colours: dict[str, int
                                label="shipped policy: final ACR (dotted to its search ACR)" if first else None)
             left.set_xlabel("episode")
             left.set_ylabel(f"{method}: reward")
+            if explored is not None:
+                explored.set_ylabel("distinct candidates so far (dashed)", color="0.4", fontsize=8)
             left.grid(True, color="0.9")
             left.legend(fontsize=8, frameon=False)
             right.set_xlabel("cost (% of float)")

@@ -156,14 +156,15 @@ def candidates_frame(cells: list[tuple[float, str, dict]]) -> pd.DataFrame:
             shipped = next((h["episode"] for h in history if h["policy"] == result.get("policy")), None)
         rescores = {r["episode"]: r["rescore"] for r in search.get("rescored") or []
                     if isinstance(r, dict) and "rescore" in r}
-        best = float("-inf")
+        best, distinct = float("-inf"), 0
         run = []
         for h in history:
             best = max(best, h["reward"])
+            distinct += not h.get("revisit", False)
             run.append({"budget": budget, "method": result["method"], "label": label, "seed": result.get("seed"),
                         "episode": h["episode"],
                         "revisit": bool(h.get("revisit", False)), "cost": h.get("cost"), "reward": h["reward"],
-                        "best_reward": best, "search_acr": h.get("acr"), "search_smoothed_acc": h.get("smoothed_acc"),
+                        "best_reward": best, "distinct": distinct, "search_acr": h.get("acr"), "search_smoothed_acc": h.get("smoothed_acc"),
                         "search_accuracy": h.get("accuracy"), "pareto": False, "shipped": h["episode"] == shipped,
                         "final_acr": (result.get("metrics") or {}).get("acr") if h["episode"] == shipped else None,
                         "rescored": h["episode"] in rescores, "rescore": rescores.get(h["episode"]),

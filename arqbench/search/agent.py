@@ -175,6 +175,8 @@ def rl_search(ctx: SearchContext, reward, settings: AgentSettings, description: 
         extra = {"rescored": rescored, "search_best_episode": rescored[0]["episode"],
                  "rescore_s": sum(r["rescore_s"] for r in rescored)}
     policy = {name: (bits[0], bits[1]) for name, bits in best["policy"].items()}
-    return SearchResult(policy, {"episodes": len(env.history), "best_episode": best["episode"],
+    distinct = sum(not record["revisit"] for record in env.history)  # how much the agent explored
+    return SearchResult(policy, {"episodes": len(env.history), "distinct_candidates": distinct,
+                                 "best_episode": best["episode"],
                                  "best_reward": best["reward"], "agent": settings.agent_settings(),
                                  **extra, "history": env.history})
