@@ -127,6 +127,10 @@ def add_protocol_flags(p: argparse.ArgumentParser) -> None:
                    help="search activation bits too (needed below ~1.56%% BitOPs; default: weights only)")
     g.add_argument("--quantize-ends", dest="keep_ends", action="store_false", default=None,
                    help="let searches quantize the first and last layer below 8 bits (default: both stay 8-bit)")
+    g.add_argument("--base-seeds", choices=["shared", "per-seed"],
+                   help="shared: every seed quantizes base model 0; per-seed: seed s quantizes base model s, trained "
+                        "with seed s, so a table's seeds vary the network as well (default: the benchmark's; "
+                        "shared with --checkpoint)")
     g.add_argument("--preset", choices=["paper"],
                    help="paper: n0=100, n=100000, alpha=0.001, 500 images, 600 episodes (default: none)")
     g.add_argument("--option", action="append", type=option, default=[], metavar="NAME.KEY=VALUE",
@@ -134,13 +138,19 @@ def add_protocol_flags(p: argparse.ArgumentParser) -> None:
                         "(default: none; `arqbench list --options NAME` lists a plugin's options and defaults)")
 
 
-def add_place_flags(p: argparse.ArgumentParser, checkpoint: str | None = None) -> None:
+def add_place_flags(p: argparse.ArgumentParser, checkpoint: str | None = None, base_models: bool = True) -> None:
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     p.add_argument("--data-root", type=Path, default=os.environ.get("ARQBENCH_DATA"),
                    help="where CIFAR-10/ImageNet live (default: $ARQBENCH_DATA)")
     p.add_argument("--checkpoint", type=Path, help=checkpoint or (
         "base model checkpoint: Cohen .pth.tar, state_dict or arqbench's (default: "
         "<data-root>/checkpoints/<benchmark>/noise_<sigma>/checkpoint.pth.tar, else the model `arqbench train` made)"))
+    if base_models:
+        p.add_argument("--base-models", type=Path, metavar="DIR",
+                       help="a folder of published base models (leaderboards/models): a base model arqbench would "
+                            "train is taken from it where it is there, and `certify` finds a result's base model "
+                            "there by fingerprint (default: none; certify also looks in the models/ folder above the "
+                            "result file)")
     p.add_argument("--normalization", metavar="NAME|MEAN,.../STD,...",
                    help="input normalisation the checkpoint's network was trained with, when it does not record "
                         "it (e.g. cohen for a CIFAR-10 model trained with Cohen et al.'s code; default: the one the "
@@ -260,7 +270,7 @@ def build_parser() -> Parser:
     tr.add_argument("--seed", type=int, default=0, help="training seed")
     tr.add_argument("--amp", action="store_true", help="mixed precision (CUDA)")
     add_place_flags(tr, checkpoint="fine-tune from this checkpoint (Cohen .pth.tar, state_dict or arqbench's) "
-                                   "instead of training from scratch (default: from scratch)")
+                                   "instead of training from scratch (default: from scratch)", base_models=False)
     return parser
 
 

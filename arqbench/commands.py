@@ -16,6 +16,7 @@ from arqbench.files import (
     write_bytes_atomic,
     write_text_atomic,
 )
+from arqbench.models import published
 from arqbench.pipeline.cell import CERTIFICATION_SETTINGS, CellRun
 from arqbench.pipeline.config import create_benchmark, known_settings, resolve
 from arqbench.pipeline import usecases
@@ -126,8 +127,11 @@ def certify(args, flags: dict) -> int:
     if args.policy is not None and (source is None or source.get("policy") is not None):
         layers = profile_layers(benchmark.build_model(), benchmark.input_shape)  # checked before any model work
         policy = policies.validate(policies.load(args.policy), layers, f"policy {args.policy}")
-    prepared = prepare(benchmark, sigma, protocol, device, data_root=args.data_root, checkpoint=args.checkpoint,
-                       normalization=args.normalization, workers=args.workers)
+    theirs = ((source or {}).get("base_model") or {}).get("fingerprint")
+    checkpoint = args.checkpoint or (source and published.checkpoint_for(theirs, args.policy, args.base_models))
+    prepared = prepare(benchmark, sigma, protocol, device, data_root=args.data_root, checkpoint=checkpoint,
+                       normalization=args.normalization, workers=args.workers,
+                       base_seed=0 if checkpoint else protocol.base_seed(seed), base_models=args.base_models)
     warn_uncertifiable(benchmark, sigma, protocol)
     method = REFERENCE if policy is None else (source["method"] if source is not None else "policy")
     cell = Cell(benchmark_name, sigma, None if source is None else source.get("budget"), method, seed)
@@ -139,7 +143,7 @@ def certify(args, flags: dict) -> int:
         table.add_column(column)
     measured = {}
     for name in certifiers:
-        certs, seconds = CellRun(cell, prepared, replace(protocol, certifier=name), device).certify(trained.model)
+        certs, seconds, _ = CellRun(cell, prepared, replace(protocol, certifier=name), device).certify(trained.model)
         measured[name] = m = {"clean_acc": trained.clean_acc, **summarize(certs, benchmark.radii)}
         if args.cohen_out is not None:
             cohen.write(args.cohen_out, certs)
@@ -152,11 +156,10 @@ def certify(args, flags: dict) -> int:
         if changed:
             info(f"not compared with {args.policy}: this run differs from it ({'; '.join(changed)})")
             return 0
-        theirs = (source.get("base_model") or {}).get("fingerprint")
         if theirs and theirs != prepared.fingerprint:
-            warn(f"the base model here ({prepared.fingerprint}) is not the one {args.policy} used ({theirs}); "
-                 f"pass its checkpoint with --checkpoint (or train it again with the same thread count: a fresh "
-                 f"ARQBENCH_HOME) to reproduce it")
+            warn(f"the base model here ({prepared.fingerprint}) is not the one {args.policy} used ({theirs}), and "
+                 f"no published base model has that fingerprint; pass its folder with --base-models, or its "
+                 f"checkpoint with --checkpoint, to reproduce it")
         return model_commands.compare(source["metrics"], measured[protocol.certifier], args.policy)
     return 0
 
@@ -193,6 +196,8 @@ def profile(args, flags: dict) -> int:
     plugins.get("certifier", certifier_name)
     for sigma in args.sigma:
         prepared = prepare(benchmark, sigma, protocol, device, data_root=args.data_root, checkpoint=args.checkpoint,
+                           base_seed=0 if args.checkpoint else protocol.base_seed(args.seed),
+                           base_models=args.base_models,
                            normalization=args.normalization, workers=args.workers)
         ctx = CellRun(Cell(args.benchmark, sigma, 1.0, "profile", args.seed), prepared, protocol, device).context()
         measured = sensitivity.profile(ctx, [l.name for l in prepared.layers], protocol.search_activations,

@@ -9,6 +9,7 @@ from arqbench import runtime
 from arqbench.console import info, print_table, warn
 from arqbench.errors import ArqbenchError
 from arqbench.export import FORMATS, export_onnx
+from arqbench.models import published
 from arqbench.models.training import accuracy
 from arqbench.pipeline import saved
 from arqbench.pipeline.cell import CERTIFICATION_SETTINGS, CellRun
@@ -43,16 +44,19 @@ def certify_model(args, flags: dict) -> int:
     device = torch.device(args.device)
     runtime.check_precision(device, protocol.precision)
     runtime.set_threads(runtime.thread_count(device, args.threads, loaded.benchmark))
-    prepared = prepare(loaded.benchmark, sigma, protocol, device, data_root=args.data_root, checkpoint=args.checkpoint,
-                       normalization=args.normalization, workers=args.workers)
     theirs = loaded.base_model.get("fingerprint")
+    checkpoint = args.checkpoint or published.checkpoint_for(theirs, args.model, args.base_models)
+    prepared = prepare(loaded.benchmark, sigma, protocol, device, data_root=args.data_root, checkpoint=checkpoint,
+                       normalization=args.normalization, workers=args.workers,
+                       base_seed=0 if checkpoint else protocol.base_seed(seed), base_models=args.base_models)
     if theirs and theirs != prepared.fingerprint and "irs" in protocol.certifier:
         warn(f"the base model here ({prepared.fingerprint}) is not the one {args.model} was made from ({theirs}); "
-             f"an incremental certifier's reference differs: pass its checkpoint with --checkpoint")
+             f"an incremental certifier's reference differs: pass its folder with --base-models, or its checkpoint "
+             f"with --checkpoint")
     model = loaded.model.to(device)
     runner = CellRun(Cell(cell["benchmark"], sigma, cell["budget"], cell["method"], seed), prepared, protocol, device)
     clean = accuracy(model, prepared.data.test, device, workers=prepared.data.workers)
-    certs, seconds = runner.certify(model)
+    certs, seconds, _ = runner.certify(model)
     metrics = {"clean_acc": clean, **summarize(certs, loaded.benchmark.radii)}
     if getattr(args, "cohen_out", None) is not None:
         cohen.write(args.cohen_out, certs)

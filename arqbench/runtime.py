@@ -87,6 +87,30 @@ def threads(count: int | None):
         set_threads(before)
 
 
+def cpu_name() -> str:
+    """The processor's model name (``/proc/cpuinfo``; ``platform.processor()`` elsewhere): two CPUs may round a
+    float sum differently, so trained weights and certificates name the one that computed them."""
+    import platform
+
+    try:
+        with open("/proc/cpuinfo") as handle:
+            for line in handle:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown"
+
+
+def machine(device: torch.device) -> dict:
+    """What computed a result, as far as rounding goes: the device (GPU name or CPU model), thread count, torch."""
+    import platform
+
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name()
+    return {"device": name, "threads": torch.get_num_threads(), "torch": str(torch.__version__),
+            "platform": platform.platform()}
+
+
 LIBRARY_CACHES = {
     "TORCHINDUCTOR_CACHE_DIR": "torchinductor",  # importing torch._dynamo (torchvision does) makes /tmp/torchinductor_USER
     "MPLCONFIGDIR": "matplotlib",  # matplotlib's font cache, else under ~/.cache or a fresh temp directory

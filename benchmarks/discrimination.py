@@ -48,7 +48,7 @@ def shipped(prepared: Prepared, protocol, budget: float, seed: int, device: torc
     cell = Cell(prepared.benchmark.name, prepared.sigma, None if method == REFERENCE else budget, method, seed)
     run = CellRun(cell, prepared, protocol, device)
     trained = run.train(policy)
-    certs, _ = run.certify(trained.model)
+    certs, *_ = run.certify(trained.model)
     return trained.policy, trained.clean_acc, per_image(c.as_dict() for c in certs)
 
 

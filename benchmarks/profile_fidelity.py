@@ -99,7 +99,7 @@ def shipped(prepared, protocol, seed: int, budget: float, policy, device) -> dic
     """Per test image, the ACR term of ``policy`` taken through the protocol as a leaderboard cell."""
     run = CellRun(Cell(prepared.benchmark.name, prepared.sigma, budget, "robust-ilp", seed), prepared, protocol,
                   device)
-    certs, _ = run.certify(run.train(policy).model)
+    certs, *_ = run.certify(run.train(policy).model)
     return per_image(c.as_dict() for c in certs)
 
 

@@ -47,7 +47,7 @@ def final_radii(run: CellRun, policy) -> dict[int, float]:
            "base": run.prepared.fingerprint, "sigma": run.cell.sigma, "seed": run.cell.seed}
     path = cache_path("rescoring", key, ".json")
     if not path.exists():
-        certs, _ = run.certify(run.train(policy).model)
+        certs, *_ = run.certify(run.train(policy).model)
         write_json_atomic(path, {str(c.index): c.radius if c.correct else 0.0 for c in certs})
     return {int(i): r for i, r in read_json(path).items()}
 

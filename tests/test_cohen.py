@@ -296,7 +296,7 @@ def test_certify_writes_a_file_cohens_analysis_reads(cli, tmp_path):
     digits = plugins.create("benchmark", "digits")
     protocol = resolve(digits, {"subset": "cohen", "test_images": 6, "n0": 20, "n": 300, "batch_size": 300})
     prepared = prepare(digits, 0.25, protocol, torch.device("cpu"))
-    certs, _ = CellRun(Cell("digits", 0.25, None, REFERENCE, 0), prepared, protocol,
+    certs, *_ = CellRun(Cell("digits", 0.25, None, REFERENCE, 0), prepared, protocol,
                        torch.device("cpu")).certify(prepared.model)
     assert list(df["label"]) == [int(prepared.data.test[i][1]) for i in range(0, 101, 20)]
     assert list(df["predict"]) == [c.prediction for c in certs]

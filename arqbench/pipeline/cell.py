@@ -6,6 +6,7 @@ replays a result file's policy through ``run``. Certificates are seeded per exam
 certified in shards and merged in order is the cell certified at once.
 """
 
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +29,16 @@ from arqbench.search.ledger import Ledger
 from arqbench.smoothing.certification import certify_subset
 from arqbench.smoothing.core import Certificate, SmoothingConfig
 from arqbench.smoothing.metrics import summarize
+
+class Clock:
+    """Wall and process CPU seconds since it was made."""
+
+    def __init__(self):
+        self.wall, self.cpu = time.perf_counter(), time.process_time()
+
+    def read(self) -> dict:
+        return {"wall_s": time.perf_counter() - self.wall, "cpu_s": time.process_time() - self.cpu}
+
 
 CERTIFICATION_SETTINGS = ("n0", "n", "alpha", "test_images", "subset", "batch_size", "precision", "certifier")
 
@@ -62,7 +73,11 @@ class CellRun:
     def train(self, policy: policies.Policy | None = None) -> Trained:
         """Search (unless ``policy`` is given, or the cell is the fp32 row) and fine-tune the cell's model.
         The search's time is recorded in parts (``arqbench.search.ledger``): ``search_s`` (own work, waits
-        excluded), ``search_wait_s``, ``search_reused_s`` and ``search_cost_s`` (own + reused)."""
+        excluded), ``search_wait_s``, ``search_reused_s`` and ``search_cost_s`` (own + reused). ``wall_s`` and
+        ``cpu_s`` (this process's CPU seconds) cover the whole cell once ``record`` adds the certification, and
+        ``load`` is the machine's 1-minute load average as the stage ended: a cell timed beside other work
+        shows a CPU/wall ratio below its threads' (``arqbench.pipeline.timing.busy``)."""
+        clock = Clock()
         timing = {"search_s": 0.0, "search_wait_s": 0.0, "search_reused_s": 0.0, "search_cost_s": 0.0,
                   "finetune_s": 0.0, "certify_s": 0.0}
         search: dict = {}
@@ -81,6 +96,7 @@ class CellRun:
             model, tuning = self.quantized_model(policy)
             timing["finetune_s"] = time.perf_counter() - start
         clean = accuracy(model, self.prepared.data.test, self.device, workers=self.prepared.data.workers)
+        timing.update(clock.read(), load=os.getloadavg()[0])
         return Trained(model, policy, search, timing, clean, versions(self.device), tuning)
 
     def search(self, ledger: Ledger) -> tuple[policies.Policy, dict]:
@@ -130,9 +146,10 @@ class CellRun:
         return SmoothingConfig(sigma=self.cell.sigma, n0=p.n0, n=p.n, alpha=p.alpha, batch_size=p.batch_size,
                                seed=self.cell.seed, precision=p.precision)
 
-    def certify(self, model: nn.Module, shard: tuple[int, int] = (0, 1)) -> tuple[list[Certificate], float]:
+    def certify(self, model: nn.Module, shard: tuple[int, int] = (0, 1)) -> tuple[list[Certificate], float, float]:
         """Certify ``model`` on the certification subset, or on its ``shard = (k, K)``: the k-th of K
-        contiguous slices. Returns the certificates in subset order and the seconds it took."""
+        contiguous slices. Returns the certificates in subset order, the seconds it took, and the CPU seconds
+        this process spent on it."""
         protocol, prepared = self.protocol, self.prepared
         certifier = protocol.create("certifier", protocol.certifier)
         subset = prepared.data.certify
@@ -140,17 +157,18 @@ class CellRun:
         if parts > 1:
             indices = subset.indices
             subset = Subset(subset.dataset, indices[k * len(indices) // parts:(k + 1) * len(indices) // parts])
-        start = time.perf_counter()
+        clock = Clock()
         runtime.channels_last(model, self.device, protocol.precision)
         certs = certify_subset(certifier, model, subset, self.smoothing(), prepared.benchmark.num_classes,
                                prepared.reference("test"), f"certify {self.cell.method}")
-        return certs, time.perf_counter() - start
+        spent = clock.read()
+        return certs, spent["wall_s"], spent["cpu_s"]
 
-    def record(self, trained: Trained, parts: list[tuple[list[Certificate], float]]) -> dict:
+    def record(self, trained: Trained, parts: list[tuple[list[Certificate], float, float]]) -> dict:
         """The result record from the trained stage and the certification shards' (certificates, seconds);
         with ``model_path``, the quantized model is saved there first (``arqbench.pipeline.saved``)."""
         cell, prepared, protocol = self.cell, self.prepared, self.protocol
-        certs = [cert for part, _ in parts for cert in part]
+        certs = [cert for part, _, _ in parts for cert in part]
         cost = cost_summary(prepared.layers, trained.policy, protocol)
         if cell.budget is not None:
             cost["within_budget"] = cost["fraction"] <= cell.budget + 1e-12
@@ -165,7 +183,9 @@ class CellRun:
             "seed": cell.seed, "status": "ok", "error": None,
             "policy": None if policy is None else {k: list(v) for k, v in policy.items()},
             "metrics": {"clean_acc": trained.clean_acc, **summarize(certs, prepared.benchmark.radii)},
-            "cost": cost, "timing": {**trained.timing, "certify_s": sum(s for _, s in parts)},
+            "cost": cost, "timing": {**trained.timing, "certify_s": sum(s for _, s, _ in parts),
+                                     "wall_s": trained.timing["wall_s"] + sum(s for _, s, _ in parts),
+                                     "cpu_s": trained.timing["cpu_s"] + sum(c for _, _, c in parts)},
             "search": trained.search, "layers": [layer.as_dict() for layer in prepared.layers],
             "certificates": [c.as_dict() for c in certs],
             "base_model": {**prepared.source, "fingerprint": prepared.fingerprint},
@@ -188,12 +208,12 @@ def plugin_record(cell: Cell, protocol: Protocol) -> dict:
 def config_record(cell: Cell, protocol: Protocol) -> dict:
     """What a re-run must match for a finished cell to be reused: the cell's identity and its protocol,
     with the options of the plugins the cell runs (other search methods' options are not the cell's); for
-    the fp32 row, only the certification settings and the certifier's options."""
+    the fp32 row, only the certification settings, which base model it is, and the certifier's options."""
     settings = protocol.as_dict()
     searches = set(plugins.names("search")) - {cell.method}
     options = {name: o for name, o in protocol.options.items() if name not in searches}
     if cell.method == REFERENCE:
-        settings = {k: settings[k] for k in CERTIFICATION_SETTINGS}
+        settings = {k: settings[k] for k in (*CERTIFICATION_SETTINGS, "base_seeds")}
         options = {name: o for name, o in options.items() if name == protocol.certifier}
         if options:
             settings["options"] = options

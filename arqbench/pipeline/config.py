@@ -15,13 +15,16 @@ from arqbench.errors import ArqbenchError
 from arqbench.models.benchmark import Benchmark
 from arqbench.models.data import SUBSETS
 from arqbench.models.finetune_recipe import DEFAULT as DEFAULT_FINETUNE_RECIPE, FinetuneRecipe, fields_from_text
+from arqbench.pipeline.values import BASE_SEEDS
 from arqbench.runtime import PRECISIONS
 
 SHARED = "*"
 DEFAULTS = {
     "n0": 100, "n": 100_000, "alpha": 0.001, "test_images": 500, "batch_size": 1000, "subset": "random",
     "precision": "fp32", "search_activations": False, "keep_ends": True, "finetune_recipe": DEFAULT_FINETUNE_RECIPE,
+    "base_seeds": "shared",
 }
+
 PLUGIN_SETTINGS = ("quantizer", "cost_model", "certifier")  # default: the plugin registered as its kind's default
 PRESETS = {
     # Cohen et al.'s certification, as the ARQ paper reports it. Plugin options keep their defaults.
@@ -45,10 +48,15 @@ class Protocol:
     certifier: str
     search_activations: bool
     keep_ends: bool  # first and last layer held at 8 bits
+    base_seeds: str  # BASE_SEEDS: whether seed s quantizes base model 0 or base model s
     options: dict = field(default_factory=dict)  # {plugin name or "*": {key: value}}
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+    def base_seed(self, seed: int) -> int:
+        """The training seed of the base model a cell of ``seed`` quantizes (``base_seeds``)."""
+        return seed if self.base_seeds == "per-seed" else 0
 
     def tuning(self) -> FinetuneRecipe:
         """The fine-tune's remedies (``finetune_recipe``) as a ``FinetuneRecipe``."""
@@ -122,5 +130,7 @@ def check(p: Protocol) -> None:
         raise ArqbenchError(f"--precision must be one of {', '.join(PRECISIONS)}, got '{p.precision}'")
     if p.subset not in SUBSETS:
         raise ArqbenchError(f"--subset must be one of {', '.join(SUBSETS)}, got '{p.subset}'")
+    if p.base_seeds not in BASE_SEEDS:
+        raise ArqbenchError(f"--base-seeds must be one of {', '.join(BASE_SEEDS)}, got '{p.base_seeds}'")
     if p.finetune_epochs < 0:
         raise ArqbenchError(f"--finetune-epochs must be >= 0, got {p.finetune_epochs}")

@@ -55,7 +55,7 @@ class Task:
 
 def create(name: str, device: str, certify_shards: int = 1, address: str | None = None,
            cpus_per_task: float = 1, gpus_per_task: float = 0, data_root: Path | None = None,
-           checkpoint: Path | None = None, normalization: str | None = None):
+           checkpoint: Path | None = None, normalization: str | None = None, base_models: Path | None = None):
     """The executor for ``--executor NAME``; every setting is checked here, before any work is done."""
     if certify_shards < 1:
         raise ArqbenchError(f"--certify-shards must be a positive integer, got {certify_shards}")
@@ -75,7 +75,7 @@ def create(name: str, device: str, certify_shards: int = 1, address: str | None 
         except ImportError:
             raise ArqbenchError(f"--executor ray needs Ray, which is not installed; {RAY_INSTALL}") from None
         return RayExecutor(device, certify_shards, address, cpus_per_task, gpus_per_task, data_root, checkpoint,
-                           normalization)
+                           normalization, base_models)
     raise ArqbenchError(f"unknown executor '{name}'; available: local, ray")
 
 
@@ -131,21 +131,24 @@ class Job:
     fingerprint: str  # the driver's base model: the worker's must be the same
     workers: int
     threads: int | None = None  # CPU threads of the cell's work (Task.threads)
+    base_models: Path | None = None  # --base-models
 
 
 _PREPARED: dict[tuple, Prepared] = {}  # per worker process: the last few (benchmark, sigma) prepared
 
 
 def _prepared(job: Job) -> Prepared:
-    key = (job.cell.benchmark, job.cell.sigma, job.protocol.test_images, job.protocol.subset, job.device,
-           job.data_root, job.checkpoint, job.normalization)
+    base_seed = job.protocol.base_seed(job.cell.seed)
+    key = (job.cell.benchmark, job.cell.sigma, base_seed, job.protocol.test_images, job.protocol.subset, job.device,
+           job.data_root, job.checkpoint, job.normalization, job.base_models)
     if key not in _PREPARED:
         keep_freed_memory()  # as the CLI does: without it certification in a worker is 2x slower
         if len(_PREPARED) >= 2:
             _PREPARED.pop(next(iter(_PREPARED)))
         benchmark = job.protocol.create("benchmark", job.cell.benchmark)
         _PREPARED[key] = prepare(benchmark, job.cell.sigma, job.protocol, torch.device(job.device), data_root=job.data_root,
-                                 checkpoint=job.checkpoint, normalization=job.normalization, workers=job.workers)
+                                 checkpoint=job.checkpoint, normalization=job.normalization, workers=job.workers,
+                                 base_seed=base_seed, base_models=job.base_models)
     prepared = _PREPARED[key]
     if prepared.fingerprint != job.fingerprint:
         raise ArqbenchError(
@@ -182,7 +185,7 @@ def _train_remote(job: Job) -> tuple[Trained, torch.nn.Module | None]:
 
 
 @_console_lines
-def _certify_remote(job: Job, model: torch.nn.Module | None, shard: tuple[int, int]) -> tuple[list, float]:
+def _certify_remote(job: Job, model: torch.nn.Module | None, shard: tuple[int, int]) -> tuple[list, float, float]:
     """Ray task: certify one slice of the certification subset."""
     with runtime.threads(job.threads):
         prepared = _prepared(job)
@@ -201,11 +204,12 @@ class RayExecutor:
 
     def __init__(self, device: str, certify_shards: int, address: str | None, cpus_per_task: float,
                  gpus_per_task: float, data_root: Path | None = None, checkpoint: Path | None = None,
-                 normalization: str | None = None):
+                 normalization: str | None = None, base_models: Path | None = None):
         import ray
 
         self.ray, self.device, self.certify_shards, self.address = ray, device, certify_shards, address
         self.data_root, self.checkpoint, self.normalization = data_root, checkpoint, normalization
+        self.base_models = base_models
         self.resources = {"num_cpus": cpus_per_task, "num_gpus": gpus_per_task}
         self.started = False
 
@@ -262,7 +266,8 @@ class RayExecutor:
                     exhausted = True
                     break
                 job = Job(task.cell, task.protocol, self.device, self.data_root, self.checkpoint,
-                          self.normalization, task.prepared.fingerprint, task.prepared.data.workers, task.threads)
+                          self.normalization, task.prepared.fingerprint, task.prepared.data.workers, task.threads,
+                          self.base_models)
                 trained_ref, model_ref = train.remote(job)
                 parts = shards(task, self.certify_shards)
                 shard_refs = [certify.remote(job, model_ref, (k, parts)) for k in range(parts)]

@@ -1,13 +1,12 @@
 """What the cells of one (benchmark, sigma) share: the protocol's data splits, the float base model, its layers."""
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from arqbench.models.base_model import base_model
+from arqbench.models.base_model import base_model, fingerprint
 from arqbench.models.benchmark import Benchmark
 from arqbench.models.data import ProtocolData
 from arqbench.pipeline.config import Protocol
@@ -27,6 +26,7 @@ class Prepared:
     source: dict
     layers: list[LayerInfo]
     fingerprint: str
+    base_seed: int = 0  # the training seed of the base model (Protocol.base_seed)
 
     @property
     def reference_key(self) -> dict:
@@ -41,24 +41,17 @@ class Prepared:
         return policies.fixed_layers(self.layers, protocol.keep_ends)
 
 
-def fingerprint(model: nn.Module) -> str:
-    """A hash of the weights: caches keyed by it are rebuilt whenever the base model changes."""
-    digest = hashlib.sha256()
-    for name, tensor in sorted(model.state_dict().items()):
-        digest.update(name.encode())
-        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    return digest.hexdigest()[:16]
-
-
 def prepare(benchmark: Benchmark, sigma: float, protocol: Protocol, device: torch.device, *,
             data_root: Path | None = None, checkpoint: Path | None = None, normalization: str | None = None,
-            workers: int = 0) -> Prepared:
-    """The data splits, base model and layers of (benchmark, sigma): the base model from ``checkpoint``, the
-    benchmark's conventional places under ``data_root``, or arqbench's cache (``models.base_model``), with
-    the input ``normalization`` it was trained with (when the checkpoint cannot tell)."""
+            workers: int = 0, base_seed: int = 0, base_models: Path | None = None) -> Prepared:
+    """The data splits, base model and layers of (benchmark, sigma, ``base_seed``): the base model from
+    ``checkpoint``, the benchmark's conventional places under ``data_root``, the published folder ``base_models``
+    or arqbench's cache (``models.base_model``), with the input ``normalization`` it was trained with (when the
+    checkpoint cannot tell)."""
     splits = benchmark.splits(data_root)
     data = ProtocolData.from_splits(splits, protocol.test_images, benchmark.search_images, protocol.subset, workers,
                                     benchmark.name)
-    model, source = base_model(benchmark, sigma, splits, device, checkpoint, data_root, normalization)
+    model, source = base_model(benchmark, sigma, splits, device, checkpoint, data_root, normalization, base_seed,
+                               base_models)
     layers = profile_layers(model, benchmark.input_shape)
-    return Prepared(benchmark, sigma, data, model, source, layers, fingerprint(model))
+    return Prepared(benchmark, sigma, data, model, source, layers, fingerprint(model), base_seed)

@@ -10,6 +10,7 @@ import numpy
 import torch
 from filelock import FileLock, Timeout
 
+from arqbench.runtime import cpu_name
 from arqbench.version import PLUGIN_API, __version__
 from arqbench.errors import ArqbenchError
 from arqbench.files import check_json, read_json, write_json_atomic
@@ -19,7 +20,7 @@ from arqbench.pipeline.config import Protocol
 REFERENCE = "fp32"  # the float model's row, one per (benchmark, sigma, seed)
 # Protocol settings added after result files were first written, with the value older files were made under:
 # filled in on reading, so older results stay reusable and rank with newer ones made the same way.
-ADDED_SETTINGS = {"subset": "random", "precision": "fp32"}
+ADDED_SETTINGS = {"subset": "random", "precision": "fp32", "base_seeds": "shared"}
 ADDED_QUANTIZED_SETTINGS = {"finetune_recipe": DEFAULT_FINETUNE_RECIPE}  # the same, for quantized cells only
 
 
@@ -182,6 +183,7 @@ def versions(device: torch.device) -> dict:
         "threads": torch.get_num_threads(),  # CPU results (training above all) depend on it
         "platform": platform.platform(),
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
+        "cpu": cpu_name(),  # another CPU may round differently (README, "Reproducing a row")
         "plugin_api": PLUGIN_API,  # the plugin contract the plugins below were loaded under
         "plugins": plugin_versions(),
     }

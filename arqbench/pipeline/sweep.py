@@ -2,7 +2,7 @@
 
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -35,6 +35,7 @@ class SweepSpec:
     device: str = "cpu"
     data_root: Path | None = None
     checkpoint: Path | None = None
+    base_models: Path | None = None  # --base-models: a folder of published base models (models.published)
     normalization: str | None = None  # --normalization: what the checkpoint's network was trained with
     force: bool = False
     command: str | None = None  # the command line, recorded in every result
@@ -187,14 +188,29 @@ def setup(spec: SweepSpec) -> tuple[dict, dict[str, Protocol]]:
     and protocol, by benchmark name."""
     check_values(spec.benchmarks, spec.methods, spec.sigmas, spec.budgets, spec.device, spec.executor,
                  spec.checkpoint, spec.data_root)
+    if spec.base_models is not None and not Path(spec.base_models).is_dir():
+        raise ArqbenchError(f"--base-models {spec.base_models} is not a directory; pass a folder of published base "
+                            f"models, such as leaderboards/models")
     benchmarks = {name: create_benchmark(name, spec.overrides.get("options")) for name in spec.benchmarks}
-    protocols = {name: resolve(b, spec.overrides, spec.preset) for name, b in benchmarks.items()}
+    protocols = {name: one_base_model(resolve(b, spec.overrides, spec.preset), spec)
+                 for name, b in benchmarks.items()}
     for protocol in protocols.values():
         runtime.check_precision(torch.device(spec.device), protocol.precision)
     for name, b in benchmarks.items():
         check_plugins(protocols[name], spec.methods)
         check_budgets(b, protocols[name], spec.budgets)
     return benchmarks, protocols
+
+
+def one_base_model(protocol: Protocol, spec: SweepSpec) -> Protocol:
+    """A given ``--checkpoint`` is one network: every seed quantizes it (``base_seeds`` shared, where the benchmark
+    defaulted to per-seed); asking for per-seed base models with it is a mistake."""
+    if spec.checkpoint is None or protocol.base_seeds == "shared":
+        return protocol
+    if spec.overrides.get("base_seeds") is not None:
+        raise ArqbenchError(f"--base-seeds per-seed trains a base model per seed, but --checkpoint {spec.checkpoint} "
+                            f"is one network; drop one of them")
+    return replace(protocol, base_seeds="shared")
 
 
 def run_sweep(spec: SweepSpec) -> Outcome:
@@ -212,7 +228,7 @@ def run_sweep(spec: SweepSpec) -> Outcome:
                  spec.checkpoint, spec.data_root, spec.seeds, spec.out)
     executor = executors.create(spec.executor, spec.device, spec.certify_shards, spec.address, spec.cpus_per_task,
                                 spec.gpus_per_task, spec.data_root, spec.checkpoint,
-                                spec.normalization)
+                                spec.normalization, spec.base_models)
     benchmarks, protocols = setup(spec)
     cells = plan(spec)
     done = {cell for cell in cells if not spec.force and finished(cell, protocols[cell.benchmark], spec.out)}
@@ -223,10 +239,10 @@ def run_sweep(spec: SweepSpec) -> Outcome:
         raise ArqbenchError("nothing to run: " + "; ".join(dict.fromkeys(outcome.skipped)))
     for reason in outcome.skipped:
         warn(f"skipped: {reason}")
-    fingerprint = {cell: getattr(prepared[cell.benchmark, cell.sigma], "fingerprint", None) for cell in cells}
-    for (name, sigma), ready in prepared.items():
-        if isinstance(ready, Prepared):
-            warn_uncertifiable(benchmarks[name], sigma, protocols[name])
+    base = {cell: prepared[base_key(cell, protocols)] for cell in cells}
+    fingerprint = {cell: getattr(base[cell], "fingerprint", None) for cell in cells}
+    for name, sigma in dict.fromkeys(key[:2] for key, ready in prepared.items() if isinstance(ready, Prepared)):
+        warn_uncertifiable(benchmarks[name], sigma, protocols[name])
     for cell in done:  # a finished cell made from another base model is not this run's
         finished(cell, protocols[cell.benchmark], spec.out, fingerprint[cell])
     outcome.reused = [c for c in cells if c in done]
@@ -250,7 +266,7 @@ def run_sweep(spec: SweepSpec) -> Outcome:
                 held.pop(cell).release()  # the other process finished it
                 outcome.reused.append(cell)
                 continue
-            yield executors.Task(cell, protocols[cell.benchmark], prepared[cell.benchmark, cell.sigma],
+            yield executors.Task(cell, protocols[cell.benchmark], base[cell],
                                  numbers.setdefault(cell, len(numbers) + 1), len(runnable),
                                  saved.model_path(cell.path(spec.out)) if spec.save_models else None,
                                  wait_for_shared=wait, threads=threads(spec, benchmarks[cell.benchmark]))
@@ -276,22 +292,28 @@ def run_sweep(spec: SweepSpec) -> Outcome:
     return outcome
 
 
+def base_key(cell: Cell, protocols: dict) -> tuple[str, float, int]:
+    """(benchmark, sigma, base-model seed): what the cells sharing one base model share."""
+    return cell.benchmark, cell.sigma, protocols[cell.benchmark].base_seed(cell.seed)
+
+
 def prepare_all(spec: SweepSpec, benchmarks: dict, protocols: dict, cells: list[Cell],
-                outcome: Outcome) -> dict[tuple[str, float], Prepared | str]:
-    """Each (benchmark, sigma) of the sweep prepared, or the reason it is skipped (also in ``outcome``, warned
-    about by the caller; a sweep with nothing left to run is an error).
+                outcome: Outcome) -> dict[tuple[str, float, int], Prepared | str]:
+    """Each (benchmark, sigma, base-model seed) of the sweep prepared, or the reason it is skipped (also in
+    ``outcome``, warned about by the caller; a sweep with nothing left to run is an error).
     Under Ray the driver prepares on the CPU: only to check data and base model, and train a missing one."""
     device = torch.device(spec.device if spec.executor == "local" else "cpu")
-    prepared: dict[tuple[str, float], Prepared | str] = {}
+    prepared: dict[tuple[str, float, int], Prepared | str] = {}
     for cell in cells:
-        key = (cell.benchmark, cell.sigma)
+        key = base_key(cell, protocols)
         if key in prepared:
             continue
         try:
             with runtime.threads(threads(spec, benchmarks[cell.benchmark])):  # a base model may be trained here
                 prepared[key] = prepare(benchmarks[cell.benchmark], cell.sigma, protocols[cell.benchmark], device,
                                         data_root=spec.data_root, checkpoint=spec.checkpoint,
-                                        normalization=spec.normalization, workers=spec.workers)
+                                        normalization=spec.normalization, workers=spec.workers, base_seed=key[2],
+                                        base_models=spec.base_models)
         except SkipBenchmark as exc:
             prepared[key] = str(exc)
             outcome.skipped.append(str(exc))

@@ -46,3 +46,18 @@ def _deriver(method):
     except ArqbenchError:  # the fp32 row, or a method whose plugin is not installed here
         return None
     return getattr(factory, "recorded_search_timing", None)
+
+
+BUSY_RATIO = 0.85  # a cell whose process had the CPU less than this share of its wall time was timed under load
+
+
+def cpu_share(result: dict) -> float | None:
+    """The cell's process CPU seconds over its wall seconds, lock waits excluded (files since cells record
+    ``cpu_s``; else None). A cell alone on its cores runs at about its thread count's share, at least 1 on one
+    thread; a cell descheduled by other work on the machine falls below ``BUSY_RATIO``, and its seconds are
+    not the method's cost."""
+    timing = result.get("timing") or {}
+    wall, cpu = timing.get("wall_s"), timing.get("cpu_s")
+    if not wall or cpu is None:
+        return None
+    return cpu / max(wall - (timing.get("search_wait_s") or 0.0), 1e-9)

@@ -22,7 +22,7 @@ from typing import Any, Callable
 
 from arqbench.errors import ArqbenchError
 from arqbench.pipeline import sweepfile
-from arqbench.pipeline.values import choice, floats, integer, ints, names, number, option, positive_int
+from arqbench.pipeline.values import BASE_SEEDS, choice, floats, integer, ints, names, number, option, positive_int
 
 DEFAULT_OUT = Path("arqbench-results")
 SHARED = "*"  # options set for every plugin that takes the key (arqbench.pipeline.config.SHARED)
@@ -68,6 +68,8 @@ class RunSettings:
     np: float | None = None
     search_activations: bool | None = None
     keep_ends: bool | None = None
+    base_seeds: str | None = None  # arqbench.pipeline.config.BASE_SEEDS
+    base_models: Path | None = None  # a folder of published base models (arqbench.models.published)
     preset: str | None = None
     options: dict = field(default_factory=dict)  # {plugin name: {key: value}}
     device: str = "cpu"
@@ -120,6 +122,8 @@ FLAGS = [Flag("methods", "methods", names("--methods")), Flag("benchmarks", "ben
          Flag("certifier", "certifier", str), Flag("quantizer", "quantizer", str), Flag("cost-model", "cost_model", str),
          Flag("episodes", "episodes", integer("--episodes")), Flag("np", "np", number("--np")),
          Flag("search-activations", "search_activations"), Flag("quantize-ends", "keep_ends", off=True),
+         Flag("base-seeds", "base_seeds", choice("--base-seeds", BASE_SEEDS)),
+         Flag("base-models", "base_models", Path),
          Flag("preset", "preset", choice("--preset", ("paper",))), Flag("option", "options", option),
          Flag("device", "device", str), Flag("data-root", "data_root", Path), Flag("checkpoint", "checkpoint", Path),
          Flag("normalization", "normalization", str), Flag("workers", "workers", integer("--workers")),
@@ -240,7 +244,7 @@ def record(settings: RunSettings) -> dict:
 
 PROTOCOL_KEYS = ("n0", "n", "alpha", "test_images", "subset", "precision", "batch_size", "finetune_epochs",
                  "finetune_recipe",
-                 "certifier", "quantizer", "cost_model", "search_activations", "keep_ends")
+                 "certifier", "quantizer", "cost_model", "search_activations", "keep_ends", "base_seeds")
 
 
 def protocol_overrides(value: Callable[[str], Any], aliases: dict[str, Any], options: dict[str, dict]) -> dict:
@@ -275,7 +279,7 @@ def sweep_spec(settings: RunSettings, command: str):
     return SweepSpec(benchmarks=settings.benchmarks, methods=settings.methods or plugins.names("search"),
                      sigmas=settings.sigma, budgets=settings.budget, seeds=settings.seed, out=settings.out,
                      overrides=overrides(settings), preset=settings.preset, device=settings.device,
-                     data_root=settings.data_root, checkpoint=settings.checkpoint,
+                     data_root=settings.data_root, checkpoint=settings.checkpoint, base_models=settings.base_models,
                      normalization=settings.normalization, force=settings.force, executor=settings.executor,
                      address=settings.address, cpus_per_task=settings.cpus_per_task,
                      gpus_per_task=settings.gpus_per_task, certify_shards=settings.certify_shards,

@@ -9,6 +9,9 @@ import ast
 from arqbench.errors import ArqbenchError
 
 HELP = " (see arqbench run --help)"  # what the command line's parser adds to a mistake in a run flag
+# which base model a cell of seed s quantizes (``Protocol.base_seeds``): "shared", base model 0 for every seed (one
+# network: a user's checkpoint); "per-seed", base model s, trained with seed s, so a table's seeds vary the network
+BASE_SEEDS = ("shared", "per-seed")
 
 
 def floats(flag: str):

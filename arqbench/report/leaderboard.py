@@ -30,6 +30,7 @@ from tabulate import tabulate
 
 from arqbench.errors import ArqbenchError
 from arqbench.files import write_bytes_atomic, write_json_atomic, write_text_atomic
+from arqbench.models import published
 from arqbench.models.finetune_recipe import DEFAULT as DEFAULT_FINETUNE_RECIPE
 from arqbench.pipeline.results import REFERENCE
 from arqbench.report.tables import Board, Row, Table, boards, cost_name
@@ -72,6 +73,8 @@ def render(results: list[dict], out_dir: Path, fmt: str = "markdown", source: Pa
             prune(b, out_dir, figures + more.paths)
             written += figures + more.paths
         written.insert(0, path)
+    if fmt == "markdown":  # the base models the rows were computed from ship beside them (models.published)
+        written += published.publish(results, out_dir)
     return written
 
 
@@ -84,7 +87,10 @@ def columns(b: Board, protocol: str, sigma: float) -> list[tuple[str, str, float
     return ([(f"{cost}_pct", f"{cost_name(cost)} %", 1, 2), ("clean_acc", "Clean acc %", 100, 1),
              ("smoothed_acc", "Smoothed acc %", 100, 1)]
             + [(f"cert@{r}", f"Cert@{r} %", 100, 1) for r in b.shown_radii(protocol, sigma)]
-            + [("acr", "ACR [95% CI]", 1, 3), ("group", "Group", 1, 0), ("search_cost_s", "Search (s)", 1, 1)])
+            + [("acr", "ACR [95% CI]", 1, 3), ("group", "Group", 1, 0)]
+            + ([("holds", "Holds on", 1, 0)] if any(row.holds for t in b.tables if (t.protocol, t.sigma) ==
+                                                    (protocol, sigma) for row in t.rows) else [])
+            + [("search_cost_s", "Search (s)", 1, 1)])
 
 
 def markdown(b: Board, out_dir: Path, source: Path | None = None) -> str:
@@ -133,7 +139,10 @@ def header(b: Board, out_dir: Path, source: Path | None) -> list[str]:
         "per-image radii, Holm's correction over the table's pairs, at 5%): a row's rank is 1 + the number of "
         "rows significantly better than it (`k=` when rows share it), and rows sharing a letter in Group do "
         "not differ significantly (compact letter display); every pair's difference, interval and p-values "
-        "are in the csv/json. Rows over budget or on another base model are noted and not ranked; failed "
+        "are in the csv/json. Where a table's seeds quantize different base models (each seed s its own "
+        "network, trained with seed s), Holds on says on how many of them a row's ACR is at least the next "
+        "row's: k/k is an order that survives retraining the network; less is an order of some networks only. "
+        "Rows over budget or on another base model are noted and not ranked; failed "
         "seeds are noted.", ""]
     if len(b.protocols) == 1:
         lines += [f"Protocol: {describe(next(iter(b.protocols.values())))}.", ""]
@@ -189,6 +198,8 @@ def markdown_table(b: Board, t: Table) -> str:
 def value(row: Row, key: str, scale: float = 1, digits: int = 3) -> str:
     if key == "group":
         return row.letters or "—"
+    if key == "holds":
+        return "—" if row.holds is None else f"{row.holds[0]}/{row.holds[1]}"
     mean = row.mean.get(key)
     if mean is None:
         return "—"
@@ -233,6 +244,7 @@ def records(b: Board, out_dir: Path, runs: bool = False) -> list[dict]:
             above = row.vs_above
             record["vs_above_mean"], record["vs_above_low"], record["vs_above_high"] = (
                 (above.mean, above.low, above.high) if above else (None, None, None))
+            record["holds_on"], record["base_models"] = row.holds or (None, None)
             record["note"] = "; ".join(row.notes)
             record["results"] = " ".join(link(r["path"], out_dir) for r in row.runs)
             if runs:

@@ -14,6 +14,10 @@ The compact letter display (``letters``) says which rows do not differ: two rows
 not significantly different. A row without per-image certificates cannot be compared: nothing is
 significantly better than it, and it holds every letter.
 
+Ranks across base models: where a table's seeds quantize different base models (``--base-seeds per-seed``),
+each ranked row says on how many of them its ACR is at least the next ranked row's (``order_holds``): a rank
+that the paired test calls significant may still be one network's, and this says whether the order is.
+
 Nothing is hidden: a row with failed seeds, over its budget, or measured on another base model than the
 fp32 row stays in its table with a note; only rows within budget on the fp32 row's base model are ranked.
 
@@ -34,7 +38,7 @@ from scipy.stats import norm
 from arqbench.errors import ArqbenchError
 from arqbench.pipeline.results import REFERENCE
 from arqbench.report.letters import compact_letters
-from arqbench.pipeline.timing import search_timing
+from arqbench.pipeline.timing import BUSY_RATIO, cpu_share, search_timing
 from arqbench.smoothing.intervals import (
     Comparison,
     Interval,
@@ -59,6 +63,7 @@ class Row:
     images: dict = field(default_factory=dict)  # image index -> radius-if-correct, averaged over seeds
     acr: Interval | None = None  # ACR's 95% interval over the images
     vs_above: Interval | None = None  # paired interval of (row above - this row) ACR, per image (unadjusted)
+    holds: tuple[int, int] | None = None  # (agree, base models): ``order_holds`` against the next ranked row
     notes: list[str] = field(default_factory=list)
     flagged: bool = False  # over budget or another base model: shown, not ranked
     rank: int | None = None  # 1 + the ranked rows significantly better than this one
@@ -166,6 +171,7 @@ def flatten(result: dict) -> dict:
             run["cost_model"] = c.get("cost_model", "bitops")
             run["within_budget"] = c.get("within_budget", True)
             run["frozen_batchnorm"] = bool((result.get("finetune") or {}).get("frozen_batchnorm"))
+            run["cpu_share"] = cpu_share(result)
         except (KeyError, TypeError, AttributeError) as exc:
             raise ArqbenchError(f"result file {result.get('path')} lacks {exc} of a finished cell; "
                                 f"re-run that cell with --force") from None
@@ -290,6 +296,10 @@ def _note(row: Row, base: set, budget: float | None) -> None:
     if frozen:  # ranked as usual, but its model was fine-tuned by the fallback (arqbench.models.training.finetune)
         seeds = ", ".join(str(r["seed"]) for r in frozen)
         row.notes.append(f"seed {seeds}: the fine-tune diverged and reran with BatchNorm frozen")
+    busy = [r for r in row.ok if r.get("cpu_share") is not None and r["cpu_share"] < BUSY_RATIO]
+    if busy:  # its seconds are the machine's load as much as the method's cost (arqbench.pipeline.timing.cpu_share)
+        row.notes.append("timed beside other work: " + ", ".join(f"seed {r['seed']} had the CPU "
+                                                                  f"{r['cpu_share']:.0%} of its wall time" for r in busy))
     over = [r for r in row.ok if r["method"] != REFERENCE and not r["within_budget"]]
     if over:
         row.flagged = True
@@ -317,6 +327,8 @@ def rank(rows: list[Row]) -> tuple[list[Row], list[Comparison]]:
         row.tied, row.letters = shared[row.rank] > 1, letters[row.method]
         above = ranked[i - 1] if i else None
         row.vs_above = paired_difference(above.images, row.images) if above and above.images and row.images else None
+    for upper, lower in zip(ranked, ranked[1:]):
+        upper.holds = order_holds(upper, lower)
     order = {r.method: i for i, r in enumerate(ranked)}
     pairs = sorted((p if order[p.a] < order[p.b] else p.flipped() for p in pairs),
                    key=lambda p: (order[p.a], order[p.b]))
@@ -325,6 +337,24 @@ def rank(rows: list[Row]) -> tuple[list[Row], list[Comparison]]:
                      key=lambda r: (-_acr(r), r.method))
     failed = sorted((r for r in rows if r.method != REFERENCE and not r.ok), key=lambda r: r.method)
     return reference + ranked + flagged + failed, pairs
+
+
+def order_holds(upper: Row, lower: Row) -> tuple[int, int] | None:
+    """On how many of the base models both rows ran on ``upper``'s ACR is at least ``lower``'s (each row's ACR
+    on a base model: the mean over its seeds on it), out of how many; None where they share fewer than two, so
+    the table's order is one network's."""
+    def by_base(row: Row) -> dict:
+        acrs: dict = {}
+        for run in row.ok:
+            if run["base"] and run["values"].get("acr") is not None:
+                acrs.setdefault(run["base"], []).append(run["values"]["acr"])
+        return {base: sum(values) / len(values) for base, values in acrs.items()}
+
+    mine, theirs = by_base(upper), by_base(lower)
+    shared = sorted(set(mine) & set(theirs))
+    if len(shared) < 2:
+        return None
+    return sum(mine[base] >= theirs[base] for base in shared), len(shared)
 
 
 def _acr(row: Row) -> float:
