@@ -94,12 +94,15 @@ def cpu_name() -> str:
 
     try:
         with open("/proc/cpuinfo") as handle:
-            for line in handle:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
+            fields = dict(line.split(":", 1) for line in handle.read().split("\n\n")[0].splitlines() if ":" in line)
     except OSError:
-        pass
-    return platform.processor() or platform.machine() or "unknown"
+        fields = {}
+    fields = {key.strip(): value.strip() for key, value in fields.items()}
+    if "model name" not in fields:
+        return platform.processor() or platform.machine() or "unknown"
+    vector = [flag for flag in ("avx512f", "amx_tile", "avx2") if flag in fields.get("flags", "").split()]
+    return (f"{fields['model name']} (family {fields.get('cpu family', '?')} model {fields.get('model', '?')}"
+            f"{', ' + ' '.join(vector) if vector else ''})")
 
 
 def machine(device: torch.device) -> dict:
