@@ -125,7 +125,7 @@ def check_output_file(path: Path, flag: str) -> None:
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
-    _atomic(path, lambda h: h.write(json.dumps(data, indent=1, sort_keys=False, default=_jsonable).encode()))
+    _atomic(path, lambda h: h.write(json.dumps(data, indent=1, sort_keys=False, default=jsonable).encode()))
 
 
 def write_text_atomic(path: Path, text: str) -> None:
@@ -192,7 +192,7 @@ def check_json(data: Any, schema: dict, what: str, expected: str) -> None:
     raise ArqbenchError(f"{what}: {where} {problem}; expected {expected}")
 
 
-def _jsonable(value: Any) -> Any:
+def jsonable(value: Any) -> Any:
     if hasattr(value, "item"):
         return value.item()
     if hasattr(value, "tolist"):

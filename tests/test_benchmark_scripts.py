@@ -112,6 +112,8 @@ def test_episodes_quick(home, tmp_path):
 def test_ablation_quick(home, tmp_path):
     import json
 
+    from arqbench.pipeline.results import read
+
     out = script(home, "ablation.py", "--quick", "--out", tmp_path / "ablation").stdout
     assert out.rstrip().splitlines()[-1].startswith("ablation arq +selection ")
     frame = __import__("pandas").read_csv(tmp_path / "ablation" / "ablation.csv")
@@ -121,7 +123,7 @@ def test_ablation_quick(home, tmp_path):
     assert (frame[frame.arm == "before"].vs_before == 0).all()
 
     def search_of(arm, method):  # each arm changes what it names and nothing else
-        result = json.loads(next((tmp_path / "ablation" / arm).rglob(f"{method}-seed0.json")).read_text())
+        result = read(next((tmp_path / "ablation" / arm).rglob(f"{method}-seed0.json")))
         return result["search"], result["run_config"]
 
     (before, config), (selected, _), (longer, _) = (search_of(a, "arq") for a in ("before", "+selection", "+episodes"))

@@ -9,6 +9,7 @@ from scipy.stats import norm
 from test_smoothing import exact_radius, linear_classifier
 
 from arqbench import plugins
+from arqbench.pipeline.results import read
 from arqbench.smoothing.certification import Reference
 from arqbench.smoothing.core import ABSTAIN, SmoothingConfig
 
@@ -160,7 +161,7 @@ def test_arq_search_on_digits_meets_the_budget_and_records_its_search(cli, tmp_p
                          "--option", "arq.warmup=1", "--option", "arq.images=6", "--option", "arq.estimator=certified",
                          "--option", "arq.finetune_steps=0", "--out", tmp_path, *TINY)
     assert code == 0, err
-    record = json.loads((tmp_path / "digits/sigma0.25/budget0.03/arq-seed0.json").read_text())
+    record = read(tmp_path / "digits/sigma0.25/budget0.03/arq-seed0.json")
     assert record["status"] == "ok" and record["cost"]["fraction"] <= 0.03
     search = record["search"]
     assert search["images"] == 6 and search["certifier"] == "irs"
@@ -183,7 +184,7 @@ def test_arq_predicted_reward_never_falls_back_in_its_rescore_with_default_optio
                          "--option", "arq.rescore_images=12", "--option", "arq.finetune_steps=0",
                          "--out", tmp_path, *TINY)
     assert code == 0, err
-    search = json.loads((tmp_path / "digits/sigma0.25/budget0.05/arq-seed0.json").read_text())["search"]
+    search = read(tmp_path / "digits/sigma0.25/budget0.05/arq-seed0.json")["search"]
     stats = search["rescore_certifier_stats"]
     assert search["rescore_n"] == 2000 and stats["incremental"] >= 24  # float reference and a candidate, 12 each
     assert stats.get("fallback", 0) == 0 and search["certifier_stats"].get("fallback", 0) == 0

@@ -10,6 +10,7 @@ from conftest import TINY
 from test_quantization import HandNet
 
 from arqbench import plugins
+from arqbench.pipeline.results import read
 from arqbench.quantization import policy as policies
 from arqbench.quantization.layers import profile_layers
 from arqbench.search.context import quietly
@@ -100,7 +101,7 @@ def test_haq_search_on_digits_writes_a_within_budget_result(cli, tmp_path):
     code, out, err = cli("run", "--methods", "haq", "--sigma", "0.25", "--budget", "0.03", "--episodes", "4",
                          "--option", "haq.warmup=2", "--out", tmp_path, *TINY)
     assert code == 0, err
-    record = json.loads((tmp_path / "digits/sigma0.25/budget0.03/haq-seed0.json").read_text())
+    record = read(tmp_path / "digits/sigma0.25/budget0.03/haq-seed0.json")
     assert record["status"] == "ok" and record["cost"]["within_budget"]
     assert record["cost"]["fraction"] <= 0.03
     history = record["search"]["history"]
@@ -243,7 +244,7 @@ def test_arq_and_haq_record_their_rescored_candidates(cli, tmp_path):
                          *TINY)
     assert code == 0, err
     for method in ("arq", "haq"):
-        record = json.loads((tmp_path / f"digits/sigma0.25/budget0.03/{method}-seed0.json").read_text())
+        record = read(tmp_path / f"digits/sigma0.25/budget0.03/{method}-seed0.json")
         search = record["search"]
         distinct = [h for h in search["history"] if not h["revisit"]]
         rescored = search["rescored"]

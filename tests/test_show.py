@@ -9,6 +9,7 @@ import pytest
 from conftest import TINY
 from rich.console import Console
 
+from arqbench.pipeline.results import read
 from arqbench.report import show as shows
 
 METHODS = ["haq", "hawq", "uniform"]
@@ -29,7 +30,7 @@ def sweep(tmp_path_factory, quick_digits_checkpoint):
 
 
 def results(folder):
-    return {p.stem.split("-seed")[0]: json.loads(p.read_text()) for p in folder.glob("*.json")}
+    return {p.stem.split("-seed")[0]: read(p) for p in folder.glob("*.json")}
 
 
 def test_show_prints_every_layer_with_each_methods_bits(cli, sweep, monkeypatch):

@@ -13,8 +13,9 @@ from filelock import FileLock, Timeout
 from arqbench.runtime import cpu_name
 from arqbench.version import PLUGIN_API, __version__
 from arqbench.errors import ArqbenchError
-from arqbench.files import check_json, read_json, write_json_atomic
+from arqbench.files import check_json, read_json, write_text_atomic
 from arqbench.models.finetune_recipe import DEFAULT as DEFAULT_FINETUNE_RECIPE
+from arqbench.pipeline import history
 from arqbench.pipeline.config import Protocol
 
 REFERENCE = "fp32"  # the float model's row, one per (benchmark, sigma, seed)
@@ -61,7 +62,8 @@ def claim(path: Path, wait: bool = False) -> FileLock | None:
 
 
 def write(path: Path, result: dict) -> None:
-    write_json_atomic(path, result)
+    """The result file, atomically; its search history compacted (``arqbench.pipeline.history``)."""
+    write_text_atomic(path, history.dumps(result))
 
 
 IDENTITY = {"benchmark", "method", "sigma", "status"}  # the keys that make a JSON file a result record
@@ -126,6 +128,8 @@ def check(data, path: Path) -> dict:
         raise ArqbenchError(f"result file {path} is not an arqbench result; delete it or move it out of the results dir")
     check_json(data, _schema(), f"result file {path} is damaged", "a result written by `arqbench run`; re-run that "
                "cell with --force, or delete the file")
+    if isinstance(data.get("search"), dict) and "history" in data["search"]:
+        data["search"]["history"] = history.expand(data["search"]["history"])
     protocol = data["config"]["protocol"]
     if "test_images" in protocol:
         for key, value in ADDED_SETTINGS.items():
