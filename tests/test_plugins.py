@@ -38,17 +38,23 @@ class Clash:
         register("uniform", object)
 
 
-def test_a_name_clash_names_both_plugins():
+def test_a_name_clash_makes_only_that_name_unusable_and_names_both_plugins(capsys):
     plugins.register_plugin(Clash(), "clashing-plugin")
     try:
+        regs = plugins.registries()  # no error: every other name still works
+        assert "uniform" not in regs["search"] and "haq" in regs["search"]
+        assert plugins.clashes() == {("search", "uniform"): ["clashing-plugin", "uniform"]}
         with pytest.raises(ArqbenchError) as error:
-            plugins.registries()
+            plugins.get("search", "uniform")
         message = str(error.value)
-        assert message.startswith("search 'uniform' is registered by both plugin")
-        assert "'uniform'" in message.split("both")[1] and "'clashing-plugin'" in message
+        assert message == ("search 'uniform' is registered by both plugin 'clashing-plugin' and plugin 'uniform', so "
+                           "it is unusable; pick one by leaving the other out (ARQBENCH_PLUGINS=-clashing-plugin or "
+                           "ARQBENCH_PLUGINS=-uniform) or uninstall one")
+        assert f"warning: {message}" in capsys.readouterr().err.replace("\n", "")
+        assert message in plugins.problems()
     finally:
         plugins.unregister_plugin("clashing-plugin")
-    assert plugins.get("search", "uniform").plugin == "uniform"
+    assert plugins.get("search", "uniform").plugin == "uniform" and not plugins.clashes()
 
 
 class SecondDefault:
@@ -171,4 +177,6 @@ def test_a_plugin_that_fails_to_import_is_one_clear_line(tmp_path):
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
         "arqbench: error: plugin 'broken' (broken_plugin) failed to import: RuntimeError: boom at import; "
-        "fix or uninstall it, or leave it out with ARQBENCH_PLUGINS"]
+        "fix or uninstall it, or leave it out with ARQBENCH_PLUGINS=-broken"]
+    result = run_subprocess("list", env={"PYTHONPATH": str(tmp_path), "ARQBENCH_PLUGINS": "-broken"})
+    assert result.returncode == 0 and not result.stderr and "uniform" in result.stdout  # every other plugin loads
