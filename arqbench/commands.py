@@ -176,7 +176,8 @@ def show(args, flags: dict) -> int:
         print_tables(cells.tables(shown, stdout.width))
         for method in shown.methods:  # a failed cell: why, with the traceback its result file kept
             if method["status"] != "ok":
-                stdout.print(f"\n{method['label']} failed: {method['error']}", markup=False, highlight=False)
+                stdout.print(f"\n{method['label']} failed: {method['error']}", markup=False, highlight=False,
+                             soft_wrap=True)
                 if method.get("traceback"):
                     stdout.print(method["traceback"].rstrip("\n"), markup=False, highlight=False, soft_wrap=True)
     return 0

@@ -286,6 +286,7 @@ class SearchContext(Protocol):
     seed: int
     device: torch.device
     fixed: set[str]  # layers held at 8/8 bits
+    tied: list[list[str]]  # groups of layers that must share one precision (``Benchmark.tied_layers``)
     search_activations: bool
     smoothing: SmoothingConfig  # the final certification's settings (searches may scale n down)
     protocol: RunProtocol
@@ -301,7 +302,8 @@ class SearchContext(Protocol):
         """The policy's cost as a fraction of the float model's."""
 
     def within_budget(self, policy: Policy) -> Policy:
-        """The action wall: lower bits (last layer first) until the policy meets the budget."""
+        """The action wall: each group of ``tied`` layers at one precision (its lowest bits), then bits lowered
+        (last layer first, a tied group as one) until the policy meets the budget."""
 
     def calibration(self) -> list[torch.Tensor]:
         """The fixed noisy batches every candidate's activation ranges are calibrated on."""
@@ -329,7 +331,8 @@ class Quantizer(Protocol):
     """Turns (model, bit policy) into a fake-quantized model that still trains."""
 
     def quantize(self, model: nn.Module, policy: Policy, calibration: Sequence[torch.Tensor]) -> nn.Module:
-        """A quantized **copy** of ``model`` (the float model is never modified): every Conv2d/Linear layer
+        """A quantized **copy** of ``model`` (the float model is never modified; the core compares it before and
+        after, and refuses a quantizer that changed it or returned anything but an ``nn.Module``): every Conv2d/Linear layer
         named in ``policy`` computes with its weights at ``w_bits`` and its input activation at ``a_bits``
         (at most 2^bits levels each). ``calibration`` is a list of noisy input batches, the same for every
         method of a run, to fix or initialise activation ranges. The copy must still train: gradients reach
@@ -401,9 +404,10 @@ class Search(Protocol):
 
     def search(self, ctx: SearchContext) -> SearchResult:
         """A policy for every layer in ``ctx.layers`` with bits in [MIN_BITS, MAX_BITS], layers in ``ctx.fixed``
-        at (8, 8), activation bits 8 unless ``ctx.search_activations``, and
-        ``ctx.cost_fraction(policy) <= ctx.budget`` (raise ``arqbench.errors.InfeasibleBudget`` when no
-        policy can meet it). It may use only what ``ctx`` offers: the search split, never the
+        at (8, 8), activation bits 8 unless ``ctx.search_activations``, each group of ``ctx.tied`` at one
+        precision, and ``ctx.cost_fraction(policy) <= ctx.budget`` (raise ``arqbench.errors.InfeasibleBudget``
+        when no policy can meet it; ``ctx.within_budget`` ties and fits a policy). The core checks each rule
+        before the policy is fine-tuned: a breach fails the cell with one line naming the plugin and the rule. It may use only what ``ctx`` offers: the search split, never the
         certification subset. ``SearchResult.info`` (``SearchInfo``) is saved with the result. Cached work the
         search reads instead of computing (its own caches, e.g. Hessian traces) goes to ``ctx.ledger``, and so
         does time blocked on another process's lock; certifying through ``ctx.reference()`` reports what the

@@ -195,11 +195,11 @@ def _warn(lines: list[str]) -> None:
 def clashes() -> dict[tuple[str, str], list[str]]:
     """Names registered by more than one plugin, ``{(kind, name): [plugin, ...]}``: unusable until one is left out."""
     registries()
-    return dict(_clashes)
+    return {key: sorted(owners) for key, owners in _clashes.items()}
 
 
 def _clash_message(kind: str, name: str) -> str:
-    owners = _clashes[kind, name]
+    owners = sorted(_clashes[kind, name])
     both = " and ".join(f"plugin '{owner}'" for owner in owners)
     choices = " or ".join(f"ARQBENCH_PLUGINS=-{owner}" for owner in owners)
     return (f"{kind.replace('_', ' ')} '{name}' is registered by both {both}, so it is unusable; pick one by "

@@ -37,8 +37,8 @@ objective for any policy (measuring the profile if it is not cached), e.g. to ra
 Options (``--option robust-ilp.KEY=VALUE``): metric (acr | disagreement), profile (paired | certified),
 samples (paired: samples per image per point, default 100), images (search images per point, default 100),
 n (the certifier's n, default the run's, at most 10,000), certifier (default irs; its own options, e.g.
-``--option irs.n_p=0.05`` or ``--np``, set how it measures), tie ("benchmark", "none", or a list of lists of
-layer names).
+``--option irs.n_p=0.05`` or ``--np``, set how it measures), tie ("benchmark": ``ctx.tied``, "none", or a list of
+lists of layer names; a policy that leaves a benchmark's tie untied is refused by the core).
 """
 
 import time
@@ -80,7 +80,7 @@ class RobustILP:
 
     def ties(self, ctx) -> list[list[str]]:
         if self.tie == "benchmark":
-            return [list(g) for g in ctx.benchmark.tied_layers(ctx.model)]
+            return [list(g) for g in ctx.tied]
         return [] if self.tie == "none" else [list(g) for g in self.tie]
 
     def sensitivities(self, ctx) -> tuple[dict[str, dict[tuple, float]], sensitivity.Profile, list[list[str]]]:
