@@ -5,4 +5,4 @@
 DeprecationWarning; major: removals). Every result records it beside the plugins' versions."""
 
 __version__ = "0.3.0"
-PLUGIN_API = "1.0"
+PLUGIN_API = "1.1"

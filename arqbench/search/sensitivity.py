@@ -90,7 +90,8 @@ IMAGES = 100  # search images certified per point (module docstring: the cost)
 MAX_N = 10_000  # the certifier's n per point unless given: the run's n, at most this (a ranking, not a certificate)
 MEASURES = ("acr", "smoothed_acc", "clean_acc", "disagreement")
 BITS = tuple(range(MIN_BITS, MAX_BITS + 1))
-__all__ = ["profile", "Profile", "policy_loss", "samples", "points", "METRICS", "MEASURES", "IMAGES", "MAX_N"]  # toolkit
+__all__ = ["profile", "Profile", "policy_loss", "samples", "points", "METRICS", "METHODS", "MEASURES", "IMAGES",
+           "SAMPLES", "MAX_N"]  # the toolkit exports these by name (``toolkit.sensitivity_profile``, ...)
 
 
 def samples(run_n: int) -> int:

@@ -47,7 +47,21 @@ from dataclasses import replace
 from arqbench.contract import Cost, SearchResult
 from arqbench.errors import ArqbenchError
 from arqbench.hookspecs import hookimpl
-from arqbench.toolkit import fixed_layers, ilp_policy, require_plugin, sensitivity, tie_units
+from arqbench.toolkit import (
+    PROFILE_IMAGES,
+    PROFILE_METHODS,
+    PROFILE_METRICS,
+    PROFILE_SAMPLES,
+    SensitivityProfile,
+    fixed_layers,
+    ilp_policy,
+    policy_loss,
+    profile_points,
+    profile_samples,
+    require_plugin,
+    sensitivity_profile,
+    tie_units,
+)
 
 NAME = "robust-ilp"
 
@@ -57,13 +71,13 @@ def bits_key(bits) -> str:
 
 
 class RobustILP:
-    def __init__(self, metric: str = "acr", images: int = sensitivity.IMAGES, n: int | None = None,
-                 certifier: str = "irs", tie="benchmark", profile: str = sensitivity.METHODS[0],
-                 samples: int = sensitivity.SAMPLES):
-        if metric not in sensitivity.METRICS:
-            raise ArqbenchError(f"{NAME}.metric must be one of {', '.join(sensitivity.METRICS)}, got {metric!r}")
-        if profile not in sensitivity.METHODS:
-            raise ArqbenchError(f"{NAME}.profile must be one of {', '.join(sensitivity.METHODS)}, got {profile!r}")
+    def __init__(self, metric: str = "acr", images: int = PROFILE_IMAGES, n: int | None = None,
+                 certifier: str = "irs", tie="benchmark", profile: str = PROFILE_METHODS[0],
+                 samples: int = PROFILE_SAMPLES):
+        if metric not in PROFILE_METRICS:
+            raise ArqbenchError(f"{NAME}.metric must be one of {', '.join(PROFILE_METRICS)}, got {metric!r}")
+        if profile not in PROFILE_METHODS:
+            raise ArqbenchError(f"{NAME}.profile must be one of {', '.join(PROFILE_METHODS)}, got {profile!r}")
         if not isinstance(samples, int) or samples < 1:
             raise ArqbenchError(f"{NAME}.samples must be a positive integer, got {samples!r}")
         if not isinstance(images, int) or images < 1:
@@ -83,19 +97,19 @@ class RobustILP:
             return [list(g) for g in ctx.tied]
         return [] if self.tie == "none" else [list(g) for g in self.tie]
 
-    def sensitivities(self, ctx) -> tuple[dict[str, dict[tuple, float]], sensitivity.Profile, list[list[str]]]:
+    def sensitivities(self, ctx) -> tuple[dict[str, dict[tuple, float]], SensitivityProfile, list[list[str]]]:
         """The ILP's table ``{free layer: {(w, a): s}}``, the profile it comes from, and the tie groups."""
         groups = self.ties(ctx)
         units, _ = tie_units(ctx.layers, ctx.fixed, groups, NAME)
         free = [name for unit in units for name in unit]
-        measured = sensitivity.profile(ctx, free, ctx.search_activations, self.metric, self.certifier, self.images,
+        measured = sensitivity_profile(ctx, free, ctx.search_activations, self.metric, self.certifier, self.images,
                                        self.n, f"{NAME}: sensitivity profile", self.profile, self.samples)
         return measured.sensitivity(free, ctx.search_activations, self.metric), measured, groups
 
     def objective(self, ctx, policy) -> float:
         """The ILP's objective of any ``policy``: the summed sensitivity of its free layers (lower is better)."""
         table, _, _ = self.sensitivities(ctx)
-        return sensitivity.policy_loss(policy, table)
+        return policy_loss(policy, table)
 
     def estimate(self, work) -> Cost:
         """An upper bound. ``paired``: f on N_p samples per search image, then ``samples`` per image for every
@@ -104,11 +118,11 @@ class RobustILP:
         then one certification per point. All of it is cached per base model, seed and setting and shared by
         every budget's cell, the ILP itself costs nothing."""
         certifier = work.protocol.create("certifier", self.certifier)
-        config = replace(work.smoothing, n=self.n or sensitivity.samples(work.smoothing.n))
+        config = replace(work.smoothing, n=self.n or profile_samples(work.smoothing.n))
         images = min(self.images, work.search_images)
         free = [l.name for l in work.layers if l.name not in fixed_layers(work.layers, work.protocol.keep_ends)]
         activations = work.protocol.search_activations
-        measured = len(free) * len(sensitivity.points(activations))
+        measured = len(free) * len(profile_points(activations))
         if self.profile == "paired":
             float_samples = certifier.samples(config) if callable(getattr(certifier, "samples", None)) else config.n
             profile = images * (float_samples + measured * min(self.samples, float_samples))
