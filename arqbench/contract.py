@@ -63,6 +63,7 @@ class Quantizer(Protocol):
         the state_dict (parameters, buffers), and anything derived from it and kept elsewhere (a Python number
         cached for speed) must be recomputed on loading, e.g. by a ``register_load_state_dict_post_hook``."""
 
+
 @runtime_checkable
 class WeightQuantizer(Quantizer, Protocol):
     """Optional addition to a Quantizer, needed by sensitivity-based searches (``hawq``)."""
@@ -70,6 +71,7 @@ class WeightQuantizer(Quantizer, Protocol):
     def quantize_weight(self, weight: torch.Tensor, bits: int) -> torch.Tensor:
         """``Q_b(W)``: the weight tensor as ``quantize`` would compute it at ``bits`` bits, so a search can
         measure the perturbation ``||Q_b(W) - W||^2`` without building a model."""
+
 
 @runtime_checkable
 class QuantizedLayer(Protocol):
@@ -82,6 +84,7 @@ class QuantizedLayer(Protocol):
     def quant_params(self) -> QuantParams:
         """The weights as integers with one scale per output channel and the input activation's grid,
         computing the same function as the module does."""
+
 
 @runtime_checkable
 class Certifier(Protocol):
@@ -102,6 +105,7 @@ class Certifier(Protocol):
         ``reference`` (the unmodified float model and a cache key) is given to incremental certifiers; a
         certifier that needs it and gets None raises ArqbenchError."""
 
+
 @runtime_checkable
 class IncrementalCertifier(Certifier, Protocol):
     """Optional addition to a Certifier that reuses a cached certification of ``reference`` (``irs``)."""
@@ -110,6 +114,7 @@ class IncrementalCertifier(Certifier, Protocol):
 
     def samples(self, config: SmoothingConfig) -> int:
         """Noisy samples a modified model costs per example (IRS's N_p), for cost estimates."""
+
 
 @runtime_checkable
 class Search(Protocol):
@@ -126,6 +131,7 @@ class Search(Protocol):
         does time blocked on another process's lock; certifying through ``ctx.reference()`` reports what the
         certifier reuses."""
 
+
 @runtime_checkable
 class EstimatingSearch(Search, Protocol):
     """Optional addition to a Search, for ``arqbench run --dry-run``."""
@@ -137,10 +143,12 @@ class EstimatingSearch(Search, Protocol):
         every budget reuses) is returned as ``Cost.shared`` under its cache key, so a sweep counts it once. A
         search without this method is counted as costing nothing."""
 
+
 @runtime_checkable
 class TimedSearch(Search, Protocol):
-    """Optional addition to a Search, for result files written before cells recorded their search time in
-    parts (own work, cached work reused, lock waits)."""
+    """Deprecated (plugin API 1.1; read until arqbench 0.4): ``arqbench.pipeline.timing`` derives the search time
+    of result files written before cells recorded it in parts (own work, cached work reused, lock waits) from
+    what the files record, so a search plugin need not. Was: an optional addition to a Search for such files."""
 
     @staticmethod
     def recorded_search_timing(info: dict, timing: dict) -> dict:
@@ -148,6 +156,7 @@ class TimedSearch(Search, Protocol):
         once) derived from such a file's search ``info`` and its ``timing`` (``search_s``: the search's wall
         time; ``search_cost_s``); the docstring says how. A static method: it is read from the registered
         factory and must not depend on the plugin's options."""
+
 
 @runtime_checkable
 class CostModel(Protocol):
@@ -157,6 +166,7 @@ class CostModel(Protocol):
         """A non-negative cost, non-decreasing in every layer's bits. The float model is the policy with
         every layer at (32, 32). Searches that solve an integer program over layers (``hawq``) need the
         cost to be a sum over layers; they check that and refuse a cost model that is not."""
+
 
 @dataclass
 class Benchmark:
@@ -263,6 +273,7 @@ class SearchContext(Protocol):
     def reference(self) -> Reference:
         """The float model as the reference of incremental certification on the search split."""
 
+
 @runtime_checkable
 class RunProtocol(Protocol):
     """The run's protocol settings as a plugin sees them (``ctx.protocol``, ``work.protocol``)."""
@@ -282,6 +293,7 @@ class RunProtocol(Protocol):
     def create(self, kind: str, name: str, **overrides: Any) -> Any:
         """Plugin ``name`` of ``kind`` built with this run's options for it, ``overrides`` winning; an unknown
         name is an ArqbenchError naming the registered ones."""
+
 
 class CostLedger(Protocol):
     """Where a search (and the certifiers and caches it uses) reports what its time does not show: cached work
@@ -324,6 +336,7 @@ class LayerInfo:
     def as_dict(self) -> dict:
         return asdict(self)
 
+
 @dataclass(frozen=True)
 class SmoothingConfig:
     """The settings of one certification (Cohen et al.'s n0, n, alpha) and of its sampling."""
@@ -335,6 +348,7 @@ class SmoothingConfig:
     batch_size: int = 1000
     seed: int = 0
     precision: str = "fp32"  # of the base classifier's forward passes (fp32, tf32, bf16, fp16)
+
 
 @dataclass
 class Certificate:
@@ -358,6 +372,7 @@ class Certificate:
     def as_dict(self) -> dict:
         return asdict(self)
 
+
 class CertificateDetails(TypedDict, total=False):
     """``Certificate.details``: what a certifier says beyond the certificate. Every key is optional; searches read
     these to score a candidate without re-certifying it (``arq``'s predicted estimator)."""
@@ -371,6 +386,7 @@ class CertificateDetails(TypedDict, total=False):
     float_n: int
     float_agree: int  # of the first n_p replayed samples, those where f votes c_a
     candidate_agree: int  # of the same samples, those where f_p votes c_a
+
 
 @dataclass
 class Reference:
@@ -386,6 +402,7 @@ class Reference:
     key: dict = field(default_factory=dict)
     ledger: "CostLedger | None" = None
 
+
 @dataclass(frozen=True)
 class QuantParams:
     """One quantized Conv2d/Linear as integers: ``weight * weight_scale`` (per output channel) is the weight it
@@ -397,12 +414,14 @@ class QuantParams:
     input_scale: float
     input_levels: tuple[int, int]  # (q_min, q_max) of the input grid: (0, 2^b - 1) unsigned, else signed
 
+
 @dataclass
 class SearchResult:
     """What a search returns: the policy it ships and the record of how it found it."""
 
     policy: Policy
     info: SearchInfo = field(default_factory=dict)
+
 
 class SearchInfo(TypedDict, total=False):
     """``SearchResult.info``: saved with the result. Any other key is the method's own record; these are read by
@@ -413,6 +432,7 @@ class SearchInfo(TypedDict, total=False):
     best_episode: int  # the history entry that shipped
     profile: list[dict]  # a sensitivity profile's rows: {"layer", "w_bits", "a_bits", "acr", "acr_drop", ...}
     metric: str  # the profile's metric
+
 
 @dataclass(frozen=True)
 class TrainRecipe:
@@ -426,6 +446,7 @@ class TrainRecipe:
     lr_step: int = 30  # epochs between lr decays
     lr_gamma: float = 0.1
 
+
 @dataclass
 class Splits:
     """``train`` may be None (e.g. ImageNet with only ``val/``): the protocol then fine-tunes and searches
@@ -436,6 +457,7 @@ class Splits:
     test: Dataset
     train_eval: Dataset | None = None
 
+
 class DataSizes(TypedDict, total=False):
     """``Benchmark.data_sizes``: images in the full dataset's splits, for estimates made where the data is not
     (``arqbench run --dry-run``)."""
@@ -443,7 +465,9 @@ class DataSizes(TypedDict, total=False):
     train: int
     test: int
 
+
 TRAIN_COST = 3.0  # forward-equivalents of one training sample (forward + backward)
+
 
 @dataclass(frozen=True)
 class Workload:
@@ -469,6 +493,7 @@ class Workload:
         samples = certifier.samples(config) if callable(getattr(certifier, "samples", None)) else config.n
         return images * (config.n0 + samples)
 
+
 @dataclass(frozen=True)
 class Cost:
     """A search's estimate in parts, for work it caches: ``own`` forwards this cell spends, and ``shared``,
@@ -483,6 +508,7 @@ class Cost:
 # Benchmark settings of 0.1 that became plugin options: accepted until 0.4 with a DeprecationWarning.
 _MOVED_DEFAULTS = {"episodes": ("*", "episodes", "an option of the RL searches (haq, arq)"),
                    "np": ("irs", "n_p", "the irs certifier's option n_p")}
+
 
 def _moved_settings(benchmark: Benchmark, gamma: float | None) -> None:
     """Move 0.1's ``Benchmark(gamma=...)`` and ``defaults={"episodes": ..., "np": ...}`` into plugin options."""

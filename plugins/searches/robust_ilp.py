@@ -133,25 +133,6 @@ class RobustILP:
                self.profile, self.samples)
         return Cost(shared={key: profile})
 
-    @staticmethod
-    def recorded_search_timing(info: dict, timing: dict) -> dict:
-        """The search time's parts of a result file written before cells recorded them
-        (``arqbench.pipeline.timing``). Such a file's ``reused_s`` counted each reused profile point once (and
-        f's numbers when they came from the cache), but its ``search_s`` included the time spent waiting for
-        another process that was measuring the same profile. The file records each point's seconds
-        (``profile``), f's (``profile_reference``) and the time inside the profile (``profile_s``): this cell
-        measured M = the points' seconds + f's - reused_s (a reused point's, and a reused f's, seconds are in
-        reused_s), and wait = max(profile_s - M, 0): the lock wait plus the profile's bookkeeping (reading and
-        writing its cache file: milliseconds), so an upper bound on the wait; own = search_s - wait. A file
-        without ``profile_s`` is read as its recorded ``search_s`` and ``reused_s``, the wait unknown."""
-        if "profile_s" not in info or "reused_s" not in info:
-            return {}
-        reused = info["reused_s"]
-        measured = (sum(row.get("seconds", 0.0) for row in info.get("profile") or [])
-                    + (info.get("profile_reference") or {}).get("seconds", 0.0) - reused)
-        wait = max(info["profile_s"] - max(measured, 0.0), 0.0)
-        return {"search_s": timing["search_s"] - wait, "search_wait_s": wait, "search_reused_s": reused}
-
     def search(self, ctx) -> SearchResult:
         start = time.perf_counter()
         table, measured, groups = self.sensitivities(ctx)
