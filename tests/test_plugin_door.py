@@ -97,3 +97,11 @@ def test_the_toolkit_exports_names_not_modules():
 
     modules = [name for name in toolkit.__all__ if isinstance(getattr(toolkit, name), types.ModuleType)]
     assert not modules, f"toolkit exports modules {modules}: export the functions a plugin uses, by name"
+
+
+def test_both_bundled_quantizers_build_on_the_wrapper_the_docs_teach():
+    from arqbench.bundled.quantizers.linear_quantizer import FakeQuant
+    from arqbench.bundled.quantizers.lsq_quantizer import LSQLayer
+
+    for wrapper in (FakeQuant, LSQLayer):
+        assert issubclass(wrapper, toolkit.QuantWrapper) and "forward" not in vars(wrapper), wrapper
