@@ -4,15 +4,16 @@ Set ``ARQBENCH_PLUGINS`` to a comma-separated list of entry-point names to load 
 loads none), or of ``-name``s to load every installed plugin but those; unset, every installed plugin loads.
 
 What comes through the door is checked at load (DESIGN §3): a hook arqbench does not know, a plugin that
-registers nothing and a name registered by two plugins are one warning line each (``problems()``, printed
-once per process), never an error that stops every command; a clashing name alone is unusable.
+registers nothing, a name registered by two plugins and two defaults of one kind are one warning line each
+(``problems()``, printed once per process), never an error that stops every command; a clashing name alone is
+unusable, and of two defaults neither is one.
 """
 
 import difflib
 import importlib.metadata
 import inspect
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable
 
 import pluggy
@@ -30,6 +31,7 @@ pm.add_hookspecs(hookspecs)
 _loaded = False
 _registries: dict[str, dict[str, "Entry"]] | None = None
 _clashes: dict[tuple[str, str], list[str]] = {}  # (kind, name) -> the plugins that registered it
+_default_clashes: dict[tuple[str, bool | str], str] = {}  # (kind, use) with two defaults -> the message
 _problems: list[str] = []  # the load's warnings, one line each
 _dists: dict[str, importlib.metadata.Distribution] = {}  # entry-point name -> the distribution providing it
 
@@ -140,6 +142,7 @@ def registries() -> dict[str, dict[str, Entry]]:
         return _registries
     result: dict[str, dict[str, Entry]] = {}
     _clashes.clear()
+    _default_clashes.clear()
     registering: set[str] = set()
     for kind in KINDS:
         entries: dict[str, Entry] = {}
@@ -159,11 +162,16 @@ def registries() -> dict[str, dict[str, Entry]]:
                     raise ArqbenchError(f"plugin '{_plugin}' registered {_kind} '{name}' with default={default!r}; "
                                         f"give True, False or the name of a use")
                 other = next((e for e in _entries.values() if default and e.default == default), None)
-                if other is not None:
-                    raise ArqbenchError(
-                        f"{_kind} '{name}' (plugin '{_plugin}') and {_kind} '{other.name}' (plugin '{other.plugin}') "
-                        f"are both registered as the default{_use(default)}; exclude one with ARQBENCH_PLUGINS"
-                    )
+                if other is not None:  # two defaults: neither is, and a run must name one
+                    (a, p), (b, q) = sorted([(other.name, other.plugin), (name, _plugin)], key=lambda e: e[1])
+                    what = _kind.replace('_', ' ')
+                    _default_clashes[_kind, default] = (
+                        f"{what} '{a}' (plugin '{p}') and {what} '{b}' (plugin '{q}') are both registered as the "
+                        f"default{_use(default)}, so neither is; name one (see `arqbench list`) or leave one plugin "
+                        f"out (ARQBENCH_PLUGINS=-{p} or ARQBENCH_PLUGINS=-{q})")
+                    _entries[other.name] = replace(other, default=False)
+                if (_kind, default) in _default_clashes:
+                    default = False
                 _entries[name] = Entry(_kind, name, factory, _plugin, default)
 
             try:
@@ -180,6 +188,7 @@ def registries() -> dict[str, dict[str, Entry]]:
     _problems.extend(_registers_nothing(name) for name, _ in pm.list_name_plugin()
                      if name not in registering and name not in unknown)
     _problems.extend(_clash_message(kind, name) for kind, name in _clashes)
+    _problems.extend(_default_clashes.values())
     _registries = result
     _warn(_problems)
     return result
@@ -216,6 +225,8 @@ def default(kind: str, use: str | None = None) -> str:
     profiles, ``"profile"``), else the kind's default."""
     entries = registries()[kind].values()
     for wanted in ([use] if use else []) + [True]:
+        if (kind, wanted) in _default_clashes:
+            raise ArqbenchError(_default_clashes[kind, wanted])
         for entry in entries:
             if entry.default == wanted:
                 return entry.name

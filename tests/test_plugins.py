@@ -70,15 +70,20 @@ def test_the_defaults_are_registered_not_named_by_the_core():
     assert plugins.default("quantizer", "profile") == "linear"  # no default for that use: the kind's default
 
 
-def test_a_second_default_names_both_plugins():
+def test_a_second_default_is_one_warning_and_a_run_must_then_name_its_quantizer(capsys):
     plugins.register_plugin(SecondDefault(), "second-default")
     try:
-        with pytest.raises(ArqbenchError, match="are both registered as the default; exclude one") as error:
-            plugins.registries()
+        assert {"also-default", "linear"} <= set(plugins.names("quantizer"))  # both usable by name
+        with pytest.raises(ArqbenchError, match="are both registered as the default, so neither is; name one") as error:
+            plugins.default("quantizer")
         assert "quantizer 'also-default' (plugin 'second-default')" in str(error.value)
         assert "quantizer 'linear' (plugin 'linear')" in str(error.value)
+        assert "ARQBENCH_PLUGINS=-linear or ARQBENCH_PLUGINS=-second-default" in str(error.value)
+        assert f"warning: {error.value}" in capsys.readouterr().err.replace("\n", "")
+        assert plugins.default("benchmark") == "digits"  # other kinds keep theirs
     finally:
         plugins.unregister_plugin("second-default")
+    assert plugins.default("quantizer") == "linear"
 
 
 def test_a_third_party_default_is_what_a_run_uses_when_the_bundled_one_is_left_out():
