@@ -16,7 +16,7 @@ import sys
 import types
 import warnings
 
-REMOVED_IN = "0.3"
+REMOVED_IN = "0.4"  # restated in 0.3.0: 0.3 shipped with these still in place (CHANGELOG, plugin API 1.1)
 MOVED = {
     # the flat core before it was grouped into subpackages (commit 5a2e5b0)
     "arqbench.base_model": "arqbench.models.base_model",

@@ -4,6 +4,7 @@ import argparse
 import dataclasses
 import os
 import sys
+import traceback
 from pathlib import Path
 
 from arqbench.version import __version__
@@ -173,6 +174,9 @@ def overrides(args) -> dict:
 def build_parser() -> Parser:
     parser = Parser(prog="arqbench", description="Robustness-aware mixed-precision quantization benchmarks.")
     parser.add_argument("--version", action="version", version=f"arqbench {__version__}")
+    parser.add_argument("--debug", action="store_true",
+                        help="print the traceback of a failed cell (or of an error) as it happens; a failed cell's "
+                             "result file keeps it either way (`arqbench show FILE`)")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
 
     run = sub.add_parser("run", help="run a sweep and store one result file per cell")
@@ -307,13 +311,16 @@ def run_settings(parser: Parser, args: argparse.Namespace) -> RunSettings:
 def main(argv: list[str] | None = None) -> int:
     """Exit status: 0 done; 1 some cells failed (each recorded with its reason); 2 a mistake in the command,
     its files or the environment, stated as one line before any work; 130 interrupted."""
+    from arqbench import console
     from arqbench.runtime import keep_caches_home, keep_freed_memory, threads
 
     keep_caches_home()  # before --help or a command loads the plugins (and the libraries that make caches)
     try:
         argv = sys.argv[1:] if argv is None else argv
         parser = build_parser()
+        console.DEBUG = False
         args = parse(parser, argv)
+        console.DEBUG = args.debug
         args.argv = argv
         if args.command == "run":
             args.settings = run_settings(parser, args)
@@ -329,6 +336,7 @@ def main(argv: list[str] | None = None) -> int:
         with threads(None):  # a command may set torch's thread count; a caller in this process gets theirs back
             return COMMANDS[args.command](args, flags)
     except ArqbenchError as exc:
+        console.debug("".join(traceback.format_exception(exc)))
         return error(str(exc))
     except OSError as exc:  # the system refused a path: too long, no space, read-only, ...
         return error(f"{exc.filename}: {exc.strerror or exc}" if exc.filename else str(exc))

@@ -52,11 +52,13 @@ def list_plugins(args, flags: dict) -> int:
     table = Table(title="arqbench plugins")
     for column in ("kind", "name", "plugin", "default"):
         table.add_column(column)
+    clashes = plugins.clashes()  # the load's warnings (arqbench.plugins.problems) are printed above the table
     for kind, entries in plugins.registries().items():
-        for name in sorted(entries):
-            entry = entries[name]
-            marker = "" if not entry.default else "yes" if entry.default is True else f"for {entry.default}"
-            table.add_row(kind.replace("_", " "), name, entry.plugin, marker)
+        rows = {name: (entry.plugin, "" if not entry.default else "yes" if entry.default is True
+                       else f"for {entry.default}") for name, entry in entries.items()}
+        rows |= {name: (", ".join(owners), "unusable: a clash") for (k, name), owners in clashes.items() if k == kind}
+        for name in sorted(rows):
+            table.add_row(kind.replace("_", " "), name, *rows[name])
     print_table(table, keep=2)
     return 0
 
@@ -175,6 +177,12 @@ def show(args, flags: dict) -> int:
         stdout.file.write(cells.as_json(shown) + "\n")
     else:
         print_tables(cells.tables(shown, stdout.width))
+        for method in shown.methods:  # a failed cell: why, with the traceback its result file kept
+            if method["status"] != "ok":
+                stdout.print(f"\n{method['label']} failed: {method['error']}", markup=False, highlight=False,
+                             soft_wrap=True)
+                if method.get("traceback"):
+                    stdout.print(method["traceback"].rstrip("\n"), markup=False, highlight=False, soft_wrap=True)
     return 0
 
 

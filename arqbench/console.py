@@ -49,6 +49,15 @@ def failed(message: str) -> None:
     say(message, "[red]failed:[/red] ")
 
 
+DEBUG = False  # ``arqbench --debug``: print tracebacks as they happen
+
+
+def debug(text: str) -> None:
+    """Print ``text`` (a traceback) as it is, lines and all, when ``DEBUG`` is on."""
+    if DEBUG:
+        console.print(text.rstrip("\n"), markup=False, highlight=False, soft_wrap=True)
+
+
 def progress() -> Progress:
     return Progress(
         TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),

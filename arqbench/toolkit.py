@@ -28,7 +28,13 @@ Searching:
 - ``ilp_policy``: the bits minimising a per-layer sensitivity table under the budget, by integer programming
 - ``tie_units``: the layer groups the ILP assigns together (tied layers share a precision)
 - ``ILP_CHOICES``: the bit-widths the ILP chooses from
-- ``sensitivity``: the per-layer robustness sensitivity profile (``profile``, ``Profile``, ``policy_loss``, ...)
+- ``sensitivity_profile``: each free layer quantized alone at each bit-width: what the smoothed classifier loses
+- ``SensitivityProfile``: what ``sensitivity_profile`` returns (its rows, and ``sensitivity(...)``: the ILP's table)
+- ``policy_loss``: a policy's summed sensitivity from such a table (what robust-ilp minimises)
+- ``profile_samples``: the certifier's n per profile point by default, given the run's n
+- ``profile_points``: the (w_bits, a_bits) points a profile measures per layer
+- ``PROFILE_METRICS``, ``PROFILE_METHODS``, ``PROFILE_IMAGES``, ``PROFILE_SAMPLES``: a profile's metrics, ways of
+  measuring (the first is the default), search images per point and paired samples per image
 - ``fixed_layers``: the layers held at 8/8 bits (first and last, unless ``keep_ends`` is off)
 - ``uniform_policy``: every layer at the same bits, fixed layers at 8/8
 - ``require_plugin``: refuse (one line naming the registered ones) an option naming a plugin that does not exist
@@ -56,6 +62,8 @@ Caches and messages (under ``$ARQBENCH_HOME``, the only place a plugin writes):
 - ``keep_old_imports``: keep a plugin package's moved modules importable under their old names, with a warning
 """
 
+import warnings
+
 from arqbench import plugins as _plugins
 from arqbench._moved import keep_old_imports
 from arqbench.console import warn
@@ -64,7 +72,16 @@ from arqbench.models.data import loader, permutation
 from arqbench.models.normalize import Normalization, Normalized
 from arqbench.quantization.policy import fixed_layers, uniform_policy
 from arqbench.quantization.wrapping import QuantWrapper, quantized_copy
-from arqbench.search import sensitivity
+from arqbench.search import sensitivity as _sensitivity
+from arqbench.search.sensitivity import IMAGES as PROFILE_IMAGES
+from arqbench.search.sensitivity import METHODS as PROFILE_METHODS
+from arqbench.search.sensitivity import METRICS as PROFILE_METRICS
+from arqbench.search.sensitivity import SAMPLES as PROFILE_SAMPLES
+from arqbench.search.sensitivity import Profile as SensitivityProfile
+from arqbench.search.sensitivity import points as profile_points
+from arqbench.search.sensitivity import policy_loss
+from arqbench.search.sensitivity import profile as sensitivity_profile
+from arqbench.search.sensitivity import samples as profile_samples
 from arqbench.search.agent import AgentSettings, rl_search
 from arqbench.search.bit_env import BitAllocationEnv
 from arqbench.search.ilp import CHOICES as ILP_CHOICES
@@ -93,7 +110,9 @@ __all__ = [
     "certify_subset", "certify_many", "batched", "group_size", "sample_predictions", "generators", "generator",
     "SELECTION", "ESTIMATION", "PREDICTION", "RESELECTION", "REESTIMATION", "NOISE_SCHEME",
     "lower_confidence_bound", "upper_confidence_bound", "certified_radius", "summarize",
-    "AgentSettings", "rl_search", "BitAllocationEnv", "ilp_policy", "tie_units", "ILP_CHOICES", "sensitivity",
+    "AgentSettings", "rl_search", "BitAllocationEnv", "ilp_policy", "tie_units", "ILP_CHOICES",
+    "sensitivity_profile", "SensitivityProfile", "policy_loss", "profile_samples", "profile_points", "PROFILE_METRICS",
+    "PROFILE_METHODS", "PROFILE_IMAGES", "PROFILE_SAMPLES",
     "fixed_layers", "uniform_policy", "require_plugin",
     "quantized_copy", "QuantWrapper",
     "Normalization", "Normalized", "permutation", "loader",
@@ -105,3 +124,19 @@ def require_plugin(kind: str, name: str) -> None:
     """Raise ArqbenchError, naming the registered ones, when no plugin ``name`` of ``kind`` exists (for a plugin
     option that names another plugin, checked when the option is given rather than when it is used)."""
     _plugins.get(kind, name)
+
+
+_DEPRECATED = {"sensitivity": (_sensitivity, "sensitivity_profile, SensitivityProfile, policy_loss, profile_samples, "
+                                             "profile_points, PROFILE_METRICS, ... (the names it exports)")}
+
+
+def __getattr__(name: str):
+    """Plugin API 1.0's module exports, kept for one minor version with a DeprecationWarning naming what to import."""
+    if name in _DEPRECATED:
+        from arqbench._moved import PluginAPIDeprecation, REMOVED_IN
+
+        value, instead = _DEPRECATED[name]
+        warnings.warn(f"arqbench.toolkit.{name} is deprecated (plugin API 1.1) and goes in arqbench {REMOVED_IN}: "
+                      f"write `from arqbench.toolkit import {instead}`", PluginAPIDeprecation, stacklevel=2)
+        return value
+    raise AttributeError(f"module 'arqbench.toolkit' has no attribute '{name}'")

@@ -4,5 +4,5 @@
 ``arqbench.errors``): a change to them bumps it (minor: additions and deprecations, old names still working with a
 DeprecationWarning; major: removals). Every result records it beside the plugins' versions."""
 
-__version__ = "0.3.0"
-PLUGIN_API = "1.0"
+__version__ = "0.4.0.dev0"  # 0.4.0 removes the shims _moved.REMOVED_IN names
+PLUGIN_API = "1.1"

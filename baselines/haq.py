@@ -7,9 +7,8 @@ accuracy on the search split held out of the training data (never the certificat
 float model's. Options: ``finetune_steps``, ``images`` (score on the split's first ``images`` only) and
 every setting of the agent (``arqbench.search.agent``).
 
-Re-scoring (``rescore_top`` = k > 0; off by default, measured: ``benchmarks/rescoring.py`` on digits-mobilenetv2,
-sigma 0.25, 1.1%, seeds 0-2 found no gain, k = 5 +0.003 final ACR [-0.013, 0.019], k = 3 -0.007
-[-0.023, 0.009]): the k best distinct candidates are scored again by
+Re-scoring (``rescore_top`` = k > 0; off by default: ``benchmarks/rescoring.py`` measured no gain for haq, see
+leaderboards/rescoring/ and the README): the k best distinct candidates are scored again by
 the same reward (the same candidate fine-tune) on images of the search split the search reward never saw:
 the ``rescore_images`` after the search's (default: all the rest), and the best re-score ships. The
 reward has no noise samples to add, only images, so with re-scoring on and ``images`` unset the search

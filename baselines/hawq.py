@@ -16,7 +16,8 @@ stay 8, unless activations are searched: then each layer's activation bits equal
 activation bits only lower the cost.
 
 Options (``--option hawq.KEY=VALUE``): batches, batch_size, tol, max_iter, seed (default: the run's seed),
-tie ("benchmark": the benchmark's tied layers; "none"; or a list of lists of layer names).
+tie ("benchmark": the benchmark's tied layers, ``ctx.tied``; "none"; or a list of lists of layer names: a
+policy that leaves a benchmark's tie untied breaks the protocol and is refused by the core).
 """
 
 import time
@@ -72,7 +73,7 @@ class Hawq:
 
     def ties(self, ctx) -> list[list[str]]:
         if self.tie == "benchmark":
-            return [list(g) for g in ctx.benchmark.tied_layers(ctx.model)]
+            return [list(g) for g in ctx.tied]
         return [] if self.tie == "none" else [list(g) for g in self.tie]
 
     def traces(self, ctx) -> tuple[dict[str, dict], float, bool]:

@@ -49,6 +49,23 @@ def test_every_first_party_plugin_satisfies_its_protocol(kind, name):
         assert set(hints) <= set(vars(obj)) | set(dir(obj)), (name, set(hints) - set(dir(obj)))
 
 
+def test_the_core_search_context_provides_every_member_the_contract_declares():
+    """``arqbench.search.context.SearchContext`` is what searches get; ``contract.SearchContext`` is what they are
+    promised: every declared attribute is a field (or attribute) of the core's, every declared method is there
+    with the same parameters."""
+    import dataclasses
+
+    from arqbench.search.context import SearchContext as Core
+
+    fields = {f.name for f in dataclasses.fields(Core)}
+    attributes = set(typing.get_type_hints(contract.SearchContext)) - set(protocol_methods(contract.SearchContext))
+    assert attributes <= fields | set(dir(Core)), attributes - fields - set(dir(Core))
+    for name, declared in protocol_methods(contract.SearchContext).items():
+        assert callable(getattr(Core, name, None)), name
+        assert list(inspect.signature(getattr(Core, name)).parameters) == list(declared.parameters), name
+    assert "tied" in fields and "tied" in attributes
+
+
 def test_quantizers_offer_what_sensitivity_searches_need():
     for name in plugins.names("quantizer"):
         assert isinstance(plugins.create("quantizer", name), contract.WeightQuantizer), name

@@ -87,3 +87,15 @@ def test_a_name_the_old_module_never_had_is_an_attribute_error_and_submodules_st
 
     assert sensitivity.__name__ == "arqbench.search.sensitivity"
     assert all(new.startswith("arqbench.") for new in _moved.MOVED.values())
+
+
+def test_the_toolkits_module_export_of_plugin_api_1_0_still_works_with_a_warning():
+    """Plugin API 1.1 exports the sensitivity profile's functions by name; ``toolkit.sensitivity`` (1.0) still
+    answers, saying what to import instead."""
+    from arqbench import toolkit
+
+    with pytest.warns(_moved.PluginAPIDeprecation, match=r"arqbench\.toolkit\.sensitivity is deprecated \(plugin API "
+                      r"1\.1\) and goes in arqbench 0\.4: write `from arqbench\.toolkit import sensitivity_profile, "):
+        module = toolkit.sensitivity
+    assert module.profile is toolkit.sensitivity_profile and module.Profile is toolkit.SensitivityProfile
+    assert "sensitivity" not in toolkit.__all__

@@ -210,7 +210,12 @@ def test_hawq_run_on_digits_records_traces(cli, tmp_path, quick_digits_checkpoin
 
     code, _, err = cli("run", "--methods", "hawq", "--sigma", "0.25", "--budget", "0.03", "--out", tmp_path,
                        "--checkpoint", quick_digits_checkpoint, *options, "--option", "hawq.tie=none", *TINY)
-    assert code == 0, err
+    assert code == 1  # untied, its policy breaks digits' tie: refused by the core before fine-tuning
     (again,) = tmp_path.rglob("budget0.03*/hawq*.json")
+    assert json.loads(again.read_text())["error"].startswith(
+        "search 'hawq' (plugin 'hawq') broke the contract: tied layers net.block2.conv1 ")
+    code, _, err = cli("run", "--methods", "hawq", "--sigma", "0.25", "--budget", "0.03", "--out", tmp_path,
+                       "--checkpoint", quick_digits_checkpoint, *options, *TINY)
+    assert code == 0, err
     info = json.loads(again.read_text())["search"]
-    assert info["trace_cached"] and info["ties"] == []
+    assert info["trace_cached"] and info["ties"] == [["net.block2.conv1", "net.block2.shortcut.0"]]

@@ -73,5 +73,35 @@ def test_every_toolkit_name_is_there_and_said_in_one_line():
 def test_the_plugin_api_version_is_public_and_recorded_in_results():
     from arqbench.pipeline.results import versions
 
-    assert arqbench.PLUGIN_API == "1.0"
+    assert arqbench.PLUGIN_API == "1.1"
     assert versions(__import__("torch").device("cpu"))["plugin_api"] == arqbench.PLUGIN_API
+
+
+def test_the_contract_reads_protocols_first_then_values():
+    """contract.py is the page a plugin author reads: every Protocol (and the Benchmark base class) comes before
+    every value type (dataclass or TypedDict)."""
+    tree = ast.parse((ROOT / "arqbench" / "contract.py").read_text())
+    classes = [node for node in tree.body if isinstance(node, ast.ClassDef)]
+
+    def is_kind(node: ast.ClassDef) -> bool:
+        return node.name == "Benchmark" or any(ast.unparse(base) == "Protocol" for base in node.bases)
+
+    kinds = [i for i, node in enumerate(classes) if is_kind(node)]
+    values = [i for i, node in enumerate(classes) if not is_kind(node)]
+    assert kinds and values and max(kinds) < min(values), [c.name for c in classes]
+    assert {c.name for c in classes if is_kind(c)} >= {"Quantizer", "Certifier", "Search", "CostModel", "SearchContext"}
+
+
+def test_the_toolkit_exports_names_not_modules():
+    import types
+
+    modules = [name for name in toolkit.__all__ if isinstance(getattr(toolkit, name), types.ModuleType)]
+    assert not modules, f"toolkit exports modules {modules}: export the functions a plugin uses, by name"
+
+
+def test_both_bundled_quantizers_build_on_the_wrapper_the_docs_teach():
+    from arqbench.bundled.quantizers.linear_quantizer import FakeQuant
+    from arqbench.bundled.quantizers.lsq_quantizer import LSQLayer
+
+    for wrapper in (FakeQuant, LSQLayer):
+        assert issubclass(wrapper, toolkit.QuantWrapper) and "forward" not in vars(wrapper), wrapper

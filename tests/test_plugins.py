@@ -38,17 +38,23 @@ class Clash:
         register("uniform", object)
 
 
-def test_a_name_clash_names_both_plugins():
+def test_a_name_clash_makes_only_that_name_unusable_and_names_both_plugins(capsys):
     plugins.register_plugin(Clash(), "clashing-plugin")
     try:
+        regs = plugins.registries()  # no error: every other name still works
+        assert "uniform" not in regs["search"] and "haq" in regs["search"]
+        assert plugins.clashes() == {("search", "uniform"): ["clashing-plugin", "uniform"]}
         with pytest.raises(ArqbenchError) as error:
-            plugins.registries()
+            plugins.get("search", "uniform")
         message = str(error.value)
-        assert message.startswith("search 'uniform' is registered by both plugin")
-        assert "'uniform'" in message.split("both")[1] and "'clashing-plugin'" in message
+        assert message == ("search 'uniform' is registered by both plugin 'clashing-plugin' and plugin 'uniform', so "
+                           "it is unusable; pick one by leaving the other out (ARQBENCH_PLUGINS=-clashing-plugin or "
+                           "ARQBENCH_PLUGINS=-uniform) or uninstall one")
+        assert f"warning: {message}" in capsys.readouterr().err.replace("\n", "")
+        assert message in plugins.problems()
     finally:
         plugins.unregister_plugin("clashing-plugin")
-    assert plugins.get("search", "uniform").plugin == "uniform"
+    assert plugins.get("search", "uniform").plugin == "uniform" and not plugins.clashes()
 
 
 class SecondDefault:
@@ -64,15 +70,20 @@ def test_the_defaults_are_registered_not_named_by_the_core():
     assert plugins.default("quantizer", "profile") == "linear"  # no default for that use: the kind's default
 
 
-def test_a_second_default_names_both_plugins():
+def test_a_second_default_is_one_warning_and_a_run_must_then_name_its_quantizer(capsys):
     plugins.register_plugin(SecondDefault(), "second-default")
     try:
-        with pytest.raises(ArqbenchError, match="are both registered as the default; exclude one") as error:
-            plugins.registries()
+        assert {"also-default", "linear"} <= set(plugins.names("quantizer"))  # both usable by name
+        with pytest.raises(ArqbenchError, match="are both registered as the default, so neither is; name one") as error:
+            plugins.default("quantizer")
         assert "quantizer 'also-default' (plugin 'second-default')" in str(error.value)
         assert "quantizer 'linear' (plugin 'linear')" in str(error.value)
+        assert "ARQBENCH_PLUGINS=-linear or ARQBENCH_PLUGINS=-second-default" in str(error.value)
+        assert f"warning: {error.value}" in capsys.readouterr().err.replace("\n", "")
+        assert plugins.default("benchmark") == "digits"  # other kinds keep theirs
     finally:
         plugins.unregister_plugin("second-default")
+    assert plugins.default("quantizer") == "linear"
 
 
 def test_a_third_party_default_is_what_a_run_uses_when_the_bundled_one_is_left_out():
@@ -171,4 +182,6 @@ def test_a_plugin_that_fails_to_import_is_one_clear_line(tmp_path):
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
         "arqbench: error: plugin 'broken' (broken_plugin) failed to import: RuntimeError: boom at import; "
-        "fix or uninstall it, or leave it out with ARQBENCH_PLUGINS"]
+        "fix or uninstall it, or leave it out with ARQBENCH_PLUGINS=-broken"]
+    result = run_subprocess("list", env={"PYTHONPATH": str(tmp_path), "ARQBENCH_PLUGINS": "-broken"})
+    assert result.returncode == 0 and not result.stderr and "uniform" in result.stdout  # every other plugin loads

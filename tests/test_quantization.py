@@ -126,25 +126,45 @@ def fraction(policy):
 
 @settings(max_examples=200, deadline=None)
 @given(bits=st.lists(st.tuples(st.integers(2, 8), st.integers(2, 8)), min_size=4, max_size=4),
-       budget=st.floats(0.001, 1.0), search_activations=st.booleans(), keep_ends=st.booleans())
-def test_action_wall_meets_the_budget_or_reports_infeasible(bits, budget, search_activations, keep_ends):
+       budget=st.floats(0.001, 1.0), search_activations=st.booleans(), keep_ends=st.booleans(),
+       tie=st.sampled_from([(), (1, 2), (0, 2)]))
+def test_action_wall_meets_the_budget_or_reports_infeasible(bits, budget, search_activations, keep_ends, tie):
+    """... and gives each tied group one precision (a group holding a fixed layer at 8/8), so what it returns
+    breaks no rule the core checks a search's policy by."""
+    tied = [[LAYERS[i].name for i in tie]] if tie else []
     fixed = policies.fixed_layers(LAYERS, keep_ends)
     policy = {l.name: (8, 8) if l.name in fixed else b for l, b in zip(LAYERS, bits)}
     if not search_activations:
         policy = {k: (w, 8) for k, (w, a) in policy.items()}
-    cheapest = fraction(policies.cheapest_policy(LAYERS, fixed, search_activations))
     try:
-        fitted = policies.fit_to_budget(policy, LAYERS, fraction, budget, fixed, search_activations)
+        fitted = policies.fit_to_budget(policy, LAYERS, fraction, budget, fixed, search_activations, tied)
     except InfeasibleBudget:
+        cheapest = fraction(policies.tie(policies.cheapest_policy(LAYERS, fixed, search_activations), tied, fixed))
         assert cheapest > budget
         return
     assert fraction(fitted) <= budget
-    for name in fixed:
+    assert policies.protocol_breach(fitted, fixed, tied, search_activations) == ""
+    held = fixed.union(*(group for group in tied if fixed & set(group)))  # a group holding a fixed layer: 8/8
+    for name in held:
         assert fitted[name] == (8, 8)
     for name, (w, a) in fitted.items():
+        if name in held:
+            continue
         assert 2 <= w <= policy[name][0] and 2 <= a <= policy[name][1]  # bits only ever go down
         if not search_activations:
             assert a == policy[name][1]
+
+
+def test_protocol_breach_names_the_first_rule_a_policy_breaks():
+    names = [l.name for l in LAYERS]
+    policy = {name: (4, 8) for name in names}
+    assert policies.protocol_breach(policy, set(), [names[1:3]], False) == ""
+    assert policies.protocol_breach(policy, {names[0]}, [], False) == \
+        f"layer '{names[0]}' is held at (8, 8) (ctx.fixed), got (4, 8)"
+    assert "activation bits 3" in policies.protocol_breach({**policy, names[1]: (4, 3)}, set(), [], False)
+    assert policies.protocol_breach({**policy, names[1]: (4, 3)}, set(), [], True) == ""
+    assert policies.protocol_breach({**policy, names[2]: (3, 8)}, set(), [names[1:3]], False) == \
+        f"tied layers {names[1]} (4, 8) and {names[2]} (3, 8) must share one precision (ctx.tied)"
 
 
 def test_validate_rejects_foreign_or_out_of_range_policies():

@@ -15,10 +15,10 @@ import torch
 from torch import nn
 from torch.utils.data import Subset
 
-from arqbench import plugins, runtime
+from arqbench import checks, plugins, runtime
 from arqbench.errors import ArqbenchError
 from arqbench.models.training import accuracy, finetune
-from arqbench.pipeline import saved
+from arqbench.pipeline import failures, saved
 from arqbench.pipeline.config import Protocol
 from arqbench.pipeline.prepare import Prepared
 from arqbench.pipeline.results import REFERENCE, Cell, now, versions
@@ -105,10 +105,12 @@ class CellRun:
         torch.manual_seed(self.cell.seed)
         context = self.context(ledger)
         found = self.protocol.create("search", self.cell.method).search(context)
+        policy, info = checks.search_result(found, self.cell.method, context.layers, context.fixed, context.tied,
+                                            context.search_activations, context.cost_fraction, context.budget)
         if context.finetunes:
-            return found.policy, {**found.info, "candidate_finetunes": context.finetunes,
-                                  "frozen_batchnorm_finetunes": context.frozen_batchnorm_finetunes}
-        return found.policy, found.info
+            return policy, {**info, "candidate_finetunes": context.finetunes,
+                            "frozen_batchnorm_finetunes": context.frozen_batchnorm_finetunes}
+        return policy, info
 
     def context(self, ledger: Ledger | None = None) -> SearchContext:
         """What the cell's search method gets (``arqbench.search.context``)."""
@@ -139,7 +141,8 @@ class CellRun:
         for ``policy``, calibrated, not yet fine-tuned."""
         quantizer = self.protocol.create("quantizer", self.protocol.quantizer)
         calibration = calibration_batches(self.prepared.data, self.prepared.sigma, self.device, self.cell.seed)
-        return quantizer.quantize(equalized(self.prepared.model, self.protocol.tuning()), policy, calibration)
+        return checks.quantize(quantizer, self.protocol.quantizer, equalized(self.prepared.model, self.protocol.tuning()),
+                               policy, calibration)
 
     def smoothing(self) -> SmoothingConfig:
         p = self.protocol
@@ -197,12 +200,17 @@ class CellRun:
 
 def plugin_record(cell: Cell, protocol: Protocol) -> dict:
     """Each plugin the cell used, by kind, with every option it ran with (its defaults included)."""
+    return {kind: {"name": name, "options": {**plugins.defaults(kind, name), **protocol.plugin_options(kind, name)}}
+            for kind, name in used_plugins(cell, protocol).items()}
+
+
+def used_plugins(cell: Cell, protocol: Protocol) -> dict[str, str]:
+    """The plugin the cell uses of each kind, ``{kind: name}``."""
     used = {"benchmark": cell.benchmark, "quantizer": protocol.quantizer, "cost_model": protocol.cost_model,
             "certifier": protocol.certifier}
     if cell.method != REFERENCE:
         used["search"] = cell.method
-    return {kind: {"name": name, "options": {**plugins.defaults(kind, name), **protocol.plugin_options(kind, name)}}
-            for kind, name in used.items()}
+    return used
 
 
 def config_record(cell: Cell, protocol: Protocol) -> dict:
@@ -224,7 +232,8 @@ def config_record(cell: Cell, protocol: Protocol) -> dict:
 
 
 def failed_result(cell: Cell, protocol: Protocol, error: BaseException) -> dict:
-    message = str(error) if isinstance(error, ArqbenchError) else f"{type(error).__name__}: {error}"
+    """A failed cell's record: ``error`` is one line naming the plugin that raised and the exception's type
+    (``arqbench.pipeline.failures``), ``traceback`` the whole of it, for ``arqbench show``."""
     return {"benchmark": cell.benchmark, "method": cell.method, "sigma": cell.sigma, "budget": cell.budget,
-            "seed": cell.seed, "status": "failed", "error": message.splitlines()[0] if message else repr(error),
-            "config": config_record(cell, protocol), "created": now()}
+            "seed": cell.seed, "status": "failed", "error": failures.summary(error, used_plugins(cell, protocol)),
+            "traceback": failures.traceback_text(error), "config": config_record(cell, protocol), "created": now()}

@@ -9,8 +9,8 @@ Per cell, in noisy forward passes of one input (``arqbench.search.estimate``):
 
 Each is multiplied by the model's MACs (the sum over its layers, ``profile_layers``) and turned into seconds
 by the forward throughput of the benchmark's model measured here for about a second (random weights, random
-inputs, the certification batch size, on ``--device``). Fake-quantized forwards run 1.1-1.3x slower than that
-float forward (README, Performance), so the time is a lower estimate. Nothing is trained or written: split
+inputs, the certification batch size, on ``--device``). Fake-quantized forwards run slower than that float
+forward (measured in the README, Performance), so the time is a lower estimate. Nothing is trained or written: split
 sizes come from the data when it is on this machine, else from the benchmark's ``data_sizes``.
 """
 

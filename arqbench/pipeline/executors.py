@@ -26,6 +26,7 @@ from arqbench import runtime
 from arqbench.console import console, info
 from arqbench.errors import ArqbenchError
 from arqbench.files import home
+from arqbench.pipeline import failures
 from arqbench.pipeline.cell import CellRun, Trained
 from arqbench.pipeline.config import Protocol
 from arqbench.pipeline.prepare import Prepared, prepare
@@ -167,6 +168,8 @@ def _console_lines(fn):
         try:
             with console.capture() as captured:
                 return fn(*args)
+        except Exception as exc:  # its traceback does not survive the trip to the driver: keep it on it
+            raise failures.annotate(exc)
         finally:
             lines = [line for line in captured.get().splitlines() if line.strip()]
             if lines:

@@ -9,7 +9,7 @@ import torch
 from scipy.stats import norm
 
 from arqbench import plugins, runtime
-from arqbench.console import failed, info, warn
+from arqbench.console import debug, failed, info, warn
 from arqbench.errors import ArqbenchError, Busy, SkipBenchmark
 from arqbench.files import check_output_dir, remove_stale_temps
 from arqbench.pipeline import executors, saved
@@ -332,6 +332,7 @@ def record(task: executors.Task, result: dict | Exception, spec: SweepSpec, outc
         result = failed_result(cell, task.protocol, result)
         outcome.failed.append((cell, result["error"]))
         failed(f"{cell.label()}: {result['error']}")
+        debug(result["traceback"])  # with --debug; the result file keeps it for `arqbench show`
     else:
         outcome.done.append(cell)
     if spec.command:

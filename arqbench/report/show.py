@@ -123,7 +123,7 @@ def _numbers(result: dict, order: list[str]) -> dict:
     bits = {name: list(policy[name]) if policy and name in policy else
             ([FLOAT_BITS, FLOAT_BITS] if result["method"] == REFERENCE else None) for name in order}
     out = {"method": result["method"], "label": _label(result), "path": result["path"], "status": result["status"],
-           "error": result.get("error"),
+           "error": result.get("error"), "traceback": result.get("traceback"),
            "policy": bits, "cost_model": _cost_model(result), "cost_fraction": None, "bitops_fraction": None,
            "acr": None, "acr_low": None, "acr_high": None, "clean_acc": None, "smoothed_acc": None}
     if result["status"] == "ok":

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 from torch.utils.data import Subset
 
-from arqbench import console
+from arqbench import checks, console
 from arqbench.contract import SearchResult  # noqa: F401 (searches' result, re-exported for the core)
 from arqbench.models.benchmark import Benchmark
 from arqbench.models.data import ProtocolData, noisy_batches
@@ -53,8 +53,14 @@ class SearchContext:
     # ``with ctx.progress(description, total) as advance:`` shows a search's steps (episodes, points) with the
     # time left, on a terminal only; replace it to follow a search elsewhere (a no-op: ``quietly``)
     progress: Callable[[str, int], ContextManager[Callable[[], None]]] = console.steps
+    # groups of layers that must share one precision: the benchmark's ``tied_layers`` of the model (None: ask it)
+    tied: list[list[str]] | None = None
 
     def __post_init__(self):
+        if self.tied is None:
+            names = {layer.name for layer in self.layers}
+            groups = ([name for name in group if name in names] for group in self.benchmark.tied_layers(self.model))
+            self.tied = [group for group in groups if len(group) > 1]
         self.float_cost = self.cost_model.cost(self.layers, policies.float_policy(self.layers))
         self._calibration: list[torch.Tensor] | None = None
         self._equalized: nn.Module | None = None
@@ -65,9 +71,10 @@ class SearchContext:
         return self.cost_model.cost(self.layers, policy) / self.float_cost
 
     def within_budget(self, policy: policies.Policy) -> policies.Policy:
-        """The action wall: lower bits (last layer first) until the policy meets the budget."""
+        """The action wall: tie the tied layers, then lower bits (last layer first) until the policy meets the
+        budget."""
         return policies.fit_to_budget(policy, self.layers, self.cost_fraction, self.budget, self.fixed,
-                                      self.search_activations)
+                                      self.search_activations, self.tied)
 
     def calibration(self) -> list[torch.Tensor]:
         """The fixed noisy batches every candidate's activation ranges are calibrated on."""
@@ -80,7 +87,8 @@ class SearchContext:
         ``finetune_recipe`` says (``equalized``), calibrated."""
         if self._equalized is None:
             self._equalized = equalized(self.model, self.tuning())
-        return self.quantizer.quantize(self._equalized, policy, self.calibration()).eval()
+        name = getattr(self.protocol, "quantizer", type(self.quantizer).__name__)
+        return checks.quantize(self.quantizer, name, self._equalized, policy, self.calibration()).eval()
 
     def tuning(self) -> FinetuneRecipe:
         """The protocol's fine-tune remedies (the default recipe for a protocol that names none)."""

@@ -5,8 +5,8 @@ by the run's quantizer (weights at w bits, the layer's input activation at a bit
 batches); every other layer stays float (the quantizer gets a policy naming layer i alone). Measured on the
 search split (held out of the training data, never the certification subset):
 
-- metric ``acr``, method ``paired`` (the default: 18x cheaper than ``certified`` on digits-mobilenetv2, ILP policies
-  as good; ``benchmarks/profile_fidelity.py``, README): the ACR and smoothed accuracy IRS would certify for the
+- metric ``acr``, method ``paired`` (the default: far cheaper than ``certified``, with ILP policies as good, as
+  ``benchmarks/profile_fidelity.py`` measures; its figures: leaderboards/profile-fidelity/, README): the ACR and smoothed accuracy IRS would certify for the
   smoothed f_{i,w,a} against f on the first ``images`` search images, estimated on one set of noise shared
   by f and every point. f is sampled once, on N_p = the certifier's ``samples`` (``irs``: n_p x n) replayed
   noisy copies of each image (IRS's estimation stream): cA = its most frequent class, pA_lower = the
@@ -23,7 +23,7 @@ search split (held out of the training data, never the certification subset):
   up; once a point's loss is within noise of zero (|mean| <= ``Z`` x its standard error over the images:
   a handful of images with a disagreement at most), the points above it are not measured but recorded as
   ``skipped``, at 0 on the metric (the value the ILP uses) and None elsewhere;
-- metric ``acr``, method ``certified`` (the default before arqbench 0.3; over ten times the cost): ACR and smoothed accuracy of
+- metric ``acr``, method ``certified`` (the default before arqbench 0.3; many times the cost): ACR and smoothed accuracy of
   the smoothed f_{i,w,a} certified by the given certifier with f as the reference (``irs``: N_p = n_p x n
   replayed noisy samples per image against f's cached certification, or N_p fresh ones where it
   re-certifies from scratch); f itself is measured by the same certifier with the same settings and seeds
@@ -44,15 +44,12 @@ prediction ranks policies as their certified ACR does) has to be measured, not t
 Cost (noisy forward passes; each point also pays one quantize-and-calibrate pass and a clean pass over the
 search split): ``paired``: images x (N_p + S x measured points), at most images x (N_p + S x points) (what
 robust-ilp's dry-run estimate counts); ``certified``: images x (n0 + n) for f's certification (cached by
-``irs``) plus images x N_p (n0 + N_p where IRS falls back) per point. Digits, sigma 0.25, activations (5 free
-layers, 65 points, 100 images, n = 10,000, N_p = 1,000): ``certified`` 7.7M forwards, 181 s on one
-contended thread; ``paired`` without skipping 0.75M, and its Spearman correlation with ``certified`` over the
-65 points 0.978 (``benchmarks/profile_fidelity.py`` measures both side by side, and the policies and
-shipped ACR the ILP gets from each). S = 100 was chosen there: ranking points by their disagreement (what
-drives both profiles) correlates with ``certified`` at 0.958 with S = 50, 0.982 with 100, 0.987 with 200.
-``arq``'s predicted radius (p = pA_f + (k_q - k_f) / S through CERTIFY's bound at n) was tried as the paired
-estimate and rejected: near zero it is dominated by which few images happen to disagree (Spearman 0.6 with
-``certified``, 0.78 between S = 100 and S = 200).
+``irs``) plus images x N_p (n0 + N_p where IRS falls back) per point. ``benchmarks/profile_fidelity.py``
+measures both side by side (their cost, their rank correlation over the points, and the policies and shipped
+ACR the ILP gets from each); S = ``SAMPLES`` was chosen by how well points ranked by their disagreement at S
+agree with ``certified``. ``arq``'s predicted radius (p = pA_f + (k_q - k_f) / S through CERTIFY's bound at
+n) was tried as the paired estimate and rejected: near zero it is dominated by which few images happen to
+disagree. The measured figures are in leaderboards/profile-fidelity/ and the README, not here.
 
 Measured points are cached under ``$ARQBENCH_HOME/sensitivity/<key>.json``, keyed by everything that changes
 them (base model, sigma, seed, the quantizer and the certifier with their options, the certification
@@ -76,7 +73,7 @@ from arqbench.errors import ArqbenchError, Busy
 from arqbench.models.data import examples
 from arqbench.quantization.policy import MAX_BITS, MIN_BITS, Policy
 from arqbench.search.context import SearchContext
-from arqbench.smoothing.core import (ESTIMATION, certified_radius, generators, lower_confidence_bound,
+from arqbench.smoothing.core import (ESTIMATION, SmoothingConfig, certified_radius, generators, lower_confidence_bound,
                                     sample_predictions, upper_confidence_bound)
 from arqbench.smoothing.metrics import summarize
 
@@ -90,7 +87,8 @@ IMAGES = 100  # search images certified per point (module docstring: the cost)
 MAX_N = 10_000  # the certifier's n per point unless given: the run's n, at most this (a ranking, not a certificate)
 MEASURES = ("acr", "smoothed_acc", "clean_acc", "disagreement")
 BITS = tuple(range(MIN_BITS, MAX_BITS + 1))
-__all__ = ["profile", "Profile", "policy_loss", "samples", "points", "METRICS", "MEASURES", "IMAGES", "MAX_N"]  # toolkit
+__all__ = ["profile", "Profile", "policy_loss", "samples", "points", "METRICS", "METHODS", "MEASURES", "IMAGES",
+           "SAMPLES", "MAX_N"]  # the toolkit exports these by name (``toolkit.sensitivity_profile``, ...)
 
 
 def samples(run_n: int) -> int:
@@ -172,6 +170,44 @@ def profile(ctx: SearchContext, layers: list[str], activations: bool, metric: st
     ``samples(ctx.smoothing.n)``), which ``paired`` also predicts radii at; ``point_samples``: ``paired``'s
     samples per image per point.
     """
+    _check_request(ctx, layers, metric, method, images, point_samples, who)
+    config = replace(ctx.smoothing, n=n or samples(ctx.smoothing.n))
+    measurer = ctx.protocol.create("certifier", certifier)
+    subset = Subset(ctx.data.search, list(range(min(images, len(ctx.data.search)))))
+    key = _cache_key(ctx, metric, certifier, config, subset, method, point_samples)
+    path = files.cache_path("sensitivity", key, ".json")
+    wanted = [(name, w, a) for name in layers for w, a in points(activations)]
+    with _only_measurer(ctx, path, who):
+        cached = _read(path, key)
+        have = {(r["layer"], r["w_bits"], r["a_bits"]): r for r in cached.get("rows", [])}
+        missing = [p for p in wanted if p not in have]
+        start = time.perf_counter()
+        ref = cached.get("reference")
+        item = f"sensitivity/{path.stem}"  # the ledger's keys: f"{item}/reference", f"{item}/<layer>/<w>/<a>"
+        _report_reused(ctx, item, [p for p in wanted if p in have], have, ref)
+        forwards = 0
+        if missing:
+            if method == "paired":
+                measure = _Paired(ctx, metric, config, subset, _samples_of(measurer, config), point_samples)
+            else:
+                measure = _Measure(ctx, metric, measurer, config, subset)
+            if ref is None:
+                ref = {**measure(ctx.model), "seconds": time.perf_counter() - start}
+                ctx.ledger.measured(f"{item}/reference")
+            _measure_points(ctx, measure, metric, method, ref, missing, have, item, who)
+            forwards = measure.forwards
+            _write(path, key, ref, have, ctx.layers)
+    seconds = time.perf_counter() - start
+    skipped = sum(bool(have[p].get("skipped")) for p in missing)
+    result = Profile(key, path, ref, [have[p] for p in wanted], len(wanted) - len(missing),
+                     len(missing) - skipped, seconds, skipped, forwards)
+    _log(result, who, len(set(layers)), len(wanted))
+    return result
+
+
+def _check_request(ctx: SearchContext, layers: list[str], metric: str, method: str, images, point_samples,
+                   who: str) -> None:
+    """Refuse, in one line naming ``who``, a metric, method, image count, sample count or layer that is wrong."""
     if metric not in METRICS:
         raise ArqbenchError(f"{who}: metric must be one of {', '.join(METRICS)}, got {metric!r}")
     if method not in METHODS:
@@ -184,9 +220,10 @@ def profile(ctx: SearchContext, layers: list[str], activations: bool, metric: st
     if unknown:
         raise ArqbenchError(f"{who}: '{unknown[0]}' is not a quantizable layer of this model")
 
-    config = replace(ctx.smoothing, n=n or samples(ctx.smoothing.n))
-    measurer = ctx.protocol.create("certifier", certifier)
-    subset = Subset(ctx.data.search, list(range(min(images, len(ctx.data.search)))))
+
+def _cache_key(ctx: SearchContext, metric: str, certifier: str, config: SmoothingConfig, subset: Subset,
+               method: str, point_samples: int) -> dict:
+    """Everything that changes a measured point (module docstring, last paragraph)."""
     quantizer = ctx.protocol.quantizer
     key = {"what": "sensitivity", "version": VERSION, "method": method, "reference": ctx.reference_key,
            "sigma": ctx.sigma, "seed": ctx.seed, "quantizer": quantizer,
@@ -196,71 +233,69 @@ def profile(ctx: SearchContext, layers: list[str], activations: bool, metric: st
            "images": len(subset), "search_split": len(ctx.data.search)}
     if method == "paired":
         key["paired"] = {"samples": point_samples, "z": Z, "alpha_zeta": ALPHA_ZETA}
-    path = files.cache_path("sensitivity", key, ".json")
-    # one process measures a profile at a time: a second one asking for the same points waits, then reuses them
-    # (or, told not to wait, says so: a sweep runs its other cells meanwhile)
+    return key
+
+
+@contextmanager
+def _only_measurer(ctx: SearchContext, path: Path, who: str):
+    """Hold the profile's lock: one process measures a profile at a time; a second one asking for the same
+    points waits (the wait reported to ``ctx.ledger``), then reuses them, or, told not to wait, raises ``Busy``
+    (a sweep runs its other cells meanwhile)."""
     try:
         with ctx.ledger.waiting():
             held = FileLock(path.with_name(f".{path.name}.lock")).acquire(timeout=-1 if ctx.wait_for_shared else 0)
     except Timeout:
         raise Busy(f"{who}: another process is measuring this profile") from None
     with held:  # released on leaving
-        cached = _read(path, key)
-        have = {(r["layer"], r["w_bits"], r["a_bits"]): r for r in cached.get("rows", [])}
-        by_name = {l.name: l for l in ctx.layers}
-        wanted = [(name, w, a) for name in layers for w, a in points(activations)]
-        missing = [p for p in wanted if p not in have]
+        yield
 
-        start = time.perf_counter()
-        ref = cached.get("reference")
-        item = f"sensitivity/{path.stem}"  # the ledger's keys: f"{item}/reference", f"{item}/<layer>/<w>/<a>"
-        for name, w, a in wanted:
-            if (name, w, a) in have:
-                ctx.ledger.reused(f"{item}/{name}/{w}/{a}", have[name, w, a].get("seconds", 0.0))
-        if ref is not None:
-            ctx.ledger.reused(f"{item}/reference", ref.get("seconds", 0.0))
-        forwards = 0
-        if missing:
-            if method == "paired":
-                measure = _Paired(ctx, metric, config, subset, _samples_of(measurer, config), point_samples)
+
+def _report_reused(ctx: SearchContext, item: str, reused: list[tuple], have: dict, ref: dict | None) -> None:
+    """Each cached point read (and f's numbers), at the seconds it took when measured."""
+    for name, w, a in reused:
+        ctx.ledger.reused(f"{item}/{name}/{w}/{a}", have[name, w, a].get("seconds", 0.0))
+    if ref is not None:
+        ctx.ledger.reused(f"{item}/reference", ref.get("seconds", 0.0))
+
+
+def _measure_points(ctx: SearchContext, measure, metric: str, method: str, ref: dict, missing: list[tuple],
+                    have: dict, item: str, who: str) -> None:
+    """Measure each ``missing`` point into ``have``, in order (from 2 bits up, so ``paired`` can skip a point
+    above one within noise of zero)."""
+    by_name = {l.name: l for l in ctx.layers}
+    with ctx.progress(f"{who}: points", len(missing)) as advance:
+        for name, w, a in missing:
+            layer, begun = by_name[name], time.perf_counter()
+            row = {"layer": name, "index": layer.index, "kind": layer.kind, "w_bits": w, "a_bits": a}
+            below = _below(have, name, w, a)
+            if method == "paired" and below is not None and below.get("within_noise"):
+                # monotone in bits: no more loss than the point below, itself within noise of zero
+                row.update({**dict.fromkeys(MEASURES), **_drops({}, {}), "skipped": True,
+                            "within_noise": True, "seconds": 0.0})
+                row[_column(metric)] = 0.0
             else:
-                measure = _Measure(ctx, metric, measurer, config, subset)
-            if ref is None:
-                ref = {**measure(ctx.model), "seconds": time.perf_counter() - start}
-                ctx.ledger.measured(f"{item}/reference")
-            with ctx.progress(f"{who}: points", len(missing)) as advance:
-                for name, w, a in missing:
-                    layer, begun = by_name[name], time.perf_counter()
-                    row = {"layer": name, "index": layer.index, "kind": layer.kind, "w_bits": w, "a_bits": a}
-                    below = _below(have, name, w, a)
-                    if method == "paired" and below is not None and below.get("within_noise"):
-                        # monotone in bits: no more loss than the point below, itself within noise of zero
-                        row.update({**dict.fromkeys(MEASURES), **_drops({}, {}), "skipped": True,
-                                    "within_noise": True, "seconds": 0.0})
-                        row[_column(metric)] = 0.0
-                    else:
-                        numbers = measure(ctx.quantize({name: (w, a)}))
-                        row.update({**numbers, **_drops(ref, numbers), "seconds": time.perf_counter() - begun})
-                        ctx.ledger.measured(f"{item}/{name}/{w}/{a}")
-                    have[name, w, a] = row
-                    advance()
-            forwards = measure.forwards
-            order = {l.name: l.index for l in ctx.layers}
-            rows = sorted(have.values(), key=lambda r: (order.get(r["layer"], -1), r["a_bits"] != MAX_BITS,
-                                                        -r["w_bits"], -r["a_bits"]))
-            files.write_json_atomic(path, {"key": key, "reference": ref, "rows": rows})
-    seconds = time.perf_counter() - start
-    rows = [have[p] for p in wanted]
-    skipped = sum(bool(have[p].get("skipped")) for p in missing)
-    result = Profile(key, path, ref, rows, len(wanted) - len(missing), len(missing) - skipped, seconds, skipped,
-                     forwards)
-    if missing:
-        info(f"{who}: measured {result.computed} points ({len(set(layers))} layers) in {seconds:.1f}s"
-             + (f", skipped {skipped} (monotone in bits)" if skipped else "")
-             + (f", reused {result.reused} from the cache" if result.reused else "") + f"; cached in {path}")
+                numbers = measure(ctx.quantize({name: (w, a)}))
+                row.update({**numbers, **_drops(ref, numbers), "seconds": time.perf_counter() - begun})
+                ctx.ledger.measured(f"{item}/{name}/{w}/{a}")
+            have[name, w, a] = row
+            advance()
+
+
+def _write(path: Path, key: dict, ref: dict, have: dict, layers) -> None:
+    """The cache file: every point known, in network order, weights before activations, high bits first."""
+    order = {l.name: l.index for l in layers}
+    rows = sorted(have.values(), key=lambda r: (order.get(r["layer"], -1), r["a_bits"] != MAX_BITS,
+                                                -r["w_bits"], -r["a_bits"]))
+    files.write_json_atomic(path, {"key": key, "reference": ref, "rows": rows})
+
+
+def _log(result: Profile, who: str, layers: int, wanted: int) -> None:
+    if result.computed or result.skipped:
+        info(f"{who}: measured {result.computed} points ({layers} layers) in {result.seconds:.1f}s"
+             + (f", skipped {result.skipped} (monotone in bits)" if result.skipped else "")
+             + (f", reused {result.reused} from the cache" if result.reused else "") + f"; cached in {result.path}")
     else:
-        info(f"{who}: reused all {len(wanted)} points from the cache {path}")
-    return result
+        info(f"{who}: reused all {wanted} points from the cache {result.path}")
 
 
 def _column(metric: str) -> str:

@@ -79,10 +79,9 @@ def digits() -> Digits:
         finetune=TrainRecipe(epochs=2, lr=0.01, batch_size=64, lr_step=100, weight_decay=5e-4),
         threads=1,  # benchmarks/threads.py: a second thread does not pay on a model this small
         # n = 10000 certifies radii up to 3.2 sigma (alpha = 0.001). RL searches run the papers' 600 episodes
-        # (the agent's default): on digits-mobilenetv2 (sigma 0.25, 1.1%, 3 seeds) 600 against 100 shipped
-        # +0.020 [0.005, 0.035] ACR for arq and +0.032 [0.019, 0.044] for haq (benchmarks/episodes.py, README)
-        # Seed s quantizes base model s (trained with seed s): a verdict must hold for more than one network, and
-        # on digits a retrained base model moved the ranks within the intervals (README, "Across base models").
+        # (the agent's default), which shipped more ACR than 100 for arq and haq (benchmarks/episodes.py; its
+        # figures: leaderboards/episodes/, README). Seed s quantizes base model s (trained with seed s): a verdict
+        # must hold for more than one network (README, "Across base models").
         defaults={"n0": 100, "n": 10_000, "alpha": 0.001, "test_images": 100, "batch_size": 500,
                   "base_seeds": "per-seed"},
         train_on_first_use=True,

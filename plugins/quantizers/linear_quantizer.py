@@ -12,11 +12,10 @@ slower there) and with that fused kernel on CUDA (where it is the faster one).
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 
 from arqbench.contract import QuantParams
 from arqbench.hookspecs import hookimpl
-from arqbench.toolkit import quantized_copy
+from arqbench.toolkit import QuantWrapper, quantized_copy
 
 
 def weight_scale(weight: torch.Tensor, bits: int) -> torch.Tensor:
@@ -65,24 +64,17 @@ def _reloaded(module: "FakeQuant", incompatible_keys) -> None:
     module.set_activation_grid()
 
 
-class FakeQuant(nn.Module):
-    """Wraps one Conv2d/Linear: quantizes its input activation and its weight."""
+class FakeQuant(QuantWrapper):
+    """Wraps one Conv2d/Linear: quantizes its input activation and its weight (``QuantWrapper``'s forward)."""
 
     def __init__(self, layer: nn.Module, w_bits: int, a_bits: int):
-        super().__init__()
-        self.layer = layer
-        self.w_bits, self.a_bits = w_bits, a_bits
+        super().__init__(layer, w_bits, a_bits)
         self.register_buffer("a_min", torch.tensor(float("inf")))
         self.register_buffer("a_max", torch.tensor(float("-inf")))
-        self.calibrating = False
         self._act_params = (1.0, 1.0, 0, 2**a_bits - 1)  # (1/scale, scale, q_min, q_max), set by calibration
         self._cached: tuple[tuple, torch.Tensor] | None = None
         # a reloaded model computes what was saved: the grid is recomputed from the loaded a_min/a_max
         self.register_load_state_dict_post_hook(_reloaded)
-
-    @property
-    def weight(self) -> torch.Tensor:
-        return self.layer.weight
 
     def quantized_weight(self) -> torch.Tensor:
         if self.training or torch.is_grad_enabled() and self.weight.requires_grad:
@@ -103,7 +95,7 @@ class FakeQuant(nn.Module):
 
     def finish_calibration(self) -> None:
         """Fix the activation grid from the observed range."""
-        self.calibrating = False
+        super().finish_calibration()
         self.set_activation_grid()
 
     def set_activation_grid(self) -> None:
@@ -117,16 +109,6 @@ class FakeQuant(nn.Module):
             q_max = 2 ** (self.a_bits - 1) - 1
             q_min, bound = -q_max, max(-low, high, 1e-8)
         self._act_params = (q_max / bound, bound / q_max, q_min, q_max)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.quantize_input(x)
-        w = self.quantized_weight()
-        if isinstance(self.layer, nn.Conv2d):
-            return self.layer._conv_forward(x, w, self.layer.bias)
-        return F.linear(x, w, self.layer.bias)
-
-    def extra_repr(self) -> str:
-        return f"w_bits={self.w_bits}, a_bits={self.a_bits}"
 
     def quant_params(self) -> QuantParams:
         """The layer as integers (``arqbench.contract.QuantizedLayer``), for export."""

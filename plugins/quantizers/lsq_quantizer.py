@@ -29,11 +29,10 @@ import math
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 
 from arqbench.contract import QuantParams
 from arqbench.hookspecs import hookimpl
-from arqbench.toolkit import quantized_copy
+from arqbench.toolkit import QuantWrapper, quantized_copy
 
 EPS = 1e-8  # smallest step size used
 
@@ -101,13 +100,12 @@ def _round_to_grid(x: torch.Tensor, step: float, q_n: int, q_p: int) -> torch.Te
     return torch.div(x, step).round_().clamp_(-q_n, q_p).mul_(step)
 
 
-class LSQLayer(nn.Module):
-    """Wraps one Conv2d/Linear: LSQ on its input activation (one step) and its weight (a step per channel)."""
+class LSQLayer(QuantWrapper):
+    """Wraps one Conv2d/Linear: LSQ on its input activation (one step) and its weight (a step per channel), computed
+    with ``QuantWrapper``'s forward."""
 
     def __init__(self, layer: nn.Module, w_bits: int, a_bits: int):
-        super().__init__()
-        self.layer = layer
-        self.w_bits, self.a_bits = w_bits, a_bits
+        super().__init__(layer, w_bits, a_bits)
         self.w_levels = levels(w_bits, signed=True)
         self.w_grad_scale = grad_scale(layer.weight[0].numel(), self.w_levels[1])
         mean_abs = layer.weight.detach().flatten(1).abs().mean(1)
@@ -116,14 +114,9 @@ class LSQLayer(nn.Module):
         self.a_levels = levels(a_bits, signed=False)
         self.register_buffer("a_signed", torch.tensor(False))  # the activation grid's sign, in the state_dict
         self.register_load_state_dict_post_hook(_reloaded)  # a reloaded model computes what was saved
-        self.calibrating = False
         self._seen = [0.0, 0, 0.0]  # calibration: sum |x|, count, min x
         self._cached_weight: tuple[tuple, torch.Tensor] | None = None
         self._cached_step: tuple[tuple, float] | None = None
-
-    @property
-    def weight(self) -> torch.Tensor:
-        return self.layer.weight
 
     def _needs_grad(self, x: torch.Tensor, step: torch.Tensor) -> bool:
         return self.training or torch.is_grad_enabled() and (x.requires_grad or step.requires_grad)
@@ -156,19 +149,12 @@ class LSQLayer(nn.Module):
 
     def finish_calibration(self) -> None:
         """The activation grid: signed if any calibration input was negative; the step from mean|x|."""
-        self.calibrating = False
+        super().finish_calibration()
         total, count, low = self._seen
         self.a_levels = levels(self.a_bits, signed=low < 0)
         self.a_signed.fill_(low < 0)
         with torch.no_grad():
             self.a_step.copy_(initial_step(torch.tensor(total / max(count, 1)), self.a_levels[1]))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.quantize_input(x)
-        w = self.quantized_weight()
-        if isinstance(self.layer, nn.Conv2d):
-            return self.layer._conv_forward(x, w, self.layer.bias)
-        return F.linear(x, w, self.layer.bias)
 
     def extra_repr(self) -> str:
         return f"w_bits={self.w_bits}, a_bits={self.a_bits}, signed_input={self.a_levels[0] > 0}"

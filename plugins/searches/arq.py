@@ -136,28 +136,6 @@ class ARQ(AgentSettings):
         reward.reference = reference
         return reward
 
-    @staticmethod
-    def recorded_search_timing(info: dict, timing: dict) -> dict:
-        """The search time's parts of a result file written before cells recorded them
-        (``arqbench.pipeline.timing``). Such a file's ``reused_s`` (in ``info`` and its ``certifier_stats``) summed
-        the float certification's per-image seconds over every read of the cache: ``float_reused`` reads over
-        P scoring passes (the float model, then every candidate of ``history`` that is not a revisit), each
-        pass reading the same D search images, k = ``float_certified`` of them certified by this cell itself
-        (in its own time). So D = (float_reused + k) / P, a read's mean seconds is reused_s / float_reused, and
-        the float certification reused, counted once, is (D - k) * reused_s / float_reused: exactly the sum of
-        the cached images' seconds when k = 0 (each read of an image records the same seconds), their mean
-        times D - k otherwise. Without a history, D is the info's ``images``. ARQ waits on no lock: own = the
-        recorded ``search_s``, wait = 0."""
-        stats = info.get("certifier_stats") or {}
-        reads, certified = stats.get("float_reused", 0), stats.get("float_certified", 0)
-        history = info.get("history")
-        if history:
-            images = (reads + certified) / (1 + sum(not h.get("revisit", False) for h in history))
-        else:
-            images = info.get("images", 0)
-        reused = (images - certified) * stats.get("reused_s", 0.0) / reads if reads else 0.0
-        return {"search_s": timing.get("search_s"), "search_wait_s": 0.0, "search_reused_s": max(reused, 0.0)}
-
     def estimate(self, work) -> float:
         """The float model's certification on the search images (cached after the first run), the float model
         scored, then per episode a candidate's short fine-tune and its certification by ``certifier``; with

@@ -37,8 +37,8 @@ objective for any policy (measuring the profile if it is not cached), e.g. to ra
 Options (``--option robust-ilp.KEY=VALUE``): metric (acr | disagreement), profile (paired | certified),
 samples (paired: samples per image per point, default 100), images (search images per point, default 100),
 n (the certifier's n, default the run's, at most 10,000), certifier (default irs; its own options, e.g.
-``--option irs.n_p=0.05`` or ``--np``, set how it measures), tie ("benchmark", "none", or a list of lists of
-layer names).
+``--option irs.n_p=0.05`` or ``--np``, set how it measures), tie ("benchmark": ``ctx.tied``, "none", or a list of
+lists of layer names; a policy that leaves a benchmark's tie untied is refused by the core).
 """
 
 import time
@@ -47,7 +47,21 @@ from dataclasses import replace
 from arqbench.contract import Cost, SearchResult
 from arqbench.errors import ArqbenchError
 from arqbench.hookspecs import hookimpl
-from arqbench.toolkit import fixed_layers, ilp_policy, require_plugin, sensitivity, tie_units
+from arqbench.toolkit import (
+    PROFILE_IMAGES,
+    PROFILE_METHODS,
+    PROFILE_METRICS,
+    PROFILE_SAMPLES,
+    SensitivityProfile,
+    fixed_layers,
+    ilp_policy,
+    policy_loss,
+    profile_points,
+    profile_samples,
+    require_plugin,
+    sensitivity_profile,
+    tie_units,
+)
 
 NAME = "robust-ilp"
 
@@ -57,13 +71,13 @@ def bits_key(bits) -> str:
 
 
 class RobustILP:
-    def __init__(self, metric: str = "acr", images: int = sensitivity.IMAGES, n: int | None = None,
-                 certifier: str = "irs", tie="benchmark", profile: str = sensitivity.METHODS[0],
-                 samples: int = sensitivity.SAMPLES):
-        if metric not in sensitivity.METRICS:
-            raise ArqbenchError(f"{NAME}.metric must be one of {', '.join(sensitivity.METRICS)}, got {metric!r}")
-        if profile not in sensitivity.METHODS:
-            raise ArqbenchError(f"{NAME}.profile must be one of {', '.join(sensitivity.METHODS)}, got {profile!r}")
+    def __init__(self, metric: str = "acr", images: int = PROFILE_IMAGES, n: int | None = None,
+                 certifier: str = "irs", tie="benchmark", profile: str = PROFILE_METHODS[0],
+                 samples: int = PROFILE_SAMPLES):
+        if metric not in PROFILE_METRICS:
+            raise ArqbenchError(f"{NAME}.metric must be one of {', '.join(PROFILE_METRICS)}, got {metric!r}")
+        if profile not in PROFILE_METHODS:
+            raise ArqbenchError(f"{NAME}.profile must be one of {', '.join(PROFILE_METHODS)}, got {profile!r}")
         if not isinstance(samples, int) or samples < 1:
             raise ArqbenchError(f"{NAME}.samples must be a positive integer, got {samples!r}")
         if not isinstance(images, int) or images < 1:
@@ -80,22 +94,22 @@ class RobustILP:
 
     def ties(self, ctx) -> list[list[str]]:
         if self.tie == "benchmark":
-            return [list(g) for g in ctx.benchmark.tied_layers(ctx.model)]
+            return [list(g) for g in ctx.tied]
         return [] if self.tie == "none" else [list(g) for g in self.tie]
 
-    def sensitivities(self, ctx) -> tuple[dict[str, dict[tuple, float]], sensitivity.Profile, list[list[str]]]:
+    def sensitivities(self, ctx) -> tuple[dict[str, dict[tuple, float]], SensitivityProfile, list[list[str]]]:
         """The ILP's table ``{free layer: {(w, a): s}}``, the profile it comes from, and the tie groups."""
         groups = self.ties(ctx)
         units, _ = tie_units(ctx.layers, ctx.fixed, groups, NAME)
         free = [name for unit in units for name in unit]
-        measured = sensitivity.profile(ctx, free, ctx.search_activations, self.metric, self.certifier, self.images,
+        measured = sensitivity_profile(ctx, free, ctx.search_activations, self.metric, self.certifier, self.images,
                                        self.n, f"{NAME}: sensitivity profile", self.profile, self.samples)
         return measured.sensitivity(free, ctx.search_activations, self.metric), measured, groups
 
     def objective(self, ctx, policy) -> float:
         """The ILP's objective of any ``policy``: the summed sensitivity of its free layers (lower is better)."""
         table, _, _ = self.sensitivities(ctx)
-        return sensitivity.policy_loss(policy, table)
+        return policy_loss(policy, table)
 
     def estimate(self, work) -> Cost:
         """An upper bound. ``paired``: f on N_p samples per search image, then ``samples`` per image for every
@@ -104,11 +118,11 @@ class RobustILP:
         then one certification per point. All of it is cached per base model, seed and setting and shared by
         every budget's cell, the ILP itself costs nothing."""
         certifier = work.protocol.create("certifier", self.certifier)
-        config = replace(work.smoothing, n=self.n or sensitivity.samples(work.smoothing.n))
+        config = replace(work.smoothing, n=self.n or profile_samples(work.smoothing.n))
         images = min(self.images, work.search_images)
         free = [l.name for l in work.layers if l.name not in fixed_layers(work.layers, work.protocol.keep_ends)]
         activations = work.protocol.search_activations
-        measured = len(free) * len(sensitivity.points(activations))
+        measured = len(free) * len(profile_points(activations))
         if self.profile == "paired":
             float_samples = certifier.samples(config) if callable(getattr(certifier, "samples", None)) else config.n
             profile = images * (float_samples + measured * min(self.samples, float_samples))
@@ -118,25 +132,6 @@ class RobustILP:
         key = (NAME, config.seed, self.metric, self.certifier, images, config.n, activations, tuple(free),
                self.profile, self.samples)
         return Cost(shared={key: profile})
-
-    @staticmethod
-    def recorded_search_timing(info: dict, timing: dict) -> dict:
-        """The search time's parts of a result file written before cells recorded them
-        (``arqbench.pipeline.timing``). Such a file's ``reused_s`` counted each reused profile point once (and
-        f's numbers when they came from the cache), but its ``search_s`` included the time spent waiting for
-        another process that was measuring the same profile. The file records each point's seconds
-        (``profile``), f's (``profile_reference``) and the time inside the profile (``profile_s``): this cell
-        measured M = the points' seconds + f's - reused_s (a reused point's, and a reused f's, seconds are in
-        reused_s), and wait = max(profile_s - M, 0): the lock wait plus the profile's bookkeeping (reading and
-        writing its cache file: milliseconds), so an upper bound on the wait; own = search_s - wait. A file
-        without ``profile_s`` is read as its recorded ``search_s`` and ``reused_s``, the wait unknown."""
-        if "profile_s" not in info or "reused_s" not in info:
-            return {}
-        reused = info["reused_s"]
-        measured = (sum(row.get("seconds", 0.0) for row in info.get("profile") or [])
-                    + (info.get("profile_reference") or {}).get("seconds", 0.0) - reused)
-        wait = max(info["profile_s"] - max(measured, 0.0), 0.0)
-        return {"search_s": timing["search_s"] - wait, "search_wait_s": wait, "search_reused_s": reused}
 
     def search(self, ctx) -> SearchResult:
         start = time.perf_counter()
