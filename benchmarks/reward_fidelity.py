@@ -136,8 +136,8 @@ def summary(frame, objectives: list[str], command: str) -> str:
         for other in ("uniform", "hawq", "robust-ilp"):
             if other in shipped.index:
                 mine, theirs = shipped.loc[own, reward], shipped.loc[other, reward]
-                verdict = ("above: the search did not find it" if theirs > mine
-                           else "below: the reward ranks it under what shipped")
+                verdict = ("above: the search did not find it" if theirs > mine else
+                           "below: the reward ranks it under what shipped" if theirs < mine else "a tie")
                 gap = shipped.loc[other, "final_acr"] - shipped.loc[own, "final_acr"]
                 lines.append(f"- under {reward}: {other}'s shipped policy scores {theirs:.3f} against {own}'s "
                              f"{mine:.3f}, {verdict} (final ACR {other} - {own}: {gap:+.3f})")
@@ -149,7 +149,7 @@ def main() -> None:
     parser.add_argument("--benchmark", default="digits")
     parser.add_argument("--sigma", type=float, default=0.25)
     parser.add_argument("--budget", type=float, default=0.025)
-    parser.add_argument("--policies", type=int, default=24)
+    parser.add_argument("--policies", type=int, help="seeded random policies (default 24; --quick: 3)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--results", type=Path, help="a budget folder of `arqbench run`: its cells' shipped policies "
                                                      "and searches' top candidates join the set (its benchmark, "
@@ -174,8 +174,9 @@ def main() -> None:
         args.benchmark, args.sigma, args.budget = cells[0]["benchmark"], cells[0]["sigma"], cells[0]["budget"]
         settings = known_settings(cells[0]["config"]["protocol"])
         options = {name: dict(values) for name, values in (settings.pop("options", None) or {}).items()}
+    if args.policies is None:
+        args.policies = 3 if args.quick else 24
     if args.quick:
-        args.policies = 3
         settings.update(n=100, test_images=5, finetune_epochs=1)
         options = {"arq": {"images": 10, "rescore_images": 10, "rescore_n": 100},
                    "robust-ilp": {"images": 5, "n": 100}, "hawq": {"batches": 1}}
@@ -247,11 +248,11 @@ def main() -> None:
     print(f"final ACR over {len(final)} policies: min {final.min():.4f}, max {final.max():.4f}")
     print("seconds per candidate: " + ", ".join(f"{k} {sum(v) / len(v):.3f}" for k, v in seconds.items()))
     if args.out is not None:
-        stem = args.out / f"{args.benchmark}-sigma{args.sigma:g}-budget{args.budget:g}-seed{args.seed}"
+        stem = f"{args.benchmark}-sigma{args.sigma:g}-budget{args.budget:g}-seed{args.seed}"
         command = shlex.join(["python", "benchmarks/reward_fidelity.py", *sys.argv[1:]])
-        write_text_atomic(stem.with_suffix(".csv"), frame.to_csv(index=False))
-        write_text_atomic(stem.with_suffix(".md"), summary(frame, objectives, command))
-        print(f"wrote {stem}.csv and {stem}.md")
+        write_text_atomic(args.out / f"{stem}.csv", frame.to_csv(index=False))
+        write_text_atomic(args.out / f"{stem}.md", summary(frame, objectives, command))
+        print(f"wrote {args.out / stem}.csv and .md")
     print("all objectives: " + " ".join(f"{name}={value:.3f}" for name, value in rho.items()))
     shown = ["arq", "haq", "hawq"] + (["robust-ilp"] if robust is not None else [])
     print("spearman " + " ".join(f"{name}={rho[name]:.3f}" for name in shown))

@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 
@@ -31,7 +32,7 @@ def script(home: Path, name: str, *args) -> subprocess.CompletedProcess:
 
 def test_every_script_in_benchmarks_is_tested_here():
     tested = {"perf.py", "discrimination.py", "finetune_recipes.py", "reward_fidelity.py", "gpu_throughput.py",
-              "threads.py", "episodes.py", "rescoring.py", "profile_fidelity.py", "ablation.py"}
+              "threads.py", "episodes.py", "rescoring.py", "profile_fidelity.py", "ablation.py", "spread.py"}
     assert {p.name for p in SCRIPTS.glob("*.py")} == tested
 
 
@@ -40,6 +41,14 @@ def test_perf_quick(home):
     assert "certification / raw forward" in out and "arq / haq search time" in out
     assert "irs equal-acr speedup (digits): " in out
     assert out.rstrip().splitlines()[-1].startswith("arq/haq search time at equal fine-tune (digits): ")
+
+
+def test_spread_quick(home):
+    """The published MobileNetV2 cells: arq's shipped ACR at 1.1% moves by 0.105 over its seeds, hawq's by 0.014."""
+    out = script(home, "spread.py", "--quick").stdout
+    line = next(l for l in out.splitlines() if " 0.011 " in l and " arq " in l)
+    assert line.split()[4:6] == ["3", "1"] and " 0.105 " in line  # 3 seeds, 1 base model, the range
+    assert out.rstrip().splitlines()[-1].startswith("spread arq=")
 
 
 def test_discrimination_quick(home):
@@ -54,6 +63,22 @@ def test_reward_fidelity_quick(home):
     assert "[3/3]" in out and "[4/" not in out  # three policies
     assert "final ACR over 3 policies" in out
     assert out.rstrip().splitlines()[-1].startswith("spearman arq=")
+
+
+def test_reward_fidelity_ranks_a_folders_shipped_policies_and_the_searches_top(home, tmp_path):
+    results = tmp_path / "results"
+    env = {"ARQBENCH_HOME": str(home), "OMP_NUM_THREADS": "1"}
+    done = run_subprocess("run", "--methods", "uniform,haq", "--budget", "0.05", "--episodes", "4",
+                          "--option", "haq.warmup=1", "--option", "haq.finetune_steps=1", "--out", results, *TINY,
+                          env=env)
+    assert done.returncode == 0, done.stderr
+    out = script(home, "reward_fidelity.py", "--quick", "--results", results / "digits/sigma0.25/budget0.05",
+                 "--top", "2", "--policies", "1", "--out", tmp_path / "fidelity").stdout
+    assert "uniform: cost" in out and "haq #2 (episode" in out and "random 1: cost" in out
+    table = pd.read_csv(tmp_path / "fidelity/digits-sigma0.25-budget0.05-seed0.csv")
+    assert list(table["kind"]) == ["shipped", "shipped", "top-haq", "top-haq", "random"]
+    summary = (tmp_path / "fidelity/digits-sigma0.25-budget0.05-seed0.md").read_text()
+    assert "| objective | Spearman, all |" in summary and "python benchmarks/reward_fidelity.py" in summary
 
 
 def test_rescoring_quick(home):
