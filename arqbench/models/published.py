@@ -72,9 +72,10 @@ def nearest(path: Path) -> list[Path]:
 
 
 def publish(results: list[dict], out: Path) -> list[Path]:
-    """Copy the base model of every result (found in ``$ARQBENCH_HOME`` by the path it records) into ``out/models/``
-    and write its manifest; models already published there stay. Returns the files written. A result whose base
-    model is neither here nor already published is named in one warning: its rows cannot be re-certified elsewhere."""
+    """Copy the base model of every result that arqbench trained (found by the path it records: in
+    ``$ARQBENCH_HOME``, or a published folder's) into ``out/models/`` and write its manifest; models already
+    published there stay. Returns the files written. A result whose base model is not found, or is a user's own
+    checkpoint, is named in one warning: its rows re-certify only where that model is."""
     from arqbench.models import checkpoints
 
     folder = Path(out) / FOLDER
@@ -86,7 +87,7 @@ def publish(results: list[dict], out: Path) -> list[Path]:
         if not fingerprint or fingerprint in known:
             continue
         path = Path(recorded.replace("$ARQBENCH_HOME", str(home()), 1))
-        if not recorded.startswith("$ARQBENCH_HOME") or not path.is_file():
+        if not recorded or not path.is_file() or source.get("layout") != "arqbench":  # a user's checkpoint is theirs
             missing.setdefault(fingerprint, result)
             continue
         meta = checkpoints.read(path)
@@ -107,6 +108,6 @@ def publish(results: list[dict], out: Path) -> list[Path]:
         written.append(folder / MANIFEST)
     if missing:
         names = ", ".join(sorted(missing)[:3]) + ("" if len(missing) <= 3 else f" and {len(missing) - 3} more")
-        warn(f"{len(missing)} base model(s) of these results are not in ARQBENCH_HOME ({names}): they are not "
-             f"published in {folder}, and their rows re-certify only where that model is")
+        warn(f"{len(missing)} base model(s) of these results are not arqbench's training found here ({names}): they "
+             f"are not published in {folder}, and their rows re-certify only where that model is")
     return written

@@ -173,6 +173,8 @@ def describe(settings: dict, bold: set = frozenset()) -> str:
         "search_activations": lambda v: "activation bits searched" if v else "activations at 8 bits",
         "keep_ends": lambda v: "first and last layer at 8 bits" if v else "first and last layer searched",
         "batch_size": lambda v: f"certification batch {v}",
+        "base_seeds": lambda v: ("seed s quantizes base model s (trained with seed s)" if v == "per-seed"
+                                 else "every seed quantizes base model 0"),
         "options": lambda v: "plugin options " + "; ".join(
             f"{'every plugin' if name == '*' else name}: {', '.join(f'{k}={x}' for k, x in sorted(o.items()))}"
             for name, o in sorted(v.items())),
