@@ -33,6 +33,7 @@ _registries: dict[str, dict[str, "Entry"]] | None = None
 _clashes: dict[tuple[str, str], list[str]] = {}  # (kind, name) -> the plugins that registered it
 _default_clashes: dict[tuple[str, bool | str], str] = {}  # (kind, use) with two defaults -> the message
 _problems: list[str] = []  # the load's warnings, one line each
+_left_out: list[str] = []  # entry points pluggy refused to register, one line each
 _dists: dict[str, importlib.metadata.Distribution] = {}  # entry-point name -> the distribution providing it
 
 
@@ -75,7 +76,12 @@ def load_plugins() -> None:
                 f"plugin '{ep.name}' ({ep.value}) failed to import: {type(exc).__name__}: {exc}; "
                 f"fix or uninstall it, or leave it out with ARQBENCH_PLUGINS=-{ep.name}"
             ) from exc
-        pm.register(module, name=ep.name)
+        try:
+            pm.register(module, name=ep.name)
+        except pluggy.PluginValidationError as exc:  # a hook whose arguments are not the hookspec's
+            said = "; ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+            _left_out.append(f"plugin '{ep.name}' is left out: {said} (a hook takes one argument, register)")
+            continue
         if ep.dist is not None:
             _dists[ep.name] = ep.dist
 
@@ -97,8 +103,9 @@ def _unknown_hooks() -> dict[str, list[str]]:
                 continue
             guess = difflib.get_close_matches(name, HOOKS, n=1)
             meant = f"did you mean {guess[0]}? " if guess else ""
-            lines.setdefault(impl.plugin_name, []).append(f"plugin '{impl.plugin_name}' implements hook {name}, which arqbench does not know, so it "
-                         f"is never called: {meant}(hooks: {', '.join(HOOKS)})")
+            lines.setdefault(impl.plugin_name, []).append(
+                f"plugin '{impl.plugin_name}' implements hook {name}, which arqbench does not know, so it is never "
+                f"called: {meant}(hooks: {', '.join(HOOKS)})")
     return lines
 
 
@@ -116,7 +123,8 @@ def _registers_nothing(plugin_name: str) -> str:
 
 
 def problems() -> list[str]:
-    """The load's warnings, one line each: unknown hooks, plugins that register nothing, name clashes."""
+    """The load's warnings, one line each: plugins left out (a hook pluggy refused), unknown hooks, plugins that
+    register nothing, name clashes, two defaults of a kind."""
     registries()
     return list(_problems)
 
@@ -184,7 +192,7 @@ def registries() -> dict[str, dict[str, Entry]]:
                 ) from exc
         result[kind] = entries
     unknown = _unknown_hooks()
-    _problems[:] = [line for lines in unknown.values() for line in lines]
+    _problems[:] = _left_out + [line for lines in unknown.values() for line in lines]
     _problems.extend(_registers_nothing(name) for name, _ in pm.list_name_plugin()
                      if name not in registering and name not in unknown)
     _problems.extend(_clash_message(kind, name) for kind, name in _clashes)

@@ -87,11 +87,21 @@ def register_search(register):
     register("bare-search", object)
 '''
 
+WRONG_ARGUMENT = '''
+from arqbench.hookspecs import hookimpl
+
+
+@hookimpl
+def register_search(reg):
+    reg("wrong-search", object)
+'''
+
 
 def install(root, entry_points: dict[str, str]) -> dict:
     """``entry_points`` (name -> module) installed as distribution DIST: the modules on sys.path beside the
     ``*.dist-info`` pip would write. Returns the environment that sees them."""
-    for module, code in {"acme_mistakes": MISTAKES, "acme_typo": TYPO, "acme_bare": BARE}.items():
+    for module, code in {"acme_mistakes": MISTAKES, "acme_typo": TYPO, "acme_bare": BARE,
+                         "acme_wrong": WRONG_ARGUMENT}.items():
         (root / f"{module}.py").write_text(textwrap.dedent(code))
     info = root / f"{DIST.replace('-', '_')}-{VERSION}.dist-info"
     info.mkdir()
@@ -105,10 +115,13 @@ def warnings_of(stderr: str) -> list[str]:
 
 
 def test_a_misspelt_hook_a_missing_hookimpl_and_a_clash_are_one_warning_each_and_list_still_works(tmp_path):
-    env = install(tmp_path, {"typo": "acme_typo", "bare": "acme_bare", "mistakes": "acme_mistakes"})
+    env = install(tmp_path, {"typo": "acme_typo", "bare": "acme_bare", "mistakes": "acme_mistakes", "wrong": "acme_wrong"})
     listed = run_subprocess("list", env=env)
     assert listed.returncode == 0, listed.stderr
     assert warnings_of(listed.stderr) == [
+        "warning: plugin 'wrong' is left out: Plugin 'wrong' for hook 'register_search'; hookimpl definition: "
+        "register_search(reg); Argument(s) {'reg'} are declared in the hookimpl but can not be found in the hookspec "
+        "(a hook takes one argument, register)",
         "warning: plugin 'typo' implements hook register_serach, which arqbench does not know, so it is never "
         "called: did you mean register_search? (hooks: register_quantizer, register_certifier, register_search, "
         "register_cost_model, register_benchmark)",
@@ -120,9 +133,9 @@ def test_a_misspelt_hook_a_missing_hookimpl_and_a_clash_are_one_warning_each_and
 
     clash = run_subprocess("run", "--methods", "uniform", "--cost-model", "size", "--dry-run", env=env)
     assert clash.returncode == 2
-    assert clash.stderr.splitlines()[-1] == "arqbench: error: " + warnings_of(listed.stderr)[2].removeprefix("warning: ")
+    assert clash.stderr.splitlines()[-1] == "arqbench: error: " + warnings_of(listed.stderr)[3].removeprefix("warning: ")
 
-    excluded = run_subprocess("list", env={**env, "ARQBENCH_PLUGINS": "-mistakes,-typo,-bare"})
+    excluded = run_subprocess("list", env={**env, "ARQBENCH_PLUGINS": "-mistakes,-typo,-bare,-wrong"})
     assert excluded.returncode == 0 and not excluded.stderr and "boom" not in excluded.stdout
     assert "size" in excluded.stdout and "uniform" in excluded.stdout
 

@@ -87,6 +87,7 @@ def test_a_cell_failing_in_a_ray_worker_is_recorded_and_the_sweep_goes_on(cli, t
     failed = records["digits/sigma0.25/budget0.05/hawq-seed0.json"]
     assert failed["status"] == "failed" and "net.nope" in failed["error"]
     assert "\n" not in failed["error"] and "RayTaskError" not in failed["error"]
+    assert "hawq.py" in failed["traceback"]  # the worker's traceback, kept on the way back to the driver
     assert records["digits/sigma0.25/budget0.05/uniform-seed0.json"]["status"] == "ok"
     assert records["digits/sigma0.25/fp32-seed0.json"]["status"] == "ok"
     assert "1 failed" in err and "failed digits sigma=0.25 budget=0.05 hawq seed=0: " in err
