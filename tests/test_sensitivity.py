@@ -229,8 +229,10 @@ def paired_measure(ctx, images=6, samples=100):
 
 
 def test_paired_an_8_bit_layer_is_within_noise_of_zero_and_a_2_bit_one_a_clear_drop(digits):
+    """On 40 images: with 20 the 2-bit drop of this 2-epoch model sat at the threshold (Z standard errors) at one
+    CPU thread's rounding and above it at two's."""
     ctx = context(digits)
-    measure = paired_measure(ctx, images=20)
+    measure = paired_measure(ctx, images=40)
     f = measure(ctx.model)
     assert f["acr"] > 0 and f["disagreement"] == 0
     layer = "net.block1.conv2"
