@@ -32,7 +32,8 @@ def script(home: Path, name: str, *args) -> subprocess.CompletedProcess:
 
 def test_every_script_in_benchmarks_is_tested_here():
     tested = {"perf.py", "discrimination.py", "finetune_recipes.py", "reward_fidelity.py", "gpu_throughput.py",
-              "threads.py", "episodes.py", "rescoring.py", "profile_fidelity.py", "ablation.py", "spread.py"}
+              "threads.py", "episodes.py", "rescoring.py", "profile_fidelity.py", "ablation.py", "spread.py",
+              "base_models.py"}
     assert {p.name for p in SCRIPTS.glob("*.py")} == tested
 
 
@@ -41,6 +42,17 @@ def test_perf_quick(home):
     assert "certification / raw forward" in out and "arq / haq search time" in out
     assert "irs equal-acr speedup (digits): " in out
     assert out.rstrip().splitlines()[-1].startswith("arq/haq search time at equal fine-tune (digits): ")
+
+
+def test_base_models_quick(home, tmp_path):
+    """Two seeds, two networks: every pair is judged pooled and on each base model, and written out."""
+    out = script(home, "base_models.py", tmp_path / "results", "--quick", "--out", tmp_path).stdout
+    table = pd.read_csv(tmp_path / "base-models.csv")
+    assert list(table[["a", "b"]].itertuples(index=False, name=None)) in ([("uniform", "random")],
+                                                                          [("random", "uniform")])
+    assert table["base_models"].tolist() == [2] and len(table["per_base_model"].iloc[0]) == 2
+    assert "| A - B | pooled [95% CI] | per base model | holds |" in (tmp_path / "base-models.md").read_text()
+    assert out.rstrip().splitlines()[-1].startswith("holds ")
 
 
 def test_spread_quick(home):
