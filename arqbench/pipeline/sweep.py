@@ -12,6 +12,7 @@ from arqbench import plugins, runtime
 from arqbench.console import debug, failed, info, warn
 from arqbench.errors import ArqbenchError, Busy, SkipBenchmark
 from arqbench.files import check_output_dir, remove_stale_temps
+from arqbench.models.base_model import load_checkpoint
 from arqbench.pipeline import executors, saved
 from arqbench.pipeline.cell import config_record, failed_result
 from arqbench.pipeline.config import SHARED, Protocol, create_benchmark, resolve
@@ -192,6 +193,9 @@ def setup(spec: SweepSpec) -> tuple[dict, dict[str, Protocol]]:
         raise ArqbenchError(f"--base-models {spec.base_models} is not a directory; pass a folder of published base "
                             f"models, such as leaderboards/models")
     benchmarks = {name: create_benchmark(name, spec.overrides.get("options")) for name in spec.benchmarks}
+    if spec.checkpoint is not None:  # a checkpoint that cannot be this benchmark's model is refused first
+        for benchmark in benchmarks.values():
+            load_checkpoint(benchmark, benchmark.build_model(), spec.checkpoint, spec.normalization)
     protocols = {name: one_base_model(resolve(b, spec.overrides, spec.preset), spec)
                  for name, b in benchmarks.items()}
     for protocol in protocols.values():
