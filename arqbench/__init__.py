@@ -16,7 +16,7 @@ As a library (``arqbench.api``)::
 from arqbench import _moved
 from arqbench.version import PLUGIN_API, __version__
 
-_moved.install()  # modules that moved stay importable for one minor version, with a DeprecationWarning
+_moved.install()  # an import of a module that moved fails with one line naming the import to write
 
 _API = {"certify", "run", "load_results", "load_certificates", "quantize", "base_model", "load_model", "export_onnx",
         "Certificates", "SavedModel"}

@@ -1,22 +1,21 @@
-"""Modules that moved, kept importable for one minor version with a DeprecationWarning naming the new import.
+"""Where moved modules went: an import of an old module name fails with one line naming the import to write.
 
-One table, ``MOVED`` (old module -> where its contents live now), and one mechanism: an import hook that answers an
-old module name with a stand-in whose attributes are looked up in the new module, each lookup warning with the
-import to write instead: ``arqbench.contract`` or ``arqbench.toolkit`` when the name is part of the plugin door,
-else the internal module it moved to. Old modules that are packages now (``arqbench.search``,
-``arqbench.smoothing``) answer their old names through the package's ``__getattr__`` (``package_getattr``).
-Standard library only: ``arqbench/__init__`` installs it.
+``MOVED`` (old module -> where its contents live now) is the directions. The old names kept working, with a
+DeprecationWarning, until plugin API 2.0 (arqbench 0.4) removed them; now an import hook answers an old name with
+an ``ImportError`` naming ``arqbench.contract`` or ``arqbench.toolkit`` for names in the plugin door, else the
+module it moved to. Old modules that are packages now (``arqbench.search``, ``arqbench.smoothing``) answer their
+former names the same way (``package_getattr``). Also the plugin API's deprecation warning and when what it
+deprecates goes (``REMOVED_IN``). Standard library only: ``arqbench/__init__`` installs it.
 """
 
 import importlib
 import importlib.abc
 import importlib.machinery
-import importlib.util
 import sys
-import types
 import warnings
 
-REMOVED_IN = "0.4"  # restated in 0.3.0: 0.3 shipped with these still in place (CHANGELOG, plugin API 1.1)
+REMOVED = "0.4"  # the version that removed MOVED's old names (promised for 0.3, restated in 0.3.0)
+REMOVED_IN = "0.5"  # what the plugin API deprecates now (1.1's and 2.0's deprecations) goes in this version
 MOVED = {
     # the flat core before it was grouped into subpackages (commit 5a2e5b0)
     "arqbench.base_model": "arqbench.models.base_model",
@@ -44,60 +43,62 @@ MOVED = {
     # the Protocols' former module (0.1)
     "arqbench.interfaces": "arqbench.contract",
 }
+CORE = frozenset(MOVED)  # the core's; a plugin package adds its own (moved_modules), which the door never holds
 DOOR = ("arqbench.contract", "arqbench.toolkit")
 
 
 class PluginAPIDeprecation(DeprecationWarning):
-    """An import of a name that moved; shown by default (plugins are not ``__main__``)."""
+    """A plugin API name that still works and goes in ``REMOVED_IN``; shown by default (plugins are not
+    ``__main__``)."""
 
 
-def new_import(old: str, name: str) -> tuple[object, str]:
-    """(the object ``old.name`` is now, the module to import it from), preferring the plugin door."""
-    module = importlib.import_module(MOVED[old])
+def _door(old: str, module) -> dict[str, list[str]]:
+    """The plugin API's names ``module`` (where ``old`` moved) holds, by door; none for a plugin package's module."""
+    doors = [d for d in DOOR if old in CORE and d != module.__name__]
+    return {d: [n for n in importlib.import_module(d).__all__ if hasattr(module, n)] for d in doors}
+
+
+def directions(old: str, name: str | None = None) -> str | None:
+    """The one line an import of the old module ``old`` (or of ``name`` from it) fails with: what to write
+    instead. None when the module ``old`` moved to has no ``name``."""
+    new = MOVED[old]
+    module = importlib.import_module(new)
+    said = f"moved to {new}, and its old name was removed in arqbench {REMOVED}: write"
+    if name is None:
+        door = [f"`from {d} import {', '.join(names)}`" for d, names in _door(old, module).items() if names]
+        rest = f"`from {new} import ...`"
+        write = f"{' or '.join(door)} (the plugin API; the rest: {rest})" if door else rest
+        return f"{old} {said} {write}"
     if name.startswith("__") or not hasattr(module, name):
-        raise AttributeError(f"module '{old}' has no attribute '{name}' (it moved to {MOVED[old]}, which lacks it)")
-    for door in DOOR:  # the plugin door's name for it (the contract's SearchContext is the Protocol of the core's)
-        if name in importlib.import_module(door).__all__:
-            return getattr(module, name), door
-    return getattr(module, name), MOVED[old]
-
-
-def moved_attribute(old: str, name: str, stacklevel: int = 3):
-    value, home = new_import(old, name)
-    warnings.warn(f"{old} is deprecated and goes in arqbench {REMOVED_IN}: write `from {home} import {name}`",
-                  PluginAPIDeprecation, stacklevel=stacklevel)
-    return value
+        return None
+    home = next((d for d, names in _door(old, module).items() if name in names), new)
+    return f"{old}.{name} {said} `from {home} import {name}`"
 
 
 def package_getattr(package: str):
-    """A package's ``__getattr__`` that answers the names its former module had (never its own submodules)."""
+    """A package's ``__getattr__``: an AttributeError naming the import to write for a name its former module had."""
     def __getattr__(name: str):
-        if name.startswith("__") or importlib.util.find_spec(f"{package}.{name}") is not None:
-            raise AttributeError(f"module '{package}' has no attribute '{name}'")
-        if sys._getframe(1).f_globals.get("__name__") == "importlib._bootstrap":  # ``from package import name``
-            return new_import(package, name)[0]  # checks the name exists; the import statement's own lookup warns
-        return moved_attribute(package, name)
+        submodule = importlib.machinery.PathFinder.find_spec(f"{package}.{name}", sys.modules[package].__path__)
+        said = None if submodule is not None else directions(package, name)  # never import a submodule early
+        raise AttributeError(said or f"module '{package}' has no attribute '{name}'")
     return __getattr__
 
 
-class _MovedFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
-    """Answers an import of an old module name (one with no file of its own) with a forwarding stand-in."""
+class _MovedFinder(importlib.abc.MetaPathFinder):
+    """Answers an import of an old module name (one with no file of its own), or of a former name from an old
+    module that is a package now (``from arqbench.search import SearchResult`` asks for it after the package's
+    ``__getattr__``), with the ImportError of ``directions``."""
 
     def find_spec(self, fullname, path=None, target=None):
-        return importlib.machinery.ModuleSpec(fullname, self) if fullname in MOVED else None
-
-    def create_module(self, spec):
-        module = types.ModuleType(spec.name, f"Moved to {MOVED[spec.name]} (deprecated; goes in {REMOVED_IN}).")
-        module.__getattr__ = lambda name: moved_attribute(spec.name, name)
-        return module
-
-    def exec_module(self, module):
-        pass
+        package, _, name = fullname.rpartition(".")
+        said = directions(fullname) if fullname in MOVED else directions(package, name) if package in MOVED else None
+        if said:
+            raise ImportError(said, name=fullname)
+        return None
 
 
-def keep_old_imports(table: dict[str, str]) -> None:
-    """Answer each old module name of ``table`` (old -> new module) with the deprecated stand-in, as ``MOVED``'s:
-    for a plugin package that moved its own modules (the first-party plugins, grouped by kind in 0.2, do)."""
+def moved_modules(table: dict[str, str]) -> None:
+    """Add ``table`` (old -> new module) to ``MOVED``: an import of an old name fails with the new import."""
     MOVED.update(table)
 
 

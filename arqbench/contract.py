@@ -17,7 +17,6 @@ handed (``SearchContext``, ``RunProtocol``, ``CostLedger``), then the values the
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import InitVar, asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, ContextManager, Hashable, Iterable, Protocol, Sequence, TypedDict, runtime_checkable
@@ -146,7 +145,7 @@ class EstimatingSearch(Search, Protocol):
 
 @runtime_checkable
 class TimedSearch(Search, Protocol):
-    """Deprecated (plugin API 1.1; read until arqbench 0.4): ``arqbench.pipeline.timing`` derives the search time
+    """Deprecated (plugin API 1.1; read until arqbench 0.5): ``arqbench.pipeline.timing`` derives the search time
     of result files written before cells recorded it in parts (own work, cached work reused, lock waits) from
     what the files record, so a search plugin need not. Was: an optional addition to a Search for such files."""
 
@@ -194,10 +193,10 @@ class Benchmark:
     # optional: the CPU thread count this benchmark's work runs fastest at (torch.set_num_threads), chosen by
     # measurement (benchmarks/threads.py); None: torch's default. ``--threads`` overrides it.
     threads: int | None = None
-    gamma: InitVar[float | None] = None  # deprecated (0.1's field): an option of the irs certifier now
+    gamma: InitVar[float | None] = None  # 0.1's field, removed in 0.4: refused, saying what to write instead
 
     def __post_init__(self, gamma: float | None):
-        _moved_settings(self, gamma)
+        _removed_settings(self, gamma)
 
     def build_model(self) -> nn.Module:
         """A freshly initialised model whose first layer normalises its input (``toolkit.Normalized``), so noise
@@ -505,25 +504,19 @@ class Cost:
     shared: dict[Hashable, float] = field(default_factory=dict)
 
 
-# Benchmark settings of 0.1 that became plugin options: accepted until 0.4 with a DeprecationWarning.
-_MOVED_DEFAULTS = {"episodes": ("*", "episodes", "an option of the RL searches (haq, arq)"),
-                   "np": ("irs", "n_p", "the irs certifier's option n_p")}
+# Benchmark settings of 0.1 that became plugin options (removed in 0.4): setting: (plugin, option, what it is now)
+_REMOVED_DEFAULTS = {"episodes": ("*", "episodes", "an option of the RL searches (haq, arq)"),
+                     "np": ("irs", "n_p", "the irs certifier's option n_p")}
 
 
-def _moved_settings(benchmark: Benchmark, gamma: float | None) -> None:
-    """Move 0.1's ``Benchmark(gamma=...)`` and ``defaults={"episodes": ..., "np": ...}`` into plugin options."""
-    moved = {key: value for key, value in benchmark.defaults.items() if key in _MOVED_DEFAULTS}
-    if not moved and gamma is None:
-        return
-    options = {plugin: dict(values) for plugin, values in benchmark.defaults.get("options", {}).items()}
+def _removed_settings(benchmark: Benchmark, gamma: float | None) -> None:
+    """Refuse 0.1's ``Benchmark(gamma=...)`` and ``defaults={"episodes": ..., "np": ...}`` with a TypeError
+    saying what to write instead."""
     if gamma is not None:
-        warnings.warn(f"Benchmark(gamma={gamma}) is deprecated and goes in arqbench 0.4: gamma is an option of the irs "
-                      f"certifier now; write defaults={{'options': {{'irs': {{'gamma': {gamma}}}}}}}",
-                      DeprecationWarning, stacklevel=4)
-        options.setdefault("irs", {}).setdefault("gamma", gamma)
-    for key, value in moved.items():
-        plugin, option, what = _MOVED_DEFAULTS[key]
-        warnings.warn(f"Benchmark defaults['{key}'] is deprecated and goes in arqbench 0.4: it is {what} now; write "
-                      f"defaults={{'options': {{'{plugin}': {{'{option}': {value}}}}}}}", DeprecationWarning, stacklevel=4)
-        options.setdefault(plugin, {}).setdefault(option, value)
-    benchmark.defaults = {**{k: v for k, v in benchmark.defaults.items() if k not in moved}, "options": options}
+        raise TypeError(f"Benchmark(gamma={gamma}) was removed in arqbench 0.4: gamma is an option of the irs "
+                        f"certifier; write defaults={{'options': {{'irs': {{'gamma': {gamma}}}}}}}")
+    for key, value in benchmark.defaults.items():
+        if key in _REMOVED_DEFAULTS:
+            plugin, option, what = _REMOVED_DEFAULTS[key]
+            raise TypeError(f"Benchmark defaults['{key}'] was removed in arqbench 0.4: it is {what}; write "
+                            f"defaults={{'options': {{'{plugin}': {{'{option}': {value}}}}}}}")

@@ -59,13 +59,13 @@ Caches and messages (under ``$ARQBENCH_HOME``, the only place a plugin writes):
 - ``torch_save_atomic``: write a file all at once (no half-written cache entry, even when killed)
 - ``torch_load_cached``: read a cache entry, or None when missing (a corrupt one is removed and rebuilt)
 - ``warn``: a one-line warning to the user
-- ``keep_old_imports``: keep a plugin package's moved modules importable under their old names, with a warning
+- ``moved_modules``: say where a plugin package's modules moved: importing an old name fails naming the new import
 """
 
 import warnings
 
 from arqbench import plugins as _plugins
-from arqbench._moved import keep_old_imports
+from arqbench._moved import moved_modules
 from arqbench.console import warn
 from arqbench.files import cache_path, home, key_hash, torch_load_cached, torch_save_atomic
 from arqbench.models.data import loader, permutation
@@ -116,7 +116,7 @@ __all__ = [
     "fixed_layers", "uniform_policy", "require_plugin",
     "quantized_copy", "QuantWrapper",
     "Normalization", "Normalized", "permutation", "loader",
-    "home", "key_hash", "cache_path", "torch_save_atomic", "torch_load_cached", "warn", "keep_old_imports",
+    "home", "key_hash", "cache_path", "torch_save_atomic", "torch_load_cached", "warn", "moved_modules",
 ]
 
 
@@ -126,17 +126,20 @@ def require_plugin(kind: str, name: str) -> None:
     _plugins.get(kind, name)
 
 
-_DEPRECATED = {"sensitivity": (_sensitivity, "sensitivity_profile, SensitivityProfile, policy_loss, profile_samples, "
-                                             "profile_points, PROFILE_METRICS, ... (the names it exports)")}
+_DEPRECATED = {  # name: (what it answers, the plugin API that deprecated it, what to import instead)
+    "sensitivity": (_sensitivity, "1.1", "sensitivity_profile, SensitivityProfile, policy_loss, profile_samples, "
+                                         "profile_points, PROFILE_METRICS, ... (the names it exports)"),
+    "keep_old_imports": (moved_modules, "2.0", "moved_modules (old names no longer import: they say where they went)"),
+}
 
 
 def __getattr__(name: str):
-    """Plugin API 1.0's module exports, kept for one minor version with a DeprecationWarning naming what to import."""
+    """Names the plugin API deprecated, kept for one minor version with a DeprecationWarning naming what to import."""
     if name in _DEPRECATED:
-        from arqbench._moved import PluginAPIDeprecation, REMOVED_IN
+        from arqbench._moved import REMOVED_IN, PluginAPIDeprecation
 
-        value, instead = _DEPRECATED[name]
-        warnings.warn(f"arqbench.toolkit.{name} is deprecated (plugin API 1.1) and goes in arqbench {REMOVED_IN}: "
+        value, since, instead = _DEPRECATED[name]
+        warnings.warn(f"arqbench.toolkit.{name} is deprecated (plugin API {since}) and goes in arqbench {REMOVED_IN}: "
                       f"write `from arqbench.toolkit import {instead}`", PluginAPIDeprecation, stacklevel=2)
         return value
     raise AttributeError(f"module 'arqbench.toolkit' has no attribute '{name}'")

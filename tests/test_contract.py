@@ -85,7 +85,7 @@ def test_the_core_names_no_plugin_setting():
     own settings in the search machinery."""
     pattern = re.compile(r"""(["'](n_p|np|gamma|episodes)["']|\.(n_p|np|gamma|episodes)\b)""")  # keys, attributes
     allowed = {CORE / "cli.py", CORE / "pipeline" / "usecases.py", CORE / "search" / "agent.py", CORE / "search" / "bit_env.py",
-               CORE / "contract.py"}  # the contract: where 0.1's Benchmark(gamma=), defaults["episodes"] went
+               CORE / "contract.py"}  # the contract: refuses 0.1's Benchmark(gamma=), defaults["episodes"]
     for path in CORE.rglob("*.py"):
         if path in allowed:
             continue

@@ -71,7 +71,7 @@ def test_the_five_examples_install_and_run_together(tmp_path):
     assert (protocol["quantizer"], protocol["certifier"], protocol["cost_model"]) == \
         ("symmetric", "strict-rs", "weight-bits")
     assert record["search"]["steps"] > 0 and record["metrics"]["acr"] >= 0
-    assert record["versions"]["plugin_api"] == "1.1"
+    assert record["versions"]["plugin_api"] == "2.0"
     assert {record["versions"]["plugins"][name] for name in project["entry-points"]["arqbench"]} == \
         {project["version"]}  # the distribution's version, though no module is named after it
 

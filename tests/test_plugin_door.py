@@ -73,7 +73,7 @@ def test_every_toolkit_name_is_there_and_said_in_one_line():
 def test_the_plugin_api_version_is_public_and_recorded_in_results():
     from arqbench.pipeline.results import versions
 
-    assert arqbench.PLUGIN_API == "1.1"
+    assert arqbench.PLUGIN_API == "2.0"
     assert versions(__import__("torch").device("cpu"))["plugin_api"] == arqbench.PLUGIN_API
 
 

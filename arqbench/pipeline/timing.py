@@ -17,7 +17,7 @@ method's name:
 
 then ``search_cost_s`` = own + reused. A part that cannot be derived is None. (Plugin API 1.0 let a search plugin
 derive them, ``recorded_search_timing``, ``contract.TimedSearch``: a plugin that still has one is read, with a
-deprecation warning, until 0.4.)
+deprecation warning, until 0.5.)
 """
 
 import warnings

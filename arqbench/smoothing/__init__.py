@@ -3,4 +3,4 @@ plugin certifier (``certification``), the protocol's numbers (``metrics``) and t
 
 from arqbench._moved import package_getattr
 
-__getattr__ = package_getattr(__name__)  # the names of the former module arqbench.smoothing, deprecated
+__getattr__ = package_getattr(__name__)  # the names of the former module arqbench.smoothing say where they went
