@@ -27,6 +27,12 @@ from arqbench.pipeline.results import REFERENCE, read_all
 from arqbench.smoothing.intervals import paired_difference, per_image, seed_mean
 
 
+def network(result: dict) -> tuple:
+    """(its training seed, its fingerprint): base models in seed order."""
+    base = result.get("base_model") or {}
+    return (-1 if base.get("seed") is None else base["seed"]), str(base.get("fingerprint"))
+
+
 def sign(interval) -> str:
     return "+" if interval.low > 0 else "-" if interval.high < 0 else "="
 
@@ -39,8 +45,7 @@ def verdicts(results: list[dict]) -> pd.DataFrame:
     rows = []
     for (benchmark, sigma, budget), methods in sorted(cells.items()):
         pooled = {m: seed_mean([per_image(r["certificates"]) for r in runs]) for m, runs in methods.items()}
-        by_base = {m: {(r.get("base_model") or {}).get("fingerprint"): per_image(r["certificates"]) for r in runs}
-                   for m, runs in methods.items()}
+        by_base = {m: {network(r): per_image(r["certificates"]) for r in runs} for m, runs in methods.items()}
         order = sorted(pooled, key=lambda m: -sum(pooled[m].values()) / len(pooled[m]))
         for i, a in enumerate(order):
             for b in order[i + 1:]:
@@ -57,8 +62,8 @@ def verdicts(results: list[dict]) -> pd.DataFrame:
 def markdown(frame: pd.DataFrame, command: str) -> str:
     lines = ["# Verdicts across base models", "", f"`{command}`", "",
              "Per pair A - B: the paired difference of per-image radii averaged over the seeds, with its 95% "
-             "interval, and on each base model alone (one seed each): + above 0, - below, = the interval "
-             "contains 0.", ""]
+             "interval, and on each base model alone (one seed each, in seed order): + above 0, - below, = the "
+             "interval contains 0.", ""]
     for (benchmark, sigma, budget), table in frame.groupby(["benchmark", "sigma", "budget"], sort=False):
         lines += [f"## {benchmark}, sigma = {sigma:g}, budget = {100 * budget:g}%", "",
                   "| A - B | pooled [95% CI] | per base model | holds |", "|---|---:|:---:|---|"]
