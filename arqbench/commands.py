@@ -107,6 +107,7 @@ def certify(args, flags: dict) -> int:
     benchmark_name = benchmark_name or plugins.default("benchmark")
     check_values([benchmark_name], sigmas=[sigma], device=args.device, checkpoint=args.checkpoint,
                  data_root=args.data_root, seeds=[seed])
+    published.check_folder(args.base_models)
     device = torch.device(args.device)
     benchmark = create_benchmark(benchmark_name, flags.get("options"))
     threads = ((source or {}).get("versions") or {}).get("threads")
@@ -193,6 +194,7 @@ def profile(args, flags: dict) -> int:
 
     check_values([args.benchmark], sigmas=args.sigma, device=args.device, checkpoint=args.checkpoint,
                  data_root=args.data_root, seeds=[args.seed], out=args.out)
+    published.check_folder(args.base_models)
     if args.images is not None and args.images < 1:
         raise ArqbenchError(f"--images must be a positive integer, got {args.images}")
     device = torch.device(args.device)

@@ -37,6 +37,7 @@ def certify_model(args, flags: dict) -> int:
     seed = cell["seed"] if args.seed is None else args.seed
     check_values([cell["benchmark"]], sigmas=[sigma], device=args.device, checkpoint=args.checkpoint,
                  data_root=args.data_root)
+    published.check_folder(args.base_models)
     given = {k: v for k, v in flags.items() if v is not None and k != "options"}
     settings = {**{k: v for k, v in known_settings(loaded.protocol).items() if k != "options"}, **given}
     settings["options"] = merge_options(loaded.protocol.get("options"), flags.get("options"))

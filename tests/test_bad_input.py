@@ -136,6 +136,9 @@ CASES = {
                                               "holds 360 images; pass --test-images 360 or fewer"),
     # paths and files
     "missing checkpoint": (RUN + ["--checkpoint", MISSING], f"--checkpoint {MISSING} does not exist"),
+    "missing published base models": (RUN + ["--base-models", MISSING], f"--base-models {MISSING} is not a directory"),
+    "certify from missing published base models": (["certify", "--base-models", MISSING, *TINY],
+                                                   f"--base-models {MISSING} is not a directory"),
     "checkpoint is a directory": (RUN + ["--checkpoint", "{tmp}/a-directory"], "is not a file"),
     "truncated checkpoint": (RUN + ["--checkpoint", "{tmp}/truncated.pt"], "is corrupt or not a PyTorch checkpoint"),
     "checkpoint of random bytes": (RUN + ["--checkpoint", "{tmp}/random-bytes.pt"],

@@ -19,6 +19,13 @@ from arqbench.files import home, read_json, write_json_atomic
 FOLDER, MANIFEST = "models", "manifest.json"
 
 
+def check_folder(folder: Path | None) -> None:
+    """Refuse a ``--base-models`` that is not a folder, before any work."""
+    if folder is not None and not Path(folder).is_dir():
+        raise ArqbenchError(f"--base-models {folder} is not a directory; pass a folder of published base models, "
+                            f"such as leaderboards/base-models/models")
+
+
 def entries(folder: Path) -> list[dict]:
     """The manifest's entries of a published folder (none when it has no manifest), each with its ``file``'s path."""
     path = Path(folder) / MANIFEST

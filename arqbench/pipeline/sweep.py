@@ -12,6 +12,7 @@ from arqbench import plugins, runtime
 from arqbench.console import debug, failed, info, warn
 from arqbench.errors import ArqbenchError, Busy, SkipBenchmark
 from arqbench.files import check_output_dir, remove_stale_temps
+from arqbench.models import published
 from arqbench.models.base_model import load_checkpoint
 from arqbench.pipeline import executors, saved
 from arqbench.pipeline.cell import config_record, failed_result
@@ -189,9 +190,7 @@ def setup(spec: SweepSpec) -> tuple[dict, dict[str, Protocol]]:
     and protocol, by benchmark name."""
     check_values(spec.benchmarks, spec.methods, spec.sigmas, spec.budgets, spec.device, spec.executor,
                  spec.checkpoint, spec.data_root)
-    if spec.base_models is not None and not Path(spec.base_models).is_dir():
-        raise ArqbenchError(f"--base-models {spec.base_models} is not a directory; pass a folder of published base "
-                            f"models, such as leaderboards/models")
+    published.check_folder(spec.base_models)
     benchmarks = {name: create_benchmark(name, spec.overrides.get("options")) for name in spec.benchmarks}
     if spec.checkpoint is not None:  # a checkpoint that cannot be this benchmark's model is refused first
         for benchmark in benchmarks.values():
