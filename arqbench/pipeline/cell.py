@@ -16,7 +16,6 @@ from torch import nn
 from torch.utils.data import Subset
 
 from arqbench import checks, plugins, runtime
-from arqbench.errors import ArqbenchError
 from arqbench.models.training import accuracy, finetune
 from arqbench.pipeline import failures, saved
 from arqbench.pipeline.config import Protocol
