@@ -33,7 +33,7 @@ def script(home: Path, name: str, *args) -> subprocess.CompletedProcess:
 def test_every_script_in_benchmarks_is_tested_here():
     tested = {"perf.py", "discrimination.py", "finetune_recipes.py", "reward_fidelity.py", "gpu_throughput.py",
               "threads.py", "episodes.py", "rescoring.py", "profile_fidelity.py", "ablation.py", "spread.py",
-              "base_models.py"}
+              "base_models.py", "reward_sizing.py"}
     assert {p.name for p in SCRIPTS.glob("*.py")} == tested
 
 
@@ -91,6 +91,18 @@ def test_reward_fidelity_ranks_a_folders_shipped_policies_and_the_searches_top(h
     assert list(table["kind"]) == ["shipped", "shipped", "top-haq", "top-haq", "random"]
     summary = (tmp_path / "fidelity/digits-sigma0.25-budget0.05-seed0.md").read_text()
     assert "| objective | Spearman, all |" in summary and "python benchmarks/reward_fidelity.py" in summary
+
+
+def test_reward_sizing_quick(home, tmp_path):
+    """Every setting of the grid is scored on the same policies; repeats average fresh noise, so they differ."""
+    out = script(home, "reward_sizing.py", "--quick", "--policies", "5", "--out", tmp_path).stdout
+    table = pd.read_csv(tmp_path / "digits-sigma0.25-budget0.025-seed0-sizing.csv")
+    assert len(table) == 5 and table["final_acr"].notna().all()
+    assert {"arq default", "arq repeats=3", "arq all", "haq default", "haq finetune_steps=final"} <= set(table)
+    assert not (table["arq default"] == table["arq repeats=3"]).all()  # another noise stream was averaged in
+    summary = (tmp_path / "digits-sigma0.25-budget0.025-seed0-sizing.md").read_text()
+    assert "| arq n=2000 |" in summary and "python benchmarks/reward_sizing.py" in summary
+    assert out.rstrip().splitlines()[-1].startswith("sizing arq:default=")
 
 
 def test_rescoring_quick(home):
