@@ -7,17 +7,24 @@
     python benchmarks/episodes.py --quick          # seconds: digits, 2 and 4 episodes, tiny n
     python benchmarks/episodes.py --baselines leaderboards/results-0.2 --finetune-recipe bn_freeze=none \
         --out leaderboards/episodes    # the published curve: the recipe of the published cells
+    python benchmarks/episodes.py --benchmark digits --budget 0.015 --episodes 600 --noise-decay 0.99,0.995 \
+        --baselines leaderboards/results --out leaderboards/noise-decay   # HAQ's schedule against a slower one
 
-Each (method, episodes) runs as ``arqbench run`` would run it (``arqbench.run`` with ``episodes=E``), into
-``--out``/episodes<E>, so every cell is an ordinary result file: the protocol's fine-tune and certification,
+Each (method, episodes, noise decay) runs as ``arqbench run`` would run it (``arqbench.run`` with ``episodes=E``
+and ``--option <method>.noise_decay=D``), into ``--out``/episodes<E> (``-decay<D>`` unless D is the agent's
+default), so every cell is an ordinary result file: the protocol's fine-tune and certification,
 the same images and noise as any other row. ``uniform`` and ``robust-ilp`` are the yardsticks, run once into
 ``--out``/baselines, or read from ``--baselines`` (a results folder of the same protocol, e.g. the published
 one: cells are matched by benchmark, sigma, budget, method and seed, and must have certified the same images).
 
 Prints, per method and episode count: the shipped ACR with its 95% interval over images (each image's radius
 averaged over the seeds first, as the leaderboard does), its paired difference to uniform and to robust-ilp
-(95% interval, image by image) and to the same method at the fewest episodes, clean accuracy, BitOPs and the search cost in seconds (own work plus each
-cached item reused once, mean over seeds). Writes ``episodes.csv`` and ``episodes.png`` under ``--out``.
+(95% interval, image by image), to the same method at the fewest episodes and to the same episodes at the first
+``--noise-decay``, clean accuracy, BitOPs, the search cost in seconds (own work plus each cached item reused
+once), the distinct candidates the agent scored and the share of the last third of its episodes that revisited
+a policy already scored (means over seeds). HAQ's exploration noise decays by ``noise_decay`` per episode after
+the warm-up: at 0.99 its width is 0.5 * 0.99^380 = 0.011 by episode 400 of 600, so the question is whether the
+last third still explores. Writes ``episodes.csv`` and ``episodes.png`` under ``--out``.
 """
 
 import argparse
@@ -28,9 +35,15 @@ import pandas as pd
 
 import arqbench
 from arqbench.errors import ArqbenchError
+from arqbench.pipeline import results
+from arqbench.toolkit import AgentSettings
+
+sys.path.insert(0, str(Path(__file__).parent))
+from spread import explored  # noqa: E402 (distinct candidates and the last third's revisits, as spread.py counts)
 from arqbench.smoothing.intervals import mean_interval, paired_difference
 
 SEARCHES = ("arq", "haq")
+DEFAULT_DECAY = AgentSettings.noise_decay
 BASELINES = ("uniform", "robust-ilp")
 QUICK = {"n0": 10, "n": 100, "test_images": 5, "batch_size": 200, "finetune_epochs": 1,
          "options": {"arq": {"images": 4, "n": 100, "finetune_steps": 1, "warmup": 1},
@@ -44,6 +57,8 @@ def arguments(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--budget", type=float, default=0.011)
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--episodes", default="100,300,600")
+    parser.add_argument("--noise-decay", help="the agent's exploration decays per episode to compare, comma list "
+                                              "(default: the agent's own)")
     parser.add_argument("--no-search-activations", dest="search_activations", action="store_false")
     parser.add_argument("--baselines", type=Path, help="a results folder holding uniform and robust-ilp cells")
     parser.add_argument("--out", type=Path, default=Path("episodes-results"))
@@ -54,15 +69,30 @@ def arguments(argv: list[str]) -> argparse.Namespace:
         args.benchmark, args.budget, args.seeds, args.episodes = "digits", 0.05, "0", "2,4"
     args.seeds = [int(s) for s in args.seeds.split(",")]
     args.episodes = [int(e) for e in args.episodes.split(",")]
+    args.noise_decay = [float(d) for d in args.noise_decay.split(",")] if args.noise_decay else [DEFAULT_DECAY]
     return args
 
 
-def sweep(args, methods, out: Path, **settings) -> pd.DataFrame:
-    """One ``arqbench run`` of ``methods``; its ok cells (fp32 left out)."""
+def folder(out: Path, episodes: int, decay: float) -> Path:
+    return out / (f"episodes{episodes}" if decay == DEFAULT_DECAY else f"episodes{episodes}-decay{decay:g}")
+
+
+def exploration(rows: pd.DataFrame) -> tuple[float, float]:
+    """Mean over ``rows``' cells of the distinct candidates scored and the last third's share of revisits."""
+    measured = [explored(results.read(Path(path))) for path in rows.path]
+    return (sum(d for d, _ in measured) / len(measured), sum(r for _, r in measured) / len(measured))
+
+
+def sweep(args, methods, out: Path, decay: float = DEFAULT_DECAY, **settings) -> pd.DataFrame:
+    """One ``arqbench run`` of ``methods`` (their agents' noise decaying by ``decay``); its ok cells (fp32 left out)."""
+    quick = {k: v for k, v in QUICK.items() if k != "options"} if args.quick else {}
+    options = {name: dict(values) for name, values in (QUICK["options"] if args.quick else {}).items()}
+    if decay != DEFAULT_DECAY:
+        for method in methods:
+            options.setdefault(method, {})["noise_decay"] = decay
     frame = arqbench.run(benchmarks=[args.benchmark], methods=list(methods), sigma=args.sigma, budget=args.budget,
                          seed=args.seeds, search_activations=args.search_activations, save_models=False,
-                         finetune_recipe=args.finetune_recipe, out=str(out), **settings,
-                         **(QUICK if args.quick else {}))
+                         finetune_recipe=args.finetune_recipe, out=str(out), options=options, **settings, **quick)
     failed = frame[(frame.status != "ok") & frame.method.isin(methods)]
     if len(failed):
         raise ArqbenchError(f"{len(failed)} cells failed under {out}; see their result files")
@@ -90,22 +120,27 @@ def main(argv: list[str]) -> int:
     if args.baselines is None:
         sweep(args, BASELINES, baselines)
     for episodes in args.episodes:
-        sweep(args, SEARCHES, args.out / f"episodes{episodes}", episodes=episodes)
+        for decay in args.noise_decay:
+            # at the agent's defaults the cells are `arqbench run`'s own (copies of a leaderboard's cells count as run)
+            sweep(args, SEARCHES, folder(args.out, episodes, decay), decay,
+                  **({} if episodes == AgentSettings.episodes else {"episodes": episodes}))
     found = {method: cells(baselines, args, method) for method in BASELINES}
     yardsticks = {method: terms for method, (_, terms) in found.items()}
     base_models = set(found["uniform"][0].base_model)
-    table = []
-    for method in SEARCHES:
+    table, terms_of = [], []
+    for method, decay in ((m, d) for m in SEARCHES for d in args.noise_decay):
         fewest = None
         for episodes in sorted(args.episodes):
-            rows, terms = cells(args.out / f"episodes{episodes}", args, method)
+            rows, terms = cells(folder(args.out, episodes, decay), args, method)
             if set(rows.base_model) != base_models or set(terms) != set(yardsticks["uniform"]):
                 raise ArqbenchError(f"{method} at {episodes} episodes quantized another base model or certified "
                                     f"other images than {baselines}'s cells: not the same protocol")
+            distinct, revisits = exploration(rows)
             acr = mean_interval(list(terms.values()))
-            row = {"method": method, "episodes": episodes, "seeds": len(rows), "acr": acr.mean, "acr_low": acr.low,
+            row = {"method": method, "episodes": episodes, "noise_decay": decay, "seeds": len(rows), "acr": acr.mean, "acr_low": acr.low,
                    "acr_high": acr.high, "clean_acc": rows.clean_acc.mean(),
-                   "bitops_pct": 100 * rows.bitops_fraction.mean(), "search_s": rows.search_cost_s.mean()}
+                   "bitops_pct": 100 * rows.bitops_fraction.mean(), "search_s": rows.search_cost_s.mean(),
+                   "distinct_candidates": distinct, "last_third_revisits": revisits}
             for name, other in yardsticks.items():
                 diff = paired_difference(terms, other)
                 row.update({f"vs_{name}": diff.mean, f"vs_{name}_low": diff.low, f"vs_{name}_high": diff.high})
@@ -113,17 +148,26 @@ def main(argv: list[str]) -> int:
             diff = paired_difference(terms, fewest[1])
             row.update({"vs_fewest": diff.mean, "vs_fewest_low": diff.low, "vs_fewest_high": diff.high,
                         "fewest_episodes": fewest[0]})
+            first = terms if decay == args.noise_decay[0] else next(
+                t for r, t in zip(table, terms_of) if (r["method"], r["episodes"], r["noise_decay"]) ==
+                (method, episodes, args.noise_decay[0]))
+            diff = paired_difference(terms, first)
+            row.update({"vs_first_decay": diff.mean, "vs_first_decay_low": diff.low,
+                        "vs_first_decay_high": diff.high})
             table.append(row)
+            terms_of.append(terms)
     frame = pd.DataFrame(table)
     frame.to_csv(args.out / "episodes.csv", index=False)
     figure(frame, yardsticks, args.out / "episodes.png", args)
     for record in frame.to_dict("records"):
-        print(f"{record['method']} {record['episodes']:>4} episodes: ACR {record['acr']:.3f} "
+        print(f"{record['method']} {record['episodes']:>4} episodes, decay {record['noise_decay']:g}: ACR {record['acr']:.3f} "
               f"[{record['acr_low']:.3f}, {record['acr_high']:.3f}], vs uniform {record['vs_uniform']:+.3f} "
               f"[{record['vs_uniform_low']:+.3f}, {record['vs_uniform_high']:+.3f}], vs robust-ilp "
               f"{record['vs_robust-ilp']:+.3f} [{record['vs_robust-ilp_low']:+.3f}, {record['vs_robust-ilp_high']:+.3f}], "
               f"vs {record['fewest_episodes']} episodes {record['vs_fewest']:+.3f} [{record['vs_fewest_low']:+.3f}, "
-              f"{record['vs_fewest_high']:+.3f}], clean {100 * record['clean_acc']:.1f}%, BitOPs {record['bitops_pct']:.2f}%, "
+              f"{record['vs_fewest_high']:+.3f}], vs decay {args.noise_decay[0]:g} {record['vs_first_decay']:+.3f} "
+              f"[{record['vs_first_decay_low']:+.3f}, {record['vs_first_decay_high']:+.3f}], distinct candidates "
+              f"{record['distinct_candidates']:.0f}, last third revisits {100 * record['last_third_revisits']:.0f}%, clean {100 * record['clean_acc']:.1f}%, BitOPs {record['bitops_pct']:.2f}%, "
               f"search {record['search_s']:.1f} s")
     print(f"episodes: {len(frame)} (method, episodes) rows over seeds {args.seeds}; wrote {args.out / 'episodes.csv'}")
     return 0
@@ -141,9 +185,9 @@ def figure(frame: pd.DataFrame, yardsticks: dict, path: Path, args) -> None:
         band = mean_interval(list(terms.values()))
         line = ax.axhline(band.mean, linestyle="--", linewidth=1, label=f"{name} (95% interval shaded)")
         ax.axhspan(band.low, band.high, alpha=0.12, color=line.get_color())
-    for method, rows in frame.groupby("method"):
+    for (method, decay), rows in frame.groupby(["method", "noise_decay"]):
         ax.errorbar(rows.episodes, rows.acr, yerr=[rows.acr - rows.acr_low, rows.acr_high - rows.acr], marker="o",
-                    capsize=3, label=f"{method} (shipped, 95% interval)")
+                    capsize=3, label=f"{method}, noise decay {decay:g} (shipped, 95% interval)")
     ax.set_xlabel("episodes")
     ax.set_ylabel("ACR of the shipped model")
     ax.set_xticks(sorted(frame.episodes.unique()))

@@ -146,15 +146,22 @@ def test_threads_quick(home):
 
 
 def test_episodes_quick(home, tmp_path):
-    out = script(home, "episodes.py", "--quick", "--out", tmp_path / "episodes").stdout
+    """Two episode counts, two noise decays: each (method, episodes, decay) is a folder of ordinary cells, compared
+    with uniform, robust-ilp, the fewest episodes and the first decay, with its exploration counted."""
+    out = script(home, "episodes.py", "--quick", "--noise-decay", "0.99,0.5", "--out", tmp_path / "episodes").stdout
     lines = out.rstrip().splitlines()
     for method in ("arq", "haq"):
         for episodes in (2, 4):
-            assert any(line.startswith(f"{method} {episodes:>4} episodes: ACR ") and "vs uniform" in line
-                       and "vs robust-ilp" in line for line in lines), (method, episodes)
-    assert lines[-1].startswith("episodes: 4 (method, episodes) rows over seeds [0]")
+            for decay in ("0.99", "0.5"):
+                assert any(line.startswith(f"{method} {episodes:>4} episodes, decay {decay}: ACR ")
+                           and "vs uniform" in line and "vs robust-ilp" in line and "vs decay 0.99 " in line
+                           and "last third revisits" in line for line in lines), (method, episodes, decay)
+    assert lines[-1].startswith("episodes: 8 (method, episodes) rows over seeds [0]")
+    assert (tmp_path / "episodes" / "episodes4-decay0.5").is_dir() and (tmp_path / "episodes" / "episodes4").is_dir()
     frame = __import__("pandas").read_csv(tmp_path / "episodes" / "episodes.csv")
-    assert sorted(frame.episodes) == [2, 2, 4, 4] and (tmp_path / "episodes" / "episodes.png").stat().st_size > 0
+    assert sorted(frame.episodes) == [2] * 4 + [4] * 4 and (tmp_path / "episodes" / "episodes.png").stat().st_size > 0
+    first = frame[frame.noise_decay == 0.99]
+    assert (first.vs_first_decay == 0).all() and (frame.distinct_candidates >= 1).all()
     assert ((frame.acr_low <= frame.acr) & (frame.acr <= frame.acr_high)).all()
 
 
