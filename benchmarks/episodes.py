@@ -9,11 +9,13 @@
         --out leaderboards/episodes    # the published curve: the recipe of the published cells
     python benchmarks/episodes.py --benchmark digits --budget 0.015 --episodes 600 --noise-decay 0.99,0.995 \
         --baselines leaderboards/results --out leaderboards/noise-decay   # HAQ's schedule against a slower one
+                                   # (the 0.99 arm: the leaderboard's own arq and haq cells, 600 episodes each)
 
 Each (method, episodes, noise decay) runs as ``arqbench run`` would run it (``arqbench.run`` with ``episodes=E``
 and ``--option <method>.noise_decay=D``), into ``--out``/episodes<E> (``-decay<D>`` unless D is the agent's
-default), so every cell is an ordinary result file: the protocol's fine-tune and certification,
-the same images and noise as any other row. ``uniform`` and ``robust-ilp`` are the yardsticks, run once into
+default), so every cell is an ordinary result file: the protocol's fine-tune and certification, the same images
+and noise as any other row. At the agents' defaults, ``--baselines``' own arq and haq cells serve as that arm
+where they searched as many episodes. ``uniform`` and ``robust-ilp`` are the yardsticks, run once into
 ``--out``/baselines, or read from ``--baselines`` (a results folder of the same protocol, e.g. the published
 one: cells are matched by benchmark, sigma, budget, method and seed, and must have certified the same images).
 
@@ -77,9 +79,24 @@ def folder(out: Path, episodes: int, decay: float) -> Path:
     return out / (f"episodes{episodes}" if decay == DEFAULT_DECAY else f"episodes{episodes}-decay{decay:g}")
 
 
+def published_arm(args, baselines: Path, episodes: int, decay: float) -> Path | None:
+    """``baselines`` where it holds the arm at the agents' defaults (episodes and decay) as a leaderboard ran it:
+    arq's and haq's cells of every seed, each having searched ``episodes`` episodes; else None (the arm is run)."""
+    if args.baselines is None or (episodes, decay) != (AgentSettings.episodes, DEFAULT_DECAY):
+        return None
+    try:
+        found = [cells(baselines, args, method)[0] for method in SEARCHES]
+    except ArqbenchError:
+        return None
+    searched = {(results.read(Path(path)).get("search") or {}).get("episodes") for rows in found for path in rows.path}
+    return baselines if searched == {episodes} else None
+
+
 def exploration(rows: pd.DataFrame) -> tuple[float, float]:
     """Mean over ``rows``' cells of the distinct candidates scored and the last third's share of revisits."""
-    measured = [explored(results.read(Path(path))) for path in rows.path]
+    measured = [m for m in (explored(results.read(Path(path))) for path in rows.path) if m[0] is not None]
+    if not measured:
+        return float("nan"), float("nan")
     return (sum(d for d, _ in measured) / len(measured), sum(r for _, r in measured) / len(measured))
 
 
@@ -121,9 +138,8 @@ def main(argv: list[str]) -> int:
         sweep(args, BASELINES, baselines)
     for episodes in args.episodes:
         for decay in args.noise_decay:
-            # at the agent's defaults the cells are `arqbench run`'s own (copies of a leaderboard's cells count as run)
-            sweep(args, SEARCHES, folder(args.out, episodes, decay), decay,
-                  **({} if episodes == AgentSettings.episodes else {"episodes": episodes}))
+            if published_arm(args, baselines, episodes, decay) is None:
+                sweep(args, SEARCHES, folder(args.out, episodes, decay), decay, episodes=episodes)
     found = {method: cells(baselines, args, method) for method in BASELINES}
     yardsticks = {method: terms for method, (_, terms) in found.items()}
     base_models = set(found["uniform"][0].base_model)
@@ -131,7 +147,8 @@ def main(argv: list[str]) -> int:
     for method, decay in ((m, d) for m in SEARCHES for d in args.noise_decay):
         fewest = None
         for episodes in sorted(args.episodes):
-            rows, terms = cells(folder(args.out, episodes, decay), args, method)
+            rows, terms = cells(published_arm(args, baselines, episodes, decay) or folder(args.out, episodes, decay),
+                                args, method)
             if set(rows.base_model) != base_models or set(terms) != set(yardsticks["uniform"]):
                 raise ArqbenchError(f"{method} at {episodes} episodes quantized another base model or certified "
                                     f"other images than {baselines}'s cells: not the same protocol")

@@ -13,8 +13,9 @@ thing of a search's default reward (``all``: arq's four together):
 - ``images``, ``n`` (the float model's samples on the search images; N_p = irs.n_p * n) and ``irs.n_p``;
 - ``finetune_steps``: the candidate fine-tune (the protocol's recipe cut to that many steps); ``final`` is the
   final fine-tune's whole length, the recipe the shipped model gets;
-- ``repeats=k``: the reward measured k times with fresh certification noise and averaged, what re-measuring
-  a revisited policy and averaging its visits converges to (the candidate fine-tune is deterministic).
+- ``repeats=k``: the reward measured k times and averaged, the search's own noise stream and k - 1 fresh ones,
+  what re-measuring a revisited policy and averaging its visits converges to (the candidate fine-tune is
+  deterministic, so only the certification noise is fresh).
 
 Per setting: the mean seconds per candidate (its fine-tune and its scoring; the float model's reference is
 measured once per search and left out), that time against the default's, and the Spearman correlation of the
@@ -32,13 +33,13 @@ import shlex
 import sys
 import time
 from contextlib import contextmanager
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
-from scipy.stats import bootstrap, spearmanr
+from scipy.stats import spearmanr
 
 from arqbench import plugins
 from arqbench.files import cache_path, read_json, write_json_atomic, write_text_atomic
@@ -51,7 +52,7 @@ from arqbench.runtime import keep_freed_memory
 sys.path.insert(0, str(Path(__file__).parent))
 from reward_fidelity import final_acr, policy_set, recorded_cells  # noqa: E402 (the same policies and final ACRs)
 
-NOISE_SEED_STEP = 7919  # repeat r measures with noise seed + r * this: streams apart from the search's and re-score's
+NOISE_SEED_STEP = 7919  # repeat r measures with noise seed + r * this: repeat 0 is the search's own stream
 # (label, search, options merged into the run's, candidate fine-tune steps ("final": the final fine-tune's), repeats)
 GRID = [
     ("arq default", "arq", {}, None, 1),
@@ -78,7 +79,8 @@ def merged(options: dict, extra: dict) -> dict:
 def final_steps(ctx, protocol) -> int:
     """The final fine-tune's optimizer steps: its epochs over the fine-tune split at the recipe's batch size."""
     recipe = ctx.benchmark.finetune
-    epochs = getattr(protocol, "finetune_epochs", None) or recipe.epochs
+    epochs = getattr(protocol, "finetune_epochs", None)
+    epochs = recipe.epochs if epochs is None else epochs
     return math.ceil(len(ctx.data.finetune) / recipe.batch_size) * epochs
 
 
@@ -134,13 +136,16 @@ def rewards(ctx, search, policies, repeats: int, key: dict) -> tuple[list[float]
     return [m["value"] for m in measured], sum(m["seconds"] for m in measured) / max(1, len(measured))
 
 
-def spearman_ci(x, y) -> tuple[float, float, float]:
+def spearman_ci(x, y, resamples: int = 2000) -> tuple[float, float, float]:
+    """Spearman's rho and its 95% percentile bootstrap interval, policies resampled with replacement."""
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
     rho = float(spearmanr(x, y).statistic)
     if len(x) < 5:
         return rho, float("nan"), float("nan")
-    ci = bootstrap((np.asarray(x), np.asarray(y)), lambda a, b: spearmanr(a, b).statistic, paired=True,
-                   vectorized=False, n_resamples=2000, method="percentile", random_state=0).confidence_interval
-    return rho, float(ci.low), float(ci.high)
+    draws = np.random.default_rng(0).integers(0, len(x), size=(resamples, len(x)))
+    rhos = [spearmanr(x[i], y[i]).statistic for i in draws]
+    low, high = np.nanpercentile(rhos, [2.5, 97.5])
+    return rho, float(low), float(high)
 
 
 def table(frame: pd.DataFrame, timing: dict, forwards: dict, command: str) -> tuple[str, dict]:
@@ -160,8 +165,8 @@ def table(frame: pd.DataFrame, timing: dict, forwards: dict, command: str) -> tu
         r, low, high = spearman_ci(distinct[label], distinct["final_acr"])
         rho[label] = r
         tops = []
-        for kind in ("top-arq", "top-haq"):
-            rows = distinct[distinct["kind"] == kind]
+        for kind in ("top-arq", "top-haq"):  # a search's top, its shipped candidate included
+            rows = frame[frame["kind"] == kind].drop_duplicates("policy")
             tops.append(f"{spearmanr(rows[label], rows['final_acr']).statistic:.3f}" if len(rows) >= 3 else "—")
         lines.append(f"| {label} | {forwards[label]:,} | {seconds:.2f} | {seconds / base:.1f} | {r:.3f} [{low:.3f}, {high:.3f}] | "
                      + " | ".join(tops) + " |")
@@ -180,6 +185,9 @@ def main() -> None:
     parser.add_argument("--settings", help="comma list of the grid's labels to run, e.g. 'arq default,arq n=2000' "
                                            "(default: all: " + "; ".join(label for label, *_ in GRID) + ")")
     parser.add_argument("--out", type=Path, help="write <stem>-sizing.csv and .md here")
+    parser.add_argument("--rewards-only", action="store_true",
+                        help="measure (and cache) the rewards of --settings and stop, leaving the final ACRs and the "
+                             "table to a last run (parallel processes would each certify every policy)")
     parser.add_argument("--quick", action="store_true", help="a smoke run in seconds (its numbers mean nothing)")
     args = parser.parse_args()
     keep_freed_memory()
@@ -229,9 +237,9 @@ def main() -> None:
         search = replace(search, finetune_steps=n_steps)
         ctx.protocol = setting
         try:
-            key = {"what": "reward-sizing", "search": name, "settings": settings, "options": merged(options, extra),
-                   "steps": n_steps, "repeats": repeats, "base": prepared.fingerprint, "sigma": args.sigma,
-                   "budget": args.budget, "seed": args.seed}
+            key = {"what": "reward-sizing", "benchmark": args.benchmark, "protocol": setting.as_dict(),
+                   "search": {"name": name, **asdict(search)}, "repeats": repeats, "base": prepared.fingerprint,
+                   "sigma": args.sigma, "budget": args.budget, "seed": args.seed}
             values, seconds = rewards(ctx, search, policies, repeats, key)
         finally:
             ctx.protocol = protocol
@@ -240,6 +248,10 @@ def main() -> None:
         forwards[label] = repeats * candidate_forwards(ctx, search, setting)
         print(f"{label} ({n_steps} fine-tune steps): {seconds:.2f} s per candidate", flush=True)
 
+    if args.rewards_only:
+        print(f"sizing: rewards of {len(grid)} settings cached; the final ACRs and the table: run without "
+              "--rewards-only")
+        return
     finals = {}
     for k, (key, policy) in enumerate(distinct.items()):
         finals[key] = final_acr(run, policy)
