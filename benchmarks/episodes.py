@@ -8,7 +8,7 @@
     python benchmarks/episodes.py --baselines leaderboards/results-0.2 --finetune-recipe bn_freeze=none \
         --out leaderboards/episodes    # the published curve: the recipe of the published cells
     python benchmarks/episodes.py --benchmark digits --budget 0.015 --episodes 600 --noise-decay 0.99,0.995 \
-        --baselines leaderboards/results --out leaderboards/noise-decay   # HAQ's schedule against a slower one
+        --baselines leaderboards/results/digits --out leaderboards/noise-decay   # HAQ's schedule against a slower one
                                    # (the 0.99 arm: the leaderboard's own arq and haq cells, 600 episodes each)
 
 Each (method, episodes, noise decay) runs as ``arqbench run`` would run it (``arqbench.run`` with ``episodes=E``
@@ -123,6 +123,10 @@ def cells(folder: Path, args, method: str) -> tuple[pd.DataFrame, dict[int, floa
     rows = rows[(rows.benchmark == args.benchmark) & (rows.method == method) & (rows.status == "ok")
                 & ((rows.sigma - args.sigma).abs() < 1e-9) & ((rows.budget - args.budget).abs() < 1e-9)
                 & rows.seed.isin(args.seeds)]
+    if len(rows) > len(set(rows.seed)):
+        raise ArqbenchError(f"{folder} holds several {method} cells per seed at sigma {args.sigma}, budget "
+                            f"{args.budget} (cells of several protocols, e.g. a quantizer's subfolder): pass the "
+                            f"folder of one protocol, such as {Path(folder) / args.benchmark}")
     if sorted(rows.seed) != sorted(args.seeds):
         raise ArqbenchError(f"{folder} lacks {method} cells for seeds {args.seeds} at sigma {args.sigma}, budget "
                             f"{args.budget}")
@@ -138,8 +142,9 @@ def main(argv: list[str]) -> int:
         sweep(args, BASELINES, baselines)
     for episodes in args.episodes:
         for decay in args.noise_decay:
-            if published_arm(args, baselines, episodes, decay) is None:
-                sweep(args, SEARCHES, folder(args.out, episodes, decay), decay, episodes=episodes)
+            if published_arm(args, baselines, episodes, decay) is None:  # an arm is the defaults and its changes
+                sweep(args, SEARCHES, folder(args.out, episodes, decay), decay,
+                      **({} if episodes == AgentSettings.episodes else {"episodes": episodes}))
     found = {method: cells(baselines, args, method) for method in BASELINES}
     yardsticks = {method: terms for method, (_, terms) in found.items()}
     base_models = set(found["uniform"][0].base_model)
