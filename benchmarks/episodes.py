@@ -8,7 +8,7 @@
     python benchmarks/episodes.py --baselines leaderboards/results-0.2 --finetune-recipe bn_freeze=none \
         --out leaderboards/episodes    # the published curve: the recipe of the published cells
     python benchmarks/episodes.py --benchmark digits --budget 0.015 --episodes 600 --noise-decay 0.99,0.995 \
-        --baselines leaderboards/results/digits --out leaderboards/noise-decay   # HAQ's schedule against a slower one
+        --baselines leaderboards/base-models/results/digits --out leaderboards/noise-decay   # HAQ's schedule against a slower one
                                    # (the 0.99 arm: the leaderboard's own arq and haq cells, 600 episodes each)
 
 Each (method, episodes, noise decay) runs as ``arqbench run`` would run it (``arqbench.run`` with ``episodes=E``
