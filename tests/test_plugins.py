@@ -185,3 +185,18 @@ def test_a_plugin_that_fails_to_import_is_one_clear_line(tmp_path):
         "fix or uninstall it, or leave it out with ARQBENCH_PLUGINS=-broken"]
     result = run_subprocess("list", env={"PYTHONPATH": str(tmp_path), "ARQBENCH_PLUGINS": "-broken"})
     assert result.returncode == 0 and not result.stderr and "uniform" in result.stdout  # every other plugin loads
+
+
+def test_a_benchmarks_default_options_reach_installed_plugins_only():
+    """A benchmark may set its searches' defaults; one for a search that is not installed is dropped, not an error
+    (a user's --option for it still is: check_plugins)."""
+    from dataclasses import replace
+
+    from arqbench.pipeline.config import resolve
+
+    digits = plugins.create("benchmark", "digits")
+    bench = replace(digits, defaults={**digits.defaults, "options": {"haq": {"finetune_steps": 3},
+                                                                     "no-such-search": {"finetune_steps": 3}}})
+    protocol = resolve(bench, {"options": {"haq": {"warmup": 2}}})
+    assert protocol.options == {"haq": {"finetune_steps": 3, "warmup": 2}}
+    assert protocol.create("search", "haq").finetune_steps == 3

@@ -94,6 +94,12 @@ def merge_options(*layers: dict | None) -> dict:
     return out
 
 
+def installed(options: dict | None) -> dict:
+    """A benchmark's default options for the plugins that are registered: a default for a search that is not
+    installed (or left out with ``ARQBENCH_PLUGINS``) is nobody's, unlike a user's ``--option``, which is checked."""
+    return {name: values for name, values in (options or {}).items() if name == SHARED or plugins.kinds_of(name)}
+
+
 def resolve(benchmark: Benchmark, overrides: dict, preset: str | None = None) -> Protocol:
     values = dict(DEFAULTS, finetune_epochs=benchmark.finetune.epochs)
     values.update({k: v for k, v in benchmark.defaults.items() if k != "options"})
@@ -107,7 +113,7 @@ def resolve(benchmark: Benchmark, overrides: dict, preset: str | None = None) ->
     # the fields given (a dict, or --finetune-recipe's KEY=VALUE text) change the benchmark's recipe, the rest stay
     recipe.update(fields_from_text(given) if isinstance(given, str) else given or {})
     values["finetune_recipe"] = FinetuneRecipe.parse(recipe).as_dict()
-    values["options"] = merge_options(benchmark.defaults.get("options"), overrides.get("options"))
+    values["options"] = merge_options(installed(benchmark.defaults.get("options")), overrides.get("options"))
     for kind in PLUGIN_SETTINGS:
         if values.get(kind) is None:
             values[kind] = plugins.default(kind)
