@@ -17,6 +17,7 @@ handed (``SearchContext``, ``RunProtocol``, ``CostLedger``), then the values the
 
 from __future__ import annotations
 
+import math
 from dataclasses import InitVar, asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, ContextManager, Hashable, Iterable, Protocol, Sequence, TypedDict, runtime_checkable
@@ -263,11 +264,13 @@ class SearchContext(Protocol):
     def accuracy(self, model: nn.Module, indices: list[int] | None = None) -> float:
         """Clean top-1 accuracy on the search split (on its images ``indices`` where given)."""
 
-    def finetune(self, model: nn.Module, steps: int) -> nn.Module:
-        """The protocol's noise-augmented fine-tune cut to ``steps`` SGD steps (deterministic per policy)."""
+    def finetune(self, model: nn.Module, steps: int | None) -> nn.Module:
+        """The protocol's noise-augmented fine-tune cut to ``steps`` SGD steps (deterministic per policy); ``None``:
+        the whole final fine-tune, so the model is the one the protocol ships for that policy."""
 
-    def candidate(self, policy: Policy, finetune_steps: int) -> nn.Module:
-        """The model a search scores for ``policy``: quantized, then fine-tuned ``finetune_steps`` steps."""
+    def candidate(self, policy: Policy, finetune_steps: int | None) -> nn.Module:
+        """The model a search scores for ``policy``: quantized, then fine-tuned ``finetune_steps`` steps (``None``:
+        as the protocol fine-tunes the model it ships)."""
 
     def reference(self) -> Reference:
         """The float model as the reference of incremental certification on the search split."""
@@ -285,6 +288,7 @@ class RunProtocol(Protocol):
     certifier: str
     search_activations: bool
     keep_ends: bool  # first and last layer held at 8 bits
+    finetune_epochs: int  # the final fine-tune's epochs (0: none)
 
     def plugin_options(self, kind: str, name: str) -> dict:
         """The options this run gives plugin ``name`` of ``kind`` (its own over the shared ones)."""
@@ -482,9 +486,13 @@ class Workload:
     finetune_images: int  # size of the fine-tune split
     train_cost: float = TRAIN_COST
 
-    def finetune_forwards(self, steps: int) -> float:
-        """Forward-equivalents of ``steps`` SGD steps of the protocol's fine-tune (a candidate's short one)."""
-        return steps * min(self.benchmark.finetune.batch_size, self.finetune_images) * self.train_cost
+    def finetune_forwards(self, steps: int | None) -> float:
+        """Forward-equivalents of ``steps`` SGD steps of the protocol's fine-tune (a candidate's short one;
+        ``None``: the whole final fine-tune, its epochs over the fine-tune split)."""
+        batch = min(self.benchmark.finetune.batch_size, self.finetune_images)
+        if steps is None:
+            steps = math.ceil(self.finetune_images / max(1, batch)) * self.protocol.finetune_epochs
+        return steps * batch * self.train_cost
 
     def certify_forwards(self, images: int, certifier: Any, config: SmoothingConfig) -> float:
         """Forwards of certifying ``images`` examples: n0 + n each, or n0 + the certifier's own ``samples(config)``

@@ -24,6 +24,8 @@ Searching:
 - ``rl_search``: HAQ's DDPG agent over its bit-allocation environment, rewarded by your ``reward(policy)``; with
   ``rescore_top`` > 0 it ships the best of its top candidates re-scored by your ``rescore(policy)`` (your reward on
   a larger, independent sample)
+- ``candidate_steps``: a search's ``finetune_steps`` option (steps, or ``"final"``: the candidate is the shipped
+  model) as ``ctx.candidate`` takes it, refused in one line when it is neither
 - ``BitAllocationEnv``: the environment (one episode = one pass over the layers, with the action wall)
 - ``ilp_policy``: the bits minimising a per-layer sensitivity table under the budget, by integer programming
 - ``tie_units``: the layer groups the ILP assigns together (tied layers share a precision)
@@ -82,7 +84,7 @@ from arqbench.search.sensitivity import points as profile_points
 from arqbench.search.sensitivity import policy_loss
 from arqbench.search.sensitivity import profile as sensitivity_profile
 from arqbench.search.sensitivity import samples as profile_samples
-from arqbench.search.agent import AgentSettings, rl_search
+from arqbench.search.agent import AgentSettings, candidate_steps, rl_search
 from arqbench.search.bit_env import BitAllocationEnv
 from arqbench.search.ilp import CHOICES as ILP_CHOICES
 from arqbench.search.ilp import ilp_policy, tie_units

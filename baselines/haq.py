@@ -4,8 +4,9 @@ Each candidate policy is quantized with the run's quantizer and given the protoc
 fine-tune cut to ``finetune_steps`` SGD steps (HAQ's reference fine-tunes every candidate briefly before
 scoring it, for the same reason: score the kind of model that ships); its reward is then its clean top-1
 accuracy on the search split held out of the training data (never the certification subset), against the
-float model's. Options: ``finetune_steps``, ``images`` (score on the split's first ``images`` only) and
-every setting of the agent (``arqbench.search.agent``).
+float model's. Options: ``finetune_steps`` (steps, or ``"final"``: the whole final fine-tune, so the candidate
+is the model that ships), ``images`` (score on the split's first ``images`` only) and every setting of the agent
+(``arqbench.search.agent``).
 
 Re-scoring (``rescore_top`` = k > 0; off by default: ``benchmarks/rescoring.py`` measured no gain for haq, see
 leaderboards/rescoring/ and the README): the k best distinct candidates are scored again by
@@ -21,19 +22,20 @@ from dataclasses import dataclass
 from arqbench.contract import SearchContext, SearchResult
 from arqbench.errors import ArqbenchError
 from arqbench.hookspecs import hookimpl
-from arqbench.toolkit import AgentSettings, rl_search
+from arqbench.toolkit import AgentSettings, candidate_steps, rl_search
 
 FINETUNE_STEPS = 8  # per candidate; see the README for how this default was measured
 
 
 @dataclass(frozen=True)
 class HAQ(AgentSettings):
-    finetune_steps: int = FINETUNE_STEPS
+    finetune_steps: int | str = FINETUNE_STEPS  # or "final": the candidate is the model the protocol ships
     images: int | None = None  # the search split's first ``images`` score candidates (None: all; half when re-scoring)
     rescore_images: int | None = None  # the re-score's: the split's images after the search's (None: all the rest)
 
     def __post_init__(self):
         super().__post_init__()
+        candidate_steps(self.finetune_steps, "haq.finetune_steps")
         for name in ("images", "rescore_images"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or value < 1):
@@ -69,7 +71,7 @@ class HAQ(AgentSettings):
         float_acc = functools.cache(lambda: ctx.accuracy(ctx.model, indices))
 
         def reward(policy):
-            acc = ctx.accuracy(ctx.candidate(policy, self.finetune_steps), indices)
+            acc = ctx.accuracy(ctx.candidate(policy, candidate_steps(self.finetune_steps, "haq.finetune_steps")), indices)
             return 0.1 * 100 * (acc - float_acc()), {"accuracy": acc}
 
         reward.reference = float_acc
@@ -80,10 +82,11 @@ class HAQ(AgentSettings):
         re-scoring, the same on the re-score's images for the float model and the top candidates."""
         searched, rescored = self.samples(work.search_images)
         images = work.search_images if searched is None else len(searched)
-        total = images + self.episodes * (images + work.finetune_forwards(self.finetune_steps))
+        steps = candidate_steps(self.finetune_steps, "haq.finetune_steps")
+        total = images + self.episodes * (images + work.finetune_forwards(steps))
         if rescored:
             total += len(rescored) + min(self.rescore_top, self.episodes) * (
-                len(rescored) + work.finetune_forwards(self.finetune_steps))
+                len(rescored) + work.finetune_forwards(steps))
         return total
 
 

@@ -9,12 +9,15 @@ import pytest
 from conftest import TINY
 from test_quantization import HandNet
 
+import torch
+
 from arqbench import plugins
+from arqbench.errors import ArqbenchError
 from arqbench.pipeline.results import read
 from arqbench.quantization import policy as policies
 from arqbench.quantization.layers import profile_layers
 from arqbench.search.context import quietly
-from arqbench.search.agent import AgentSettings, EpisodeCreditBuffer, rl_search
+from arqbench.search.agent import AgentSettings, EpisodeCreditBuffer, candidate_steps, rl_search
 from arqbench.search.bit_env import FEATURES, BitAllocationEnv, action_to_bits
 
 LAYERS = profile_layers(HandNet(), (3, 6, 6))
@@ -260,3 +263,29 @@ def test_arq_and_haq_record_their_rescored_candidates(cli, tmp_path):
     haq = json.loads((tmp_path / "digits/sigma0.25/budget0.03/haq-seed0.json").read_text())["search"]
     assert abs(haq["images"] - haq["rescore_images"]) <= 1  # no haq.images: the search split's two halves
     assert all("accuracy" in r["rescore_record"] for r in haq["rescored"])
+
+
+def test_a_final_candidate_is_the_model_the_protocol_ships(quick_digits_checkpoint):
+    """finetune_steps="final": the candidate a search scores is fine-tuned as the protocol fine-tunes the model it
+    ships (same recipe, seed, epochs), so its weights are the shipped model's; a short one's are not."""
+    from arqbench.pipeline.cell import CellRun
+    from arqbench.pipeline.config import resolve
+    from arqbench.pipeline.prepare import prepare
+    from arqbench.pipeline.results import Cell
+
+    cpu = torch.device("cpu")
+    benchmark = plugins.create("benchmark", "digits")
+    protocol = resolve(benchmark, {"finetune_epochs": 1, "search_activations": True})
+    prepared = prepare(benchmark, 0.25, protocol, cpu, checkpoint=quick_digits_checkpoint)
+    run = CellRun(Cell("digits", 0.25, 0.05, "haq", 0), prepared, protocol, cpu)
+    ctx = run.context()
+    policy = ctx.within_budget({layer.name: (4, 4) for layer in ctx.layers})
+    shipped, _ = run.quantized_model(policy)
+    final = ctx.candidate(policy, candidate_steps("final", "haq.finetune_steps"))
+    short = ctx.candidate(policy, 2)
+    same = [torch.equal(a, b) for a, b in zip(shipped.state_dict().values(), final.state_dict().values())]
+    assert all(same) and len(same) > 10
+    assert not all(torch.equal(a, b) for a, b in zip(shipped.state_dict().values(), short.state_dict().values()))
+    assert plugins.create("search", "haq", finetune_steps="final").finetune_steps == "final"
+    with pytest.raises(ArqbenchError, match="finetune_steps is a number of SGD steps .* or 'final'"):
+        plugins.create("search", "arq", finetune_steps="all")

@@ -32,6 +32,20 @@ from arqbench.search.bit_env import BitAllocationEnv
 from arqbench.search.context import SearchContext, SearchResult
 
 
+FINAL = "final"  # a search's ``finetune_steps``: the whole final fine-tune, so the candidate is the shipped model
+
+
+def candidate_steps(value, option: str) -> int | None:
+    """A search's ``finetune_steps`` option as ``SearchContext.candidate`` takes it: SGD steps (an int >= 0), or
+    ``"final"`` -> None (the protocol's whole final fine-tune: the candidate scored is the model that ships)."""
+    if value == FINAL:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ArqbenchError(f"{option} is a number of SGD steps (0 or more) or 'final' (the whole final fine-tune, "
+                            f"the candidate is the shipped model), got {value!r}")
+    return value
+
+
 @dataclass(frozen=True)
 class AgentSettings:
     episodes: int = 600

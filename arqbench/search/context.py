@@ -100,19 +100,22 @@ class SearchContext:
         data = self.data.search if indices is None else Subset(self.data.search, list(indices))
         return accuracy(model, data, self.device, workers=self.data.workers)
 
-    def finetune(self, model: nn.Module, steps: int) -> nn.Module:
+    def finetune(self, model: nn.Module, steps: int | None) -> nn.Module:
         """The protocol's noise-augmented fine-tune (the benchmark's recipe, same seed), cut to ``steps``
         SGD steps: the short fine-tune a candidate gets before it is scored, so a search rates the kind of
-        model that ships. Deterministic for a given policy, so a revisited policy scores the same; one that
-        diverges reruns with BatchNorm frozen, as the final fine-tune would (``arqbench.models.training``)."""
-        if steps > 0:
+        model that ships; ``None``: the whole of it (the protocol's epochs), so the candidate is the model the
+        protocol ships for its policy. Deterministic for a given policy, so a revisited policy scores the same;
+        one that diverges reruns with BatchNorm frozen, as the final fine-tune would (``arqbench.models.training``)."""
+        epochs = getattr(self.protocol, "finetune_epochs", self.benchmark.finetune.epochs)
+        if (steps is None and epochs > 0) or (steps is not None and steps > 0):
             self.finetunes += 1
             self.frozen_batchnorm_finetunes += finetune(
                 model, self.data.finetune, self.benchmark.finetune, self.sigma, self.device, self.seed,
-                tuning=self.tuning(), description="candidate fine-tune", workers=self.data.workers, steps=steps)
+                tuning=self.tuning(), description="candidate fine-tune", workers=self.data.workers,
+                **({"epochs": epochs} if steps is None else {"steps": steps}))
         return model.eval()
 
-    def candidate(self, policy: policies.Policy, finetune_steps: int) -> nn.Module:
+    def candidate(self, policy: policies.Policy, finetune_steps: int | None) -> nn.Module:
         """The model a search scores for ``policy``: quantized with the run's quantizer, then fine-tuned."""
         return self.finetune(self.quantize(policy), finetune_steps)
 

@@ -52,7 +52,7 @@ from torch.utils.data import Subset
 from arqbench.contract import ABSTAIN, SearchContext, SearchResult
 from arqbench.errors import ArqbenchError
 from arqbench.hookspecs import hookimpl
-from arqbench.toolkit import AgentSettings, certified_radius, certify_subset, lower_confidence_bound, rl_search, summarize
+from arqbench.toolkit import AgentSettings, candidate_steps, certified_radius, certify_subset, lower_confidence_bound, rl_search, summarize
 
 FINETUNE_STEPS = 8  # per candidate, as haq's; see the README for how this default was measured
 ESTIMATORS = ("predicted", "certified")
@@ -83,7 +83,7 @@ class ARQ(AgentSettings):
     acc_weight: float = 0.0
     images: int = 30
     n: int | None = 500  # samples of the float model's certification on the search split (None: the protocol's)
-    finetune_steps: int = FINETUNE_STEPS
+    finetune_steps: int | str = FINETUNE_STEPS  # or "final": the candidate is the model the protocol ships
     certifier: str = "irs"
     estimator: str = "predicted"
     rescore_top: int = 5  # re-score the 5 best distinct candidates (module docstring; 0: ship the argmax)
@@ -94,6 +94,7 @@ class ARQ(AgentSettings):
         super().__post_init__()
         if self.estimator not in ESTIMATORS:
             raise ArqbenchError(f"arq.estimator must be one of {', '.join(ESTIMATORS)}, got {self.estimator!r}")
+        candidate_steps(self.finetune_steps, "arq.finetune_steps")
         if not isinstance(self.images, int) or self.images < 1:
             raise ArqbenchError(f"arq.images must be a positive integer, got {self.images!r}")
         if not isinstance(self.rescore_images, int) or self.rescore_images < 1:
@@ -126,7 +127,8 @@ class ARQ(AgentSettings):
         reference = functools.cache(lambda: score(ctx.model, f"{description}: float reference")[0])
 
         def reward(policy):
-            metrics, record = score(ctx.candidate(policy, self.finetune_steps), f"{description}: candidate")
+            candidate = ctx.candidate(policy, candidate_steps(self.finetune_steps, "arq.finetune_steps"))
+            metrics, record = score(candidate, f"{description}: candidate")
             float_metrics = reference()
             relative_acr = (metrics["acr"] - float_metrics["acr"]) / max(float_metrics["acr"], 1e-12)
             value = self.acr_weight * relative_acr + self.acc_weight * (
@@ -143,7 +145,8 @@ class ARQ(AgentSettings):
         certifier = work.protocol.create("certifier", self.certifier)
         config = replace(work.smoothing, n=self.n or work.smoothing.n)
         images = min(self.images, work.search_images)
-        candidate = work.certify_forwards(images, certifier, config) + work.finetune_forwards(self.finetune_steps)
+        steps = candidate_steps(self.finetune_steps, "arq.finetune_steps")
+        candidate = work.certify_forwards(images, certifier, config) + work.finetune_forwards(steps)
         total = images * (config.n0 + config.n) + work.certify_forwards(images, certifier, config) + \
             self.episodes * candidate
         if self.rescore_top:
@@ -151,7 +154,7 @@ class ARQ(AgentSettings):
             images = max(0, min(self.rescore_images, work.search_images - images))
             total += images * (config.n0 + config.n) + work.certify_forwards(images, certifier, config) + \
                 min(self.rescore_top, self.episodes) * (work.certify_forwards(images, certifier, config)
-                                                        + work.finetune_forwards(self.finetune_steps))
+                                                        + work.finetune_forwards(steps))
         return total
 
     def scorer(self, ctx: SearchContext, rescore: bool = False):
