@@ -1,4 +1,4 @@
-"""What did each of 0.3's search-strength changes do on its own? arq and haq under 0.2's protocol, with one change.
+"""What did each search-strength change do on its own? arq and haq under a protocol, with one change.
 
     python benchmarks/ablation.py                    # every arm run here: digits-mobilenetv2, sigma 0.25, 1.1%,
                                                      # activations searched, seeds 0-2
@@ -6,6 +6,9 @@
         --from +episodes=leaderboards/episodes/episodes600 --from 0.3=leaderboards/results \
         --out leaderboards/ablation                # the README's table: published cells where they exist
     python benchmarks/ablation.py --arms before,+selection   # some arms only
+    python benchmarks/ablation.py --against 0.4 --arms +final-candidate \
+        --from 0.4=leaderboards/base-models/results --from +final-candidate=leaderboards/candidate-finetune/results \
+        --out leaderboards/candidate-finetune      # 0.4's candidates fine-tuned as the shipped model, against 0.4
     python benchmarks/ablation.py --quick            # seconds: digits, 2 and 4 episodes, tiny n (checks it runs)
 
 Arms (each an ordinary ``arqbench run`` into ``--out``/<arm>, resumable; the protocol otherwise the benchmark's):
@@ -15,12 +18,18 @@ Arms (each an ordinary ``arqbench run`` into ``--out``/<arm>, resumable; the pro
 - ``+selection``: before, but arq re-scores its top 5 (its 0.3 default; haq keeps it off, so haq has no row);
 - ``+episodes``: before, at 600 episodes;
 - ``+fine-tune``: before, with the benchmark's own fine-tune recipe (digits-mobilenetv2: BatchNorm frozen);
-- ``0.3``: every default of 0.3, e.g. the re-published cells.
+- ``0.3``: every default of 0.3, e.g. the re-published cells;
+- ``0.4``: every default of this version (0.4's protocol: each seed on its own base model), e.g.
+  leaderboards/base-models;
+- ``+final-candidate``: 0.4, with every candidate of arq and haq fine-tuned as the shipped model is
+  (``finetune_steps=final``).
+
+``--against ARM`` (default ``before``) is the arm every other is paired with.
 
 ``--from ARM=FOLDER`` reads an arm's cells from a results folder of that protocol instead of running them.
 Cells are matched by benchmark, sigma, budget, method and seed, and must quantize the same base model and
 certify the same images. Prints, per method and arm, the shipped ACR with its 95% interval over images (each
-image's radius averaged over the seeds), its paired difference to ``before`` (95% interval, image by image,
+image's radius averaged over the seeds), its paired difference to the ``--against`` arm (95% interval, image by image,
 ``arqbench.smoothing.intervals``), clean accuracy, the models below 50% clean accuracy, and the search cost (s).
 Writes ``ablation.csv`` under ``--out``; the last line reads ``ablation <method> <arm> <diff> [<low>, <high>] ...``.
 """
@@ -43,6 +52,9 @@ ARMS = {  # arm -> (methods, run settings)
     "+episodes": (("arq", "haq"), {**OLD, "episodes": 600}),
     "+fine-tune": (("arq", "haq"), {**OLD, "finetune_recipe": None}),
     "0.3": (("arq", "haq"), {}),
+    "0.4": (("arq", "haq"), {}),
+    "+final-candidate": (("arq", "haq"), {"options": {"arq": {"finetune_steps": "final"},
+                                                      "haq": {"finetune_steps": "final"}}}),
 }
 QUICK = {"n0": 10, "n": 100, "test_images": 5, "batch_size": 200, "finetune_epochs": 1,
          "options": {"arq": {"images": 4, "n": 100, "finetune_steps": 1, "warmup": 1, "rescore_images": 8,
@@ -59,7 +71,9 @@ def arguments(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--from", dest="given", action="append", default=[], metavar="ARM=FOLDER",
                         help="read an arm's cells from a results folder of its protocol instead of running them")
-    parser.add_argument("--arms", default=",".join(ARMS), help=f"comma list of {', '.join(ARMS)} (before always)")
+    parser.add_argument("--arms", default="before,+selection,+episodes,+fine-tune,0.3",
+                        help=f"comma list of {', '.join(ARMS)} (the --against arm always)")
+    parser.add_argument("--against", default="before", help="the arm the others are paired with")
     parser.add_argument("--out", type=Path, default=Path("ablation-results"))
     parser.add_argument("--quick", action="store_true", help="digits, 2 and 4 episodes, one seed, tiny n")
     args = parser.parse_args(argv)
@@ -68,11 +82,11 @@ def arguments(argv: list[str]) -> argparse.Namespace:
     args.seeds = [int(s) for s in args.seeds.split(",")]
     requested = args.arms.split(",")
     given = [text.split("=", 1) for text in args.given]
-    wrong = sorted({arm for arm in requested if arm not in ARMS}
+    wrong = sorted({arm for arm in [*requested, args.against] if arm not in ARMS}
                    | {"=".join(pair) for pair in given if len(pair) != 2 or pair[0] not in ARMS})
     if wrong:
         parser.error(f"an arm is one of {', '.join(ARMS)} (--arms NAME,... and --from ARM=FOLDER), got {', '.join(wrong)}")
-    args.arms = ["before"] + [arm for arm in ARMS if arm != "before" and arm in requested]
+    args.arms = [args.against] + [arm for arm in ARMS if arm != args.against and arm in requested]
     args.given = {arm: Path(folder) for arm, folder in given}
     return args
 
@@ -104,18 +118,19 @@ def main(argv: list[str]) -> int:
     args = arguments(argv)
     folders = {arm: folder_of(args, arm) for arm in args.arms}
     table = []
-    for method in ARMS["before"][0]:
-        base_rows, base = cells(folders["before"], args, method)
+    against = args.arms[0]
+    for method in ARMS[against][0]:
+        base_rows, base = cells(folders[against], args, method)
         for arm in args.arms:
             if method not in ARMS[arm][0]:
                 continue
             rows, terms = cells(folders[arm], args, method)
             if set(rows.base_model) != set(base_rows.base_model) or set(terms) != set(base):
                 raise ArqbenchError(f"{method} under {folders[arm]} quantized another base model or certified other "
-                                    f"images than under {folders['before']}: not comparable")
+                                    f"images than under {folders[against]}: not comparable")
             acr, diff = mean_interval(list(terms.values())), paired_difference(terms, base)
             table.append({"method": method, "arm": arm, "seeds": len(rows), "acr": acr.mean, "acr_low": acr.low,
-                          "acr_high": acr.high, "vs_before": diff.mean, "vs_before_low": diff.low,
+                          "acr_high": acr.high, "against": against, "vs_before": diff.mean, "vs_before_low": diff.low,
                           "vs_before_high": diff.high, "clean_acc": rows.clean_acc.mean(),
                           "collapsed": int((rows.clean_acc < COLLAPSED).sum()), "search_s": rows.search_cost_s.mean(),
                           "folder": str(folders[arm])})
@@ -123,11 +138,11 @@ def main(argv: list[str]) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     frame.to_csv(args.out / "ablation.csv", index=False)
     for r in frame.to_dict("records"):
-        print(f"{r['method']} {r['arm']:<11} ACR {r['acr']:.3f} [{r['acr_low']:.3f}, {r['acr_high']:.3f}], vs before "
+        print(f"{r['method']} {r['arm']:<11} ACR {r['acr']:.3f} [{r['acr_low']:.3f}, {r['acr_high']:.3f}], vs {against} "
               f"{r['vs_before']:+.3f} [{r['vs_before_low']:+.3f}, {r['vs_before_high']:+.3f}], clean "
               f"{100 * r['clean_acc']:.1f}%, collapsed {r['collapsed']}/{r['seeds']}, search {r['search_s']:.1f} s")
     print("ablation " + " ".join(f"{r['method']} {r['arm']} {r['vs_before']:+.3f} [{r['vs_before_low']:+.3f}, "
-                                 f"{r['vs_before_high']:+.3f}]" for r in table if r["arm"] != "before"))
+                                 f"{r['vs_before_high']:+.3f}]" for r in table if r["arm"] != against))
     return 0
 
 

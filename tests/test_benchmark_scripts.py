@@ -187,6 +187,16 @@ def test_ablation_quick(home, tmp_path):
     assert len(longer["history"]) == 2 * len(before["history"])  # 4 episodes stand for 600, 2 for 100
     assert "bn_freeze=none" in json.dumps(config) and "bn_freeze=none" not in json.dumps(search_of("0.3", "arq")[1])
 
+    # another arm to pair with, read from a folder: candidates fine-tuned as the shipped model, against the defaults
+    out = script(home, "ablation.py", "--quick", "--against", "0.3", "--arms", "+final-candidate", "--from",
+                 f"0.3={tmp_path / 'ablation' / '0.3'}", "--out", tmp_path / "final").stdout
+    assert out.rstrip().splitlines()[-1].startswith("ablation arq +final-candidate ")
+    frame = __import__("pandas").read_csv(tmp_path / "final" / "ablation.csv")
+    assert list(zip(frame.method, frame.arm)) == [(m, a) for m in ("arq", "haq") for a in ("0.3", "+final-candidate")]
+    assert set(frame.against.astype(str)) == {"0.3"} and (frame[frame.arm == "0.3"].vs_before == 0).all()
+    final = read(next((tmp_path / "final" / "+final-candidate").rglob("haq-seed0.json")))
+    assert final["search"]["finetune_steps"] == "final"
+
 
 def test_profile_fidelity_quick(home, tmp_path):
     out = script(home, "profile_fidelity.py", "--quick", "--out", tmp_path / "pf").stdout
