@@ -6,9 +6,10 @@
         --from +episodes=leaderboards/episodes/episodes600 --from 0.3=leaderboards/results \
         --out leaderboards/ablation                # the README's table: published cells where they exist
     python benchmarks/ablation.py --arms before,+selection   # some arms only
-    python benchmarks/ablation.py --against 0.4 --arms +final-candidate \
-        --from 0.4=leaderboards/base-models/results --from +final-candidate=leaderboards/candidate-finetune/results \
-        --out leaderboards/candidate-finetune      # 0.4's candidates fine-tuned as the shipped model, against 0.4
+    python benchmarks/ablation.py --against 8-step-candidate --arms +final-candidate \
+        --from 8-step-candidate=leaderboards/base-models/results \
+        --from +final-candidate=leaderboards/candidate-finetune/results \
+        --out leaderboards/candidate-finetune      # candidates fine-tuned as the shipped model, against 8 steps
     python benchmarks/ablation.py --quick            # seconds: digits, 2 and 4 episodes, tiny n (checks it runs)
 
 Arms (each an ordinary ``arqbench run`` into ``--out``/<arm>, resumable; the protocol otherwise the benchmark's):
@@ -19,10 +20,10 @@ Arms (each an ordinary ``arqbench run`` into ``--out``/<arm>, resumable; the pro
 - ``+episodes``: before, at 600 episodes;
 - ``+fine-tune``: before, with the benchmark's own fine-tune recipe (digits-mobilenetv2: BatchNorm frozen);
 - ``0.3``: every default of 0.3, e.g. the re-published cells;
-- ``0.4``: every default of this version (0.4's protocol: each seed on its own base model), e.g.
-  leaderboards/base-models;
-- ``+final-candidate``: 0.4, with every candidate of arq and haq fine-tuned as the shipped model is
-  (``finetune_steps=final``).
+- ``8-step-candidate``: this version's protocol with arq's and haq's candidates fine-tuned 8 steps (the default
+  on digits; on digits-mobilenetv2 until 2026-12-07), e.g. leaderboards/base-models;
+- ``+final-candidate``: the same with every candidate fine-tuned as the shipped model is (``finetune_steps=final``,
+  digits-mobilenetv2's default since).
 
 ``--against ARM`` (default ``before``) is the arm every other is paired with.
 
@@ -52,7 +53,7 @@ ARMS = {  # arm -> (methods, run settings)
     "+episodes": (("arq", "haq"), {**OLD, "episodes": 600}),
     "+fine-tune": (("arq", "haq"), {**OLD, "finetune_recipe": None}),
     "0.3": (("arq", "haq"), {}),
-    "0.4": (("arq", "haq"), {}),
+    "8-step-candidate": (("arq", "haq"), {"options": {"arq": {"finetune_steps": 8}, "haq": {"finetune_steps": 8}}}),
     "+final-candidate": (("arq", "haq"), {"options": {"arq": {"finetune_steps": "final"},
                                                       "haq": {"finetune_steps": "final"}}}),
 }

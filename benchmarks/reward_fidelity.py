@@ -49,7 +49,7 @@ from arqbench.pipeline.cell import CellRun
 from arqbench.pipeline.config import known_settings, resolve
 from arqbench.pipeline.prepare import prepare
 from arqbench.pipeline.results import Cell, read_all
-from arqbench.search.agent import top_distinct
+from arqbench.search.agent import candidate_steps, top_distinct
 from arqbench.quantization.policy import MAX_BITS, MIN_BITS
 from arqbench.runtime import keep_freed_memory
 
@@ -156,7 +156,7 @@ def main() -> None:
                                                      "sigma, budget and protocol are used)")
     parser.add_argument("--top", type=int, default=10, help="each RL search's best distinct candidates (--results)")
     parser.add_argument("--out", type=Path, help="write the table (csv) and the summary (markdown) here")
-    parser.add_argument("--finetune-steps", default=None, help="candidate fine-tune lengths to compare, e.g. 0,8,32 "
+    parser.add_argument("--finetune-steps", default=None, help="candidate fine-tune lengths to compare, e.g. 0,8,final "
                                                                "(default: the searches' default)")
     parser.add_argument("--option", action="append", default=[], metavar="NAME.KEY=VALUE",
                         help="a plugin option, as for `arqbench run` (e.g. arq.images=50)")
@@ -198,7 +198,8 @@ def main() -> None:
            for name in ("arq", "arq-certified")}
     haq = protocol.create("search", "haq")
     default_steps = haq.finetune_steps
-    steps = [default_steps] if args.finetune_steps is None else [int(s) for s in args.finetune_steps.split(",")]
+    steps = [default_steps] if args.finetune_steps is None else [
+        s if s == "final" else int(s) for s in args.finetune_steps.split(",")]
     scorers = {name: search.scorer(ctx) for name, search in arq.items()}
     if arq["arq"].rescore_top:
         scorers["arq-rescore"] = arq["arq"].scorer(ctx, rescore=True)
@@ -222,7 +223,7 @@ def main() -> None:
             for n_steps in steps:
                 tag = "" if n_steps == default_steps else f"@{n_steps}"
                 t0 = time.perf_counter()
-                candidate = ctx.candidate(policy, n_steps)
+                candidate = ctx.candidate(policy, candidate_steps(n_steps, "--finetune-steps"))
                 seconds.setdefault(f"candidate{tag}", []).append(time.perf_counter() - t0)
                 for name, score in scorers.items():
                     t0 = time.perf_counter()

@@ -188,6 +188,8 @@ def main() -> None:
     parser.add_argument("--rewards-only", action="store_true",
                         help="measure (and cache) the rewards of --settings and stop, leaving the final ACRs and the "
                              "table to a last run (parallel processes would each certify every policy)")
+    parser.add_argument("--option", action="append", default=[], metavar="NAME.KEY=VALUE",
+                        help="a plugin option under every setting, as for `arqbench run` (e.g. arq.finetune_steps=8)")
     parser.add_argument("--quick", action="store_true", help="a smoke run in seconds (its numbers mean nothing)")
     args = parser.parse_args()
     keep_freed_memory()
@@ -213,6 +215,10 @@ def main() -> None:
         grid = [(label, search, merged(extra, {"arq": {"images": 8, "n": 200}}) if extra else extra,
                  1 if steps == "final" else (2 if steps else steps), min(repeats, 2))
                 for label, search, extra, steps, repeats in grid]
+    from arqbench.cli import option
+
+    for name, key, value in map(option, args.option):
+        options.setdefault(name, {})[key] = value
     device = torch.device("cpu")
     benchmark = plugins.create("benchmark", args.benchmark)
     protocol = resolve(benchmark, {**settings, "options": options})
@@ -233,7 +239,8 @@ def main() -> None:
     for label, name, extra, steps, repeats in grid:
         setting = resolve(benchmark, {**settings, "options": merged(options, extra)})
         search = setting.create("search", name)
-        n_steps = final_steps(ctx, protocol) if steps == "final" else (steps or search.finetune_steps)
+        steps = steps or search.finetune_steps  # the grid's, else the search's own (a number, or "final")
+        n_steps = final_steps(ctx, protocol) if steps == "final" else steps
         search = replace(search, finetune_steps=n_steps)
         ctx.protocol = setting
         try:
