@@ -5,6 +5,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 
 import pytest
 import torch
@@ -57,6 +58,7 @@ def test_an_interrupted_rl_search_leaves_nothing_behind_either(tmp_path):
     for line in process.stderr:  # interrupt once the HAQ search is under way
         if "haq seed=0" in line:
             break
+    time.sleep(2)  # the cell's line is printed before its work starts: let the search begin
     process.send_signal(signal.SIGINT)
     _, rest = process.communicate(timeout=300)
     assert process.returncode == 130 and "interrupted" in rest
