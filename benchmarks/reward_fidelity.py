@@ -109,6 +109,24 @@ def policy_set(ctx, cells: list[dict], policies: int, top: int, seed: int) -> li
     return chosen + [("random", f"random {k + 1}", p) for k, p in enumerate(drawn)]
 
 
+def fidelity_run(args, cells: list[dict], settings: dict, options: dict) -> CellRun:
+    """The cell the policies are scored and certified in: ``args``' benchmark, sigma, budget and seed under
+    ``settings`` and ``options`` (with ``--option`` over them), on the base model ``cells`` were computed from."""
+    from arqbench.cli import option
+
+    for name, key, value in map(option, args.option):
+        options.setdefault(name, {})[key] = value
+    device = torch.device("cpu")
+    benchmark = plugins.create("benchmark", args.benchmark)
+    protocol = resolve(benchmark, {**settings, "options": options})
+    prepared = prepare(benchmark, args.sigma, protocol, device, base_seed=protocol.base_seed(args.seed))
+    theirs = {(r.get("base_model") or {}).get("fingerprint") for r in cells}
+    if cells and theirs != {prepared.fingerprint}:
+        raise SystemExit(f"--results {args.results} was computed from base model(s) {sorted(map(str, theirs))}, "
+                         f"this machine's is {prepared.fingerprint}: its shipped policies' final ACRs would differ")
+    return CellRun(Cell(args.benchmark, args.sigma, args.budget, "fidelity", args.seed), prepared, protocol, device)
+
+
 def spearman(frame, objective: str, rows=None) -> float | None:
     rows = frame if rows is None else frame[rows]
     rows = rows.drop_duplicates("policy")
@@ -165,7 +183,6 @@ def main() -> None:
                              "and 5 images (ARQ: 10 images at its n), one fine-tune epoch, one Hessian batch (options given win)")
     args = parser.parse_args()
     keep_freed_memory()
-    from arqbench.cli import option
 
     options: dict = {}
     settings: dict = {"search_activations": True}
@@ -180,18 +197,8 @@ def main() -> None:
         settings.update(n=100, test_images=5, finetune_epochs=1)
         options = {"arq": {"images": 10, "rescore_images": 10, "rescore_n": 100},
                    "robust-ilp": {"images": 5, "n": 100}, "hawq": {"batches": 1}}
-    for name, key, value in map(option, args.option):
-        options.setdefault(name, {})[key] = value
-    device = torch.device("cpu")
-    benchmark = plugins.create("benchmark", args.benchmark)
-    protocol = resolve(benchmark, {**settings, "options": options})
-    prepared = prepare(benchmark, args.sigma, protocol, device, base_seed=protocol.base_seed(args.seed))
-    theirs = {(r.get("base_model") or {}).get("fingerprint") for r in cells}
-    if cells and theirs != {prepared.fingerprint}:
-        raise SystemExit(f"--results {args.results} was computed from base model(s) {sorted(map(str, theirs))}, "
-                         f"this machine's is {prepared.fingerprint}: its shipped policies' final ACRs would differ")
-    run = CellRun(Cell(args.benchmark, args.sigma, args.budget, "fidelity", args.seed), prepared, protocol, device)
-    ctx = run.context()
+    run = fidelity_run(args, cells, settings, options)
+    protocol, ctx = run.protocol, run.context()
 
     arq = {name: protocol.create("search", "arq") if name == "arq" else
            plugins.create("search", "arq", **{**protocol.plugin_options("search", "arq"), "estimator": "certified"})

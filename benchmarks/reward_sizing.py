@@ -38,19 +38,14 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
 from scipy.stats import spearmanr
 
-from arqbench import plugins
 from arqbench.files import cache_path, read_json, write_json_atomic, write_text_atomic
-from arqbench.pipeline.cell import CellRun
 from arqbench.pipeline.config import known_settings, resolve
-from arqbench.pipeline.prepare import prepare
-from arqbench.pipeline.results import Cell
 from arqbench.runtime import keep_freed_memory
 
 sys.path.insert(0, str(Path(__file__).parent))
-from reward_fidelity import final_acr, policy_set, recorded_cells  # noqa: E402 (the same policies and final ACRs)
+from reward_fidelity import fidelity_run, final_acr, policy_set, recorded_cells  # noqa: E402 (the same policies and final ACRs)
 
 NOISE_SEED_STEP = 7919  # repeat r measures with noise seed + r * this: repeat 0 is the search's own stream
 # (label, search, options merged into the run's, candidate fine-tune steps ("final": the final fine-tune's), repeats)
@@ -215,20 +210,8 @@ def main() -> None:
         grid = [(label, search, merged(extra, {"arq": {"images": 8, "n": 200}}) if extra else extra,
                  1 if steps == "final" else (2 if steps else steps), min(repeats, 2))
                 for label, search, extra, steps, repeats in grid]
-    from arqbench.cli import option
-
-    for name, key, value in map(option, args.option):
-        options.setdefault(name, {})[key] = value
-    device = torch.device("cpu")
-    benchmark = plugins.create("benchmark", args.benchmark)
-    protocol = resolve(benchmark, {**settings, "options": options})
-    prepared = prepare(benchmark, args.sigma, protocol, device, base_seed=protocol.base_seed(args.seed))
-    theirs = {(r.get("base_model") or {}).get("fingerprint") for r in cells}
-    if cells and theirs != {prepared.fingerprint}:
-        raise SystemExit(f"--results {args.results} was computed from base model(s) {sorted(map(str, theirs))}, "
-                         f"this machine's is {prepared.fingerprint}")
-    run = CellRun(Cell(args.benchmark, args.sigma, args.budget, "fidelity", args.seed), prepared, protocol, device)
-    ctx = run.context()
+    run = fidelity_run(args, cells, settings, options)
+    benchmark, protocol, prepared, ctx = run.prepared.benchmark, run.protocol, run.prepared, run.context()
 
     chosen = policy_set(ctx, cells, args.policies, args.top, args.seed)
     frame = pd.DataFrame([{"kind": kind, "label": label, "policy": json.dumps(sorted(p.items()))}
